@@ -1,0 +1,330 @@
+"""Job and cluster specs: dataclasses loaded from YAML, validated, and hashed into a run identity.
+
+A job spec says *what* to compute (data, model, training, IMP, pool); a cluster spec says *where*
+(Ray address, workers, storage, MLflow). Only the job spec feeds the run hash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from lp_ray.errors import LpRayError
+
+
+class SpecError(LpRayError):
+    """A spec file is malformed: unknown key, wrong type or impossible value."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Job spec
+
+
+@dataclass
+class DataSpec:
+    dataset: str = "mnist1d"
+    # mnist1d: samples generated offline (80% train / 20% test, as the mnist1d package splits).
+    num_samples: int = 10000
+    # cifar10/cifar100: the official python archive; imagenet: a folder with train/ and val/.
+    path: Optional[str] = None
+    # Held-out validation split carved from train (paper Appendix D: 10%), seeded by `split_seed`.
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    augment: bool = True
+    # synthetic: random tensors of this shape (per sample) and class count.
+    shape: Optional[list[int]] = None
+    num_classes: Optional[int] = None
+    num_train: int = 512
+    num_test: int = 256
+
+
+@dataclass
+class ModelSpec:
+    name: str = "conv1d"
+    width: int = 64  # conv1d only
+    num_classes: Optional[int] = None  # default: the data set's
+
+
+@dataclass
+class TrainSpec:
+    epochs: int = 40
+    batch_size: int = 64  # global batch, split over DDP workers
+    lr: float = 0.1
+    lr_drops: list[int] = field(default_factory=lambda: [20, 30])
+    lr_drop_factor: float = 0.1
+    warmup_epochs: int = 0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    seed: int = 0
+    # Which epoch's weights become the ticket: "final" (default) or "best_val" (best on validation).
+    select: str = "final"
+
+
+@dataclass
+class ImpSpec:
+    # Number of tickets, the dense round 0 included: densities 1, 0.8, 0.64, ... for rate 0.2.
+    rounds: int = 11
+    rate: float = 0.2
+    rewind_epoch: int = 2
+    prune_linear: bool = False
+
+
+@dataclass
+class PoolSpec:
+    method: str = "interpolation"
+    coefficients: Optional[list[float]] = None  # default: the method's
+    search_num: Optional[int] = None  # default: every other ticket
+    bn_samples: Optional[int] = None  # default: the whole training split
+    ema_decay: float = 0.95
+    targets: Optional[list[int]] = None  # default: every round
+
+
+@dataclass
+class JobSpec:
+    name: str = "default"
+    data: DataSpec = field(default_factory=DataSpec)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    imp: ImpSpec = field(default_factory=ImpSpec)
+    pool: PoolSpec = field(default_factory=PoolSpec)
+
+
+# Fields that never change a ticket: where a file lives, how many rounds to run (extending a run by
+# more rounds reuses the old ones), and the pool section (pool results live in their own folder).
+_NOT_IN_HASH = {("name",), ("data", "path"), ("imp", "rounds"), ("pool",)}
+
+
+def run_hash(job: JobSpec) -> str:
+    """Short hash of every results-affecting field that differs from its default (as OpenLTH does),
+    so that adding a new field with a default never renames old runs."""
+    changed = _non_default(job, JobSpec(), ())
+    blob = json.dumps(changed, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def _non_default(value: Any, default: Any, path: tuple[str, ...]) -> Any:
+    if dataclasses.is_dataclass(value):
+        out = {}
+        for f in dataclasses.fields(value):
+            sub = path + (f.name,)
+            if sub in _NOT_IN_HASH:
+                continue
+            v = _non_default(getattr(value, f.name), getattr(default, f.name), sub)
+            if v is not _SAME:
+                out[f.name] = v
+        return out if out else _SAME
+    return _SAME if value == default else value
+
+
+_SAME = object()
+
+
+def run_name(job: JobSpec) -> str:
+    return f"{job.name}-{run_hash(job)}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Cluster spec
+
+
+@dataclass
+class ClusterSpec:
+    # "local" starts a private Ray on this machine; "auto" or "host:port" joins a running cluster.
+    address: str = "local"
+    # One DDP worker by default: on a 2-core laptop the default job's tiny CNN trains fastest in one
+    # process (a second worker adds a gloo all-reduce per step and halves the cores per worker), and
+    # the spare core keeps the driver and Ray's own processes responsive.
+    num_workers: int = 1
+    use_gpu: bool = False
+    resources_per_worker: dict[str, float] = field(default_factory=lambda: {"CPU": 1.0})
+    placement_strategy: str = "PACK"
+    # What one pool evaluation asks Ray for (e.g. {num_gpus: 0.25} packs four on a GPU).
+    eval_resources: dict[str, float] = field(default_factory=lambda: {"num_cpus": 1.0})
+    storage_path: str = "./runs"
+    tracking_uri: Optional[str] = None
+    max_failures: int = 3
+    torch_threads: int = 1
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading and validation
+
+_KNOWN_DATASETS = {"mnist1d", "cifar10", "cifar100", "imagenet", "synthetic"}
+_KNOWN_METHODS = {"interpolation", "average", "swa", "ema", "prune_after"}
+
+
+def load_job(path: str | Path | None) -> JobSpec:
+    """Load a job spec; `None` means the embedded default job (jobs/default.yaml's twin)."""
+    if path is None:
+        return JobSpec()
+    raw = _read_yaml(path)
+    job = _build(JobSpec, raw, str(path), ())
+    _check_job(job, str(path))
+    return job
+
+
+def load_cluster(path: str | Path | None) -> ClusterSpec:
+    if path is None:
+        return ClusterSpec()
+    raw = _read_yaml(path)
+    cluster = _build(ClusterSpec, raw, str(path), ())
+    _check_cluster(cluster, str(path))
+    return cluster
+
+
+def job_from_dict(raw: dict, where: str = "<job>") -> JobSpec:
+    job = _build(JobSpec, raw, where, ())
+    _check_job(job, where)
+    return job
+
+
+def job_to_dict(job: JobSpec) -> dict:
+    return dataclasses.asdict(job)
+
+
+def _read_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"{path}: no such file")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError(f"{path}: malformed YAML{where}: {problem}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    return raw
+
+
+def _build(cls: type, raw: Any, where: str, path: tuple[str, ...]) -> Any:
+    key = ".".join(path) or "top level"
+    if not isinstance(raw, dict):
+        raise SpecError(f"{where}: {key}: expected a mapping, got {_show(raw)}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        full = ".".join(path + (str(unknown[0]),))
+        raise SpecError(f"{where}: unknown key '{full}' (known: {', '.join(sorted(names))})")
+    kwargs = {}
+    for name, value in raw.items():
+        kwargs[name] = _coerce(value, hints[name], where, path + (name,))
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, tp: Any, where: str, path: tuple[str, ...]) -> Any:
+    key = ".".join(path)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where, path)
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        return _coerce(value, [a for a in args if a is not type(None)][0], where, path)
+    if origin is list:
+        if not isinstance(value, list):
+            raise SpecError(f"{where}: {key}: expected a list, got {_show(value)}")
+        return [_coerce(v, args[0], where, path + (f"[{i}]",)) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SpecError(f"{where}: {key}: expected a mapping, got {_show(value)}")
+        return {str(k): _coerce(v, args[1], where, path + (str(k),)) for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise SpecError(f"{where}: {key}: expected true or false, got {_show(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SpecError(f"{where}: {key}: expected an integer, got {_show(value)}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SpecError(f"{where}: {key}: expected a number, got {_show(value)}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise SpecError(f"{where}: {key}: expected a string, got {_show(value)}")
+        return value
+    raise TypeError(f"unsupported spec type {tp}")
+
+
+def _show(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"[:80]
+
+
+def _fail(where: str, key: str, message: str) -> None:
+    raise SpecError(f"{where}: {key}: {message}")
+
+
+def _check_job(job: JobSpec, where: str) -> None:
+    d, t, i, p = job.data, job.train, job.imp, job.pool
+    if not job.name or any(c in job.name for c in "/\\ "):
+        _fail(where, "name", f"must be a non-empty name without '/' or spaces, got {job.name!r}")
+    if d.dataset not in _KNOWN_DATASETS:
+        _fail(where, "data.dataset", f"unknown data set {d.dataset!r} (known: {', '.join(sorted(_KNOWN_DATASETS))})")
+    if not 0.0 < d.val_fraction < 1.0:
+        _fail(where, "data.val_fraction", f"must be in (0, 1), got {d.val_fraction}")
+    if d.num_samples < 100:
+        _fail(where, "data.num_samples", f"must be at least 100, got {d.num_samples}")
+    if d.dataset == "synthetic" and (not d.shape or not d.num_classes):
+        _fail(where, "data.shape", "the synthetic data set needs data.shape and data.num_classes")
+    if t.epochs < 1:
+        _fail(where, "train.epochs", f"must be at least 1, got {t.epochs}")
+    if t.batch_size < 1:
+        _fail(where, "train.batch_size", f"must be at least 1, got {t.batch_size}")
+    if t.lr <= 0:
+        _fail(where, "train.lr", f"must be positive, got {t.lr}")
+    if not 0.0 <= t.momentum < 1.0:
+        _fail(where, "train.momentum", f"must be in [0, 1), got {t.momentum}")
+    if t.weight_decay < 0:
+        _fail(where, "train.weight_decay", f"must be >= 0, got {t.weight_decay}")
+    if any(not 0 < e < t.epochs for e in t.lr_drops) or t.lr_drops != sorted(t.lr_drops):
+        _fail(where, "train.lr_drops", f"must be increasing epochs inside (0, {t.epochs}), got {t.lr_drops}")
+    if not 0 <= t.warmup_epochs < t.epochs:
+        _fail(where, "train.warmup_epochs", f"must be in [0, {t.epochs}), got {t.warmup_epochs}")
+    if t.select not in ("final", "best_val"):
+        _fail(where, "train.select", f"must be 'final' or 'best_val', got {t.select!r}")
+    if i.rounds < 1:
+        _fail(where, "imp.rounds", f"must be at least 1 (round 0 is the dense network), got {i.rounds}")
+    if not 0.0 < i.rate < 1.0:
+        _fail(where, "imp.rate", f"must be in (0, 1), got {i.rate}")
+    if not 0 <= i.rewind_epoch < t.epochs:
+        _fail(where, "imp.rewind_epoch", f"must be in [0, train.epochs={t.epochs}), got {i.rewind_epoch}")
+    if p.method not in _KNOWN_METHODS:
+        _fail(where, "pool.method", f"unknown method {p.method!r} (known: {', '.join(sorted(_KNOWN_METHODS))})")
+    if p.coefficients is not None and (not p.coefficients or any(not 0 < a < 1 for a in p.coefficients)):
+        _fail(where, "pool.coefficients", f"must be a non-empty list of numbers in (0, 1), got {p.coefficients}")
+    if p.search_num is not None and p.search_num < 1:
+        _fail(where, "pool.search_num", f"must be at least 1, got {p.search_num}")
+    if p.bn_samples is not None and p.bn_samples < 1:
+        _fail(where, "pool.bn_samples", f"must be at least 1, got {p.bn_samples}")
+    if not 0.0 < p.ema_decay < 1.0:
+        _fail(where, "pool.ema_decay", f"must be in (0, 1), got {p.ema_decay}")
+
+
+def _check_cluster(c: ClusterSpec, where: str) -> None:
+    if c.num_workers < 1:
+        _fail(where, "num_workers", f"must be at least 1, got {c.num_workers}")
+    if c.placement_strategy not in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"):
+        _fail(where, "placement_strategy", f"must be PACK, SPREAD, STRICT_PACK or STRICT_SPREAD, got {c.placement_strategy!r}")
+    if c.address.startswith("ray://"):
+        _fail(where, "address", "ray:// (Ray Client) is not supported for Ray Train; use 'auto' or host:port")
+    if c.max_failures < 0:
+        _fail(where, "max_failures", f"must be >= 0, got {c.max_failures}")
+    if c.torch_threads < 1:
+        _fail(where, "torch_threads", f"must be at least 1, got {c.torch_threads}")
+    for k, v in {**c.resources_per_worker, **c.eval_resources}.items():
+        if v < 0:
+            _fail(where, k, f"resources must be >= 0, got {v}")
