@@ -1,0 +1,213 @@
+"""The run directory, read and written through `pyarrow.fs` (local paths, NFS, s3://), the same
+filesystem layer Ray Train uses, so one run directory serves a laptop and a cluster.
+
+    <storage>/<job>-<hash>/
+        job.yaml                  the resolved job spec
+        split.safetensors         train/val indices (never changes once written)
+        dataset.safetensors       generated data sets only (mnist1d)
+        rewind.safetensors        weights after the rewind epoch (round 0)
+        tracking.json             MLflow ids, so a resumed run logs into the same MLflow runs
+        rounds/round_RR/mask.safetensors, ticket.safetensors, meta.json
+        rounds.parquet            one row per finished round
+        round_RR/                 Ray Train's own checkpoints for that round's fit()
+
+Every write is atomic: a temporary name, then a rename. A stage is finished only when its last output
+(a ticket's meta.json) exists, so rerunning a command skips finished stages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import uuid
+from typing import Any, Mapping
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load, save as st_save
+
+from lp_ray.errors import LpRayError
+
+TICKET_FORMAT = "lp-ray-ticket/1"
+
+
+def resolve_fs(uri: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in uri:
+        try:
+            return pafs.FileSystem.from_uri(uri)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise LpRayError(f"{uri}: cannot open storage: {e}") from None
+    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
+
+
+class RunDir:
+    """One run directory on some pyarrow filesystem. Paths given to methods are relative to it."""
+
+    def __init__(self, uri: str):
+        self.fs, self.base = resolve_fs(uri)
+        self.uri = uri if "://" in uri else self.base
+
+    def path(self, rel: str = "") -> str:
+        return f"{self.base}/{rel}" if rel else self.base
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.get_file_info(self.path(rel)).type != pafs.FileType.NotFound
+
+    def is_dir(self) -> bool:
+        return self.fs.get_file_info(self.base).type == pafs.FileType.Directory
+
+    def read_bytes(self, rel: str) -> bytes:
+        try:
+            with self.fs.open_input_stream(self.path(rel)) as f:
+                return f.read()
+        except FileNotFoundError:
+            raise LpRayError(f"{self.path(rel)}: no such file") from None
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Atomic: readers see the old file or the whole new one, never half of it."""
+        final = self.path(rel)
+        parent = final.rsplit("/", 1)[0]
+        self.fs.create_dir(parent, recursive=True)
+        tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{final.rsplit('/', 1)[1]}"
+        with self.fs.open_output_stream(tmp) as f:
+            f.write(data)
+        self.fs.move(tmp, final)
+
+    def read_json(self, rel: str) -> Any:
+        raw = self.read_bytes(rel)
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise LpRayError(f"{self.path(rel)}: corrupt JSON: {e}") from None
+
+    def write_json(self, rel: str, obj: Any) -> None:
+        self.write_bytes(rel, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+    def list_dir(self, rel: str) -> list[str]:
+        sel = pafs.FileSelector(self.path(rel), allow_not_found=True)
+        return sorted(i.base_name for i in self.fs.get_file_info(sel))
+
+    def write_table(self, rel: str, table: pa.Table) -> None:
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        self.write_bytes(rel, buf.getvalue())
+
+    def read_table(self, rel: str) -> pa.Table:
+        try:
+            return pq.read_table(io.BytesIO(self.read_bytes(rel)))
+        except pa.ArrowInvalid as e:
+            raise LpRayError(f"{self.path(rel)}: corrupt Parquet file: {e}") from None
+
+    def delete(self, rel: str) -> None:
+        if self.exists(rel):
+            info = self.fs.get_file_info(self.path(rel))
+            if info.type == pafs.FileType.Directory:
+                self.fs.delete_dir(self.path(rel))
+            else:
+                self.fs.delete_file(self.path(rel))
+
+
+# --------------------------------------------------------------------------------------------------
+# Weights files (tickets, rewind point, pooled networks): safetensors, never pickle.
+
+
+def round_dir(r: int) -> str:
+    return f"rounds/round_{r:02d}"
+
+
+def encode_weights(state: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor] | None = None,
+                   metadata: dict[str, str] | None = None) -> bytes:
+    tensors = {f"state/{k}": v.detach().cpu().contiguous().clone() for k, v in state.items()}
+    for k, v in (mask or {}).items():
+        tensors[f"mask/{k}"] = v.detach().cpu().to(torch.float32).contiguous().clone()
+    meta = {"format": TICKET_FORMAT, **(metadata or {})}
+    return st_save(tensors, metadata=meta)
+
+
+def decode_weights(data: bytes, where: str, expected: Mapping[str, torch.Tensor] | None = None,
+                   expected_mask: set[str] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Decode a weights file and check it against the model it must fit. Any problem is one error that
+    names the file: truncated or corrupt bytes, a different architecture, a wrong shape."""
+    try:
+        tensors = st_load(data)
+    except (SafetensorError, Exception) as e:  # safetensors raises several types on bad bytes
+        raise LpRayError(f"{where}: corrupt or truncated weights file ({str(e).splitlines()[0]})") from None
+    state = {k[len("state/"):]: v for k, v in tensors.items() if k.startswith("state/")}
+    mask = {k[len("mask/"):]: v for k, v in tensors.items() if k.startswith("mask/")}
+    if not state:
+        raise LpRayError(f"{where}: not an lp-ray weights file (no state/ tensors)")
+    if expected is not None:
+        missing = sorted(set(expected) - set(state))
+        extra = sorted(set(state) - set(expected))
+        if missing or extra:
+            what = f"missing {missing[0]}" if missing else f"unexpected {extra[0]}"
+            raise LpRayError(f"{where}: does not match the model ({what}; {len(missing)} missing, {len(extra)} unexpected tensors)")
+        for k, v in expected.items():
+            if tuple(state[k].shape) != tuple(v.shape):
+                raise LpRayError(f"{where}: does not match the model ({k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)})")
+        for k, m in mask.items():
+            if k not in state or m.shape != state[k].shape:
+                raise LpRayError(f"{where}: mask {k} does not match the weights")
+    if expected_mask is not None and set(mask) != set(expected_mask):
+        raise LpRayError(f"{where}: mask covers {len(mask)} tensors, the job prunes {len(expected_mask)}")
+    return state, mask
+
+
+def write_mask(run: RunDir, rel: str, mask: Mapping[str, torch.Tensor]) -> None:
+    tensors = {f"mask/{k}": v.detach().cpu().to(torch.float32).contiguous().clone() for k, v in mask.items()}
+    run.write_bytes(rel, st_save(tensors, metadata={"format": TICKET_FORMAT}))
+
+
+def read_mask(run: RunDir, rel: str) -> dict[str, torch.Tensor]:
+    try:
+        tensors = st_load(run.read_bytes(rel))
+    except LpRayError:
+        raise
+    except Exception as e:
+        raise LpRayError(f"{run.path(rel)}: corrupt or truncated mask file ({str(e).splitlines()[0]})") from None
+    return {k[len("mask/"):]: v for k, v in tensors.items() if k.startswith("mask/")}
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_ticket(run: RunDir, r: int, state, mask, meta: dict) -> str:
+    """Ticket first, then meta.json: meta.json is the round's 'done' marker. Returns the ticket's sha256."""
+    data = encode_weights(state, mask, {"round": str(r)})
+    digest = sha256(data)
+    run.write_bytes(f"{round_dir(r)}/ticket.safetensors", data)
+    run.write_json(f"{round_dir(r)}/meta.json", {**meta, "ticket_sha256": digest})
+    return digest
+
+
+def ticket_done(run: RunDir, r: int) -> bool:
+    return run.exists(f"{round_dir(r)}/meta.json") and run.exists(f"{round_dir(r)}/ticket.safetensors")
+
+
+def read_ticket(run: RunDir, r: int, expected=None, expected_mask=None):
+    rel = f"{round_dir(r)}/ticket.safetensors"
+    return decode_weights(run.read_bytes(rel), run.path(rel), expected, expected_mask)
+
+
+def finished_rounds(run: RunDir) -> list[int]:
+    rounds = []
+    for name in run.list_dir("rounds"):
+        if name.startswith("round_") and name[6:].isdigit() and ticket_done(run, int(name[6:])):
+            rounds.append(int(name[6:]))
+    return sorted(rounds)
+
+
+def write_rounds_table(run: RunDir) -> pa.Table:
+    """rounds.parquet is derived from the tickets' meta.json files, so it can always be rebuilt."""
+    rows = [run.read_json(f"{round_dir(r)}/meta.json") for r in finished_rounds(run)]
+    cols = ["round", "density", "val_acc", "test_acc", "epochs", "seconds", "ticket_sha256"]
+    table = pa.table({c: [row.get(c) for row in rows] for c in cols})
+    table = table.append_column("path", pa.array([run.path(f"{round_dir(row['round'])}/ticket.safetensors") for row in rows], pa.string()))
+    run.write_table("rounds.parquet", table)
+    return table

@@ -1,0 +1,116 @@
+"""Training and evaluation steps shared by the Ray Train loop, the pool evaluators and the benchmarks.
+Pure torch: distributed reduction is passed in, so nothing here imports Ray."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterator, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lp_ray.data.base import Source
+from lp_ray.spec import TrainSpec
+
+
+def lr_at(spec: TrainSpec, epoch: int) -> float:
+    """Step schedule (drops by `lr_drop_factor` at each epoch in `lr_drops`), with optional linear warmup.
+    A function of the epoch alone, so a resumed or rewound round needs no scheduler state."""
+    lr = spec.lr * spec.lr_drop_factor ** sum(epoch >= d for d in spec.lr_drops)
+    if epoch < spec.warmup_epochs:
+        lr *= (epoch + 1) / spec.warmup_epochs
+    return lr
+
+
+def epoch_seed(seed: int, round_: int, epoch: int) -> int:
+    """Data order and augmentation depend only on (seed, round, epoch): a resumed epoch replays exactly."""
+    return (seed * 1_000_003 + round_ * 10_007 + epoch) % (2**63)
+
+
+def shard_batches(idx: torch.Tensor, batch_size: int, rank: int, world: int, gen: Optional[torch.Generator]) -> Iterator[torch.Tensor]:
+    """Shuffle (if `gen`), pad to a multiple of `world` by wrapping (as DistributedSampler does) so every
+    rank runs the same number of steps, take this rank's share, and cut it into batches."""
+    order = idx[torch.randperm(len(idx), generator=gen)] if gen is not None else idx
+    per_rank = -(-len(order) // world)
+    if per_rank * world > len(order):
+        order = torch.cat([order, order[: per_rank * world - len(order)]])
+    mine = order[rank::world]
+    for start in range(0, len(mine), batch_size):
+        yield mine[start : start + batch_size]
+
+
+def masked_sgd_epoch(model: nn.Module, opt: torch.optim.Optimizer, source: Source, idx: torch.Tensor,
+                     batch_size: int, masks: dict[str, torch.Tensor], gen: torch.Generator,
+                     device: torch.device, rank: int = 0, world: int = 1,
+                     on_step: Optional[Callable[[int, float], None]] = None) -> tuple[float, float]:
+    """One epoch of SGD in which pruned weights stay exactly zero: gradients are masked before the step
+    (so momentum never grows there) and weights after it. Returns (mean loss, accuracy) on this rank."""
+    model.train()
+    params = dict(model.named_parameters())
+    masked = [(params[_ddp_name(n, params)], m.to(device)) for n, m in masks.items() if _has_mask_effect(m)]
+    total_loss, correct, seen = 0.0, 0, 0
+    for step, b in enumerate(shard_batches(idx, batch_size, rank, world, gen)):
+        x, y = source.batch(b, augment=True, gen=gen)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        out = model(x)
+        loss = F.cross_entropy(out, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        with torch.no_grad():
+            for p, m in masked:
+                p.grad.mul_(m)
+        opt.step()
+        with torch.no_grad():
+            for p, m in masked:
+                p.mul_(m)
+        total_loss += loss.item() * len(y)
+        correct += (out.argmax(1) == y).sum().item()
+        seen += len(y)
+        if on_step is not None:
+            on_step(step, loss.item())
+    return total_loss / max(seen, 1), correct / max(seen, 1)
+
+
+def _ddp_name(name: str, params: dict) -> str:
+    return name if name in params else f"module.{name}"
+
+
+def _has_mask_effect(m: torch.Tensor) -> bool:
+    return bool((m == 0).any())
+
+
+@torch.no_grad()
+def count_correct(model: nn.Module, source: Source, idx: torch.Tensor, device: torch.device,
+                  batch_size: int = 1000, rank: int = 0, world: int = 1) -> tuple[int, int]:
+    """(correct, total) over this rank's share of `idx`, in eval mode, without augmentation.
+    Shares do not overlap (no padding), so summing over ranks gives the exact accuracy."""
+    model.eval()
+    mine = idx[rank::world]
+    correct = 0
+    for start in range(0, len(mine), batch_size):
+        x, y = source.batch(mine[start : start + batch_size], augment=False, gen=None)
+        correct += (model(x.to(device)).argmax(1) == y.to(device)).sum().item()
+    return correct, len(mine)
+
+
+def accuracy(model: nn.Module, source: Source, idx: torch.Tensor, device: torch.device = torch.device("cpu")) -> float:
+    correct, total = count_correct(model, source, idx, device)
+    return correct / total
+
+
+def make_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.SGD:
+    return torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+class Stopwatch:
+    def __init__(self):
+        self.t0 = time.perf_counter()
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self.t0
