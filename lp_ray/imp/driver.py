@@ -1,0 +1,197 @@
+"""The IMP round driver: one Ray Train `fit()` per round, masks computed here between rounds.
+
+    round 0: dense training 0..E (rewind point saved by the workers after epoch k)
+    round r: mask_r = prune(ticket_{r-1}); weights <- rewind point * mask_r; train k..E
+
+A round is finished when its ticket's meta.json exists; finished rounds are skipped, and an
+interrupted round resumes from its last epoch checkpoint because its Ray Train run name
+(`<job>-<hash>/round_RR`) and storage are the same on every rerun.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, replace
+
+import yaml
+
+from lp_ray.data import materialize_data
+from lp_ray.errors import LpRayError
+from lp_ray.models import build_model
+from lp_ray.progress import RoundProgress, console, make_board
+from lp_ray.sparsity import dense_mask, density, prunable_names, prune_fraction
+from lp_ray.spec import ClusterSpec, JobSpec, job_to_dict, run_hash, run_name
+from lp_ray.store import (RunDir, decode_weights, encode_weights, read_mask, read_ticket, round_dir, ticket_done,
+                          write_mask, write_rounds_table, write_ticket)
+from lp_ray.tracking import Tracker
+
+
+@dataclass
+class ImpResult:
+    run: RunDir
+    rounds_trained: list[int]
+    rounds_skipped: list[int]
+
+
+def run_dir_for(job: JobSpec, cluster: ClusterSpec) -> RunDir:
+    return RunDir(f"{cluster.storage_path.rstrip('/')}/{run_name(job)}")
+
+
+def prepare_run(job: JobSpec, cluster: ClusterSpec) -> RunDir:
+    """Create or reopen the run directory; refuse one that belongs to a different job."""
+    run = run_dir_for(job, cluster)
+    if run.exists("job.yaml"):
+        from lp_ray.spec import job_from_dict
+
+        old = job_from_dict(yaml.safe_load(run.read_bytes("job.yaml")), run.path("job.yaml"))
+        if run_hash(old) != run_hash(job):
+            raise LpRayError(f"{run.path()}: holds a different job (hash {run_hash(old)}, expected {run_hash(job)})")
+        job = replace(job, imp=replace(job.imp, rounds=max(job.imp.rounds, old.imp.rounds)))
+    run.write_bytes("job.yaml", yaml.safe_dump(job_to_dict(job), sort_keys=False).encode())
+    return run
+
+
+def flat_params(job: JobSpec) -> dict[str, object]:
+    out = {}
+    for section, values in job_to_dict(job).items():
+        if isinstance(values, dict):
+            out.update({f"{section}.{k}": v for k, v in values.items()})
+        else:
+            out[section] = values
+    return out
+
+
+def run_imp(job: JobSpec, cluster: ClusterSpec, tracking_uri: str) -> ImpResult:
+    from lp_ray.cluster import connect
+
+    if job.train.batch_size % cluster.num_workers:
+        raise LpRayError(f"train.batch_size={job.train.batch_size} is not divisible by num_workers={cluster.num_workers}")
+    tracker = Tracker(tracking_uri, job.name, run_hash(job))  # fails fast if MLflow is unusable
+    run = prepare_run(job, cluster)
+    data = materialize_data(job, run)
+    template = build_model(job.model, data.num_classes, data.input_shape).state_dict()
+    prunable = prunable_names(build_model(job.model, data.num_classes, data.input_shape), job.imp.prune_linear)
+
+    parent = tracker.imp_run(flat_params(job), run.uri)
+    run.write_json("tracking.json", {"tracking_uri": tracking_uri, "experiment_id": tracker.experiment_id, "imp_run_id": parent})
+    connect(cluster, {"MLFLOW_TRACKING_URI": tracking_uri})
+
+    console.print(f"[bold]lp-ray imp[/] {run_name(job)}: {job.imp.rounds} rounds of {job.train.epochs} epochs, "
+                  f"{cluster.num_workers} worker(s) -> {run.uri}")
+    trained, skipped = [], []
+    board = make_board()
+    with RoundProgress(job.imp.rounds, board) as progress:
+        for r in range(job.imp.rounds):
+            if ticket_done(run, r):
+                meta = run.read_json(f"{round_dir(r)}/meta.json")
+                _ensure_logged(tracker, parent, r, meta, run)
+                skipped.append(r)
+                progress.round_done(f"round {r:2d}  done already: density {100 * meta['density']:6.2f}%  "
+                                    f"val {100 * meta['val_acc']:.2f}%  test {100 * meta['test_acc']:.2f}%")
+                continue
+            progress.round_started(r)
+            mask = _round_mask(run, r, job, template, prunable)
+            child = tracker.child_run(parent, "imp_round", str(r), f"round {r:02d}")
+            t0 = time.time()
+            final = _fit_round(job, cluster, run, r, board)
+            meta, history = _finish_round(job, run, r, mask, final, time.time() - t0, template)
+            _log_round(tracker, child, run, meta, history)
+            write_rounds_table(run)
+            trained.append(r)
+            progress.round_done(f"round {r:2d}  trained: density {100 * meta['density']:6.2f}%  val {100 * meta['val_acc']:.2f}%  "
+                                f"test {100 * meta['test_acc']:.2f}%  ({meta['seconds']:.0f} s)")
+    tracker.finish(parent)
+    return ImpResult(run, trained, skipped)
+
+
+def _round_mask(run: RunDir, r: int, job: JobSpec, template, prunable):
+    """Round 0 is dense; round r prunes `rate` of ticket r-1's surviving weights by global magnitude."""
+    if r == 0:
+        return dense_mask(template, prunable)
+    rel = f"{round_dir(r)}/mask.safetensors"
+    if run.exists(rel):
+        return read_mask(run, rel)
+    state, prev_mask = read_ticket(run, r - 1, template, set(prunable))
+    mask = prune_fraction(state, prev_mask, job.imp.rate)
+    write_mask(run, rel, mask)
+    return mask
+
+
+def _fit_round(job: JobSpec, cluster: ClusterSpec, run: RunDir, r: int, board) -> dict:
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from lp_ray.imp.loop import train_round
+
+    inject = os.environ.get("LP_RAY_INJECT_FAILURE")
+    config = {
+        "job": job_to_dict(job), "run_uri": run.uri, "round": r, "torch_threads": cluster.torch_threads,
+        "progress": board, "inject_failure": [int(x) for x in inject.split(":")] if inject else None,
+    }
+    storage_root = run.path().rsplit("/", 1)[0]
+    trainer = TorchTrainer(
+        train_round,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=cluster.num_workers, use_gpu=cluster.use_gpu,
+                                     resources_per_worker=cluster.resources_per_worker,
+                                     placement_strategy=cluster.placement_strategy),
+        run_config=RunConfig(name=f"{run_name(job)}/round_{r:02d}", storage_path=storage_root,
+                             storage_filesystem=run.fs if "://" in run.uri else None,
+                             failure_config=FailureConfig(max_failures=cluster.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+    )
+    try:
+        result = trainer.fit()
+    except Exception as e:
+        raise LpRayError(f"round {r} failed after {cluster.max_failures} restarts: {_root_cause(e)}") from None
+    if result.checkpoint is None:
+        raise LpRayError(f"round {r} finished without a checkpoint in {run.path(f'round_{r:02d}')}")
+    fs, path = result.checkpoint.filesystem, result.checkpoint.path
+    with fs.open_input_stream(f"{path}/state.json") as f:
+        state = json.loads(f.read())
+    with fs.open_input_stream(f"{path}/{'best' if job.train.select == 'best_val' else 'model'}.safetensors") as f:
+        state["weights"] = f.read()
+    return state
+
+
+def _root_cause(e: BaseException) -> str:
+    while e.__cause__ is not None:
+        e = e.__cause__
+    return (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
+
+
+def _finish_round(job, run, r, mask, state, seconds, template) -> tuple[dict, dict]:
+    from safetensors.torch import load as st_load
+
+    weights = st_load(state["weights"])
+    decode_weights(encode_weights(weights), f"round {r} checkpoint", template)  # shape check
+    history = state["history"]
+    last = history["epochs"][-1]
+    meta = {
+        "round": r, "density": density(mask), "val_acc": last.get("selected_val_acc", last["val_acc"]),
+        "test_acc": last["test_acc"], "epochs": len(history["epochs"]), "seconds": seconds,
+        "starts": history["starts"], "rewind_epoch": job.imp.rewind_epoch, "run_hash": run_hash(job),
+    }
+    write_ticket(run, r, weights, mask, meta)
+    run.write_json(f"{round_dir(r)}/history.json", history)
+    return run.read_json(f"{round_dir(r)}/meta.json"), history
+
+
+def _log_round(tracker: Tracker, child: str, run: RunDir, meta: dict, history: dict) -> None:
+    tracker.log_metrics(child, history["epochs"], "epoch")
+    tracker.log_final(child, {"final_val_acc": meta["val_acc"], "final_test_acc": meta["test_acc"], "density": meta["density"]},
+                      {"ticket_uri": run.path(f"{round_dir(meta['round'])}/ticket.safetensors"),
+                       "ticket_sha256": meta["ticket_sha256"], "density": f"{meta['density']:.6f}"})
+    tracker.finish(child)
+
+
+def _ensure_logged(tracker: Tracker, parent: str, r: int, meta: dict, run: RunDir) -> None:
+    """A round finished but the driver died before MLflow heard of it: log it now, once."""
+    child = tracker.child_run(parent, "imp_round", str(r), f"round {r:02d}")
+    info = tracker.client.get_run(child)
+    if "final_test_acc" not in info.data.metrics:
+        _log_round(tracker, child, run, meta, run.read_json(f"{round_dir(r)}/history.json"))
+    elif info.info.status != "FINISHED":
+        tracker.finish(child)

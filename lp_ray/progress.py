@@ -1,0 +1,84 @@
+"""Progress display. Rank 0 of a training fit pushes small status dicts to a `ProgressBoard` actor; a
+thread in the driver polls it and redraws a rich progress view. On a terminal that is a live view;
+in logs (CI, `--submit`) only one line per finished stage is printed."""
+
+from __future__ import annotations
+
+import threading
+from typing import Optional
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+console = Console(stderr=False, highlight=False)
+
+
+class ProgressBoard:
+    """A tiny Ray actor (created with num_cpus=0): the last status each writer pushed."""
+
+    def __init__(self):
+        self.state: dict = {}
+
+    def update(self, status: dict) -> None:
+        self.state.update(status)
+
+    def get(self) -> dict:
+        return dict(self.state)
+
+
+def make_board():
+    import ray
+
+    return ray.remote(num_cpus=0)(ProgressBoard).remote()
+
+
+class RoundProgress:
+    """Round r/R bar plus an epoch/step bar with loss and accuracies, fed from a ProgressBoard."""
+
+    def __init__(self, total_rounds: int, board=None):
+        self.board = board
+        self.live = console.is_terminal
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), console=console, transient=False, disable=not self.live,
+        )
+        self.rounds = self.progress.add_task("rounds", total=total_rounds, info="")
+        self.epoch = self.progress.add_task("epoch", total=1, info="", visible=False)
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def __enter__(self):
+        self.progress.start()
+        if self.board is not None and self.live:
+            self._thread = threading.Thread(target=self._poll, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=2)
+        self.progress.stop()
+
+    def _poll(self) -> None:
+        import ray
+
+        while not self._stop.wait(0.5):
+            try:
+                s = ray.get(self.board.get.remote(), timeout=2)
+            except Exception:
+                continue
+            if not s:
+                continue
+            info = f"loss {s.get('loss', float('nan')):.3f}"
+            if "val_acc" in s:
+                info += f"  train {100 * s['train_acc']:.1f}%  val {100 * s['val_acc']:.1f}%"
+            desc = f"round {s['round']} epoch {min(s['epoch'] + 1, s['epochs'])}/{s['epochs']}"
+            self.progress.update(self.epoch, description=desc, completed=s["step"], total=s["steps"], info=info, visible=True)
+
+    def round_started(self, r: int) -> None:
+        self.progress.update(self.rounds, description=f"round {r}")
+
+    def round_done(self, line: str) -> None:
+        self.progress.advance(self.rounds)
+        console.print(line)

@@ -1,0 +1,114 @@
+"""MLflow, owned by the driver. `MlflowClient` with explicit run ids only (never the fluent API), so
+nothing depends on process-global "active run" state and workers never talk to MLflow.
+
+Layout: experiment = job name; one parent run per run hash (`imp`), a child run per round; later a
+`pool:<method>` run with a child per target. Runs are found again by their tags before any is
+created, so a killed and restarted driver logs into the same runs instead of duplicating them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Optional
+
+from lp_ray.errors import LpRayError
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+TAG_HASH, TAG_KIND, TAG_ROUND = "lp_ray.run_hash", "lp_ray.kind", "lp_ray.round"
+TAG_PARENT = "mlflow.parentRunId"
+
+
+def resolve_tracking_uri(cli_uri: Optional[str], cluster_uri: Optional[str]) -> str:
+    """--tracking-uri beats MLFLOW_TRACKING_URI beats the cluster spec beats ./mlflow.db."""
+    return cli_uri or os.environ.get("MLFLOW_TRACKING_URI") or cluster_uri or DEFAULT_TRACKING_URI
+
+
+def _quiet_mlflow() -> None:
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    import logging
+
+    for name in ("mlflow", "alembic", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class Tracker:
+    def __init__(self, uri: str, experiment: str, run_hash: str):
+        _quiet_mlflow()
+        if uri.startswith(("http://", "https://")):
+            _check_reachable(uri)
+        from mlflow.tracking import MlflowClient
+
+        self.uri, self.run_hash = uri, run_hash
+        self.client = MlflowClient(tracking_uri=uri)
+        try:
+            exp = self.client.get_experiment_by_name(experiment)
+            self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+        except Exception as e:  # any store failure here means MLflow cannot be used at all
+            raise LpRayError(f"MLflow at {uri} is not usable: {str(e).splitlines()[0]}") from None
+
+    # --- finding or creating runs -------------------------------------------------------------
+
+    def _find(self, tags: dict[str, str]) -> Optional[str]:
+        clauses = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        runs = self.client.search_runs([self.experiment_id], filter_string=clauses, max_results=2, order_by=["attributes.start_time ASC"])
+        return runs[0].info.run_id if runs else None
+
+    def _find_or_create(self, run_name: str, tags: dict[str, str]) -> str:
+        found = self._find({k: v for k, v in tags.items() if k != "lp_ray.run_dir"})
+        if found:
+            if self.client.get_run(found).info.status != "RUNNING":
+                self.client.update_run(found, status="RUNNING")
+            return found
+        return self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
+
+    def imp_run(self, params: dict[str, object], run_dir: str) -> str:
+        run_id = self._find_or_create(f"imp {self.run_hash}", {TAG_HASH: self.run_hash, TAG_KIND: "imp", "lp_ray.run_dir": run_dir})
+        existing = self.client.get_run(run_id).data.params
+        new = {k: str(v)[:6000] for k, v in params.items() if k not in existing}
+        if new:
+            from mlflow.entities import Param
+
+            self.client.log_batch(run_id, params=[Param(k, v) for k, v in new.items()])
+        return run_id
+
+    def child_run(self, parent_id: str, kind: str, key: str, name: str) -> str:
+        return self._find_or_create(name, {TAG_HASH: self.run_hash, TAG_KIND: kind, TAG_ROUND: key, TAG_PARENT: parent_id})
+
+    # --- logging --------------------------------------------------------------------------------
+
+    def log_metrics(self, run_id: str, rows: list[dict], step_key: str) -> None:
+        """Log a list of per-step dicts (e.g. one per epoch), replacing nothing already logged."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, int(row[step_key])) for row in rows for k, v in row.items()
+                   if k != step_key and isinstance(v, (int, float)) and v is not None]
+        for i in range(0, len(metrics), 900):  # MLflow caps a batch at 1000 entries
+            self.client.log_batch(run_id, metrics=metrics[i : i + 900])
+
+    def log_final(self, run_id: str, metrics: dict[str, float], tags: dict[str, str] | None = None) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None],
+                              tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+
+    def log_artifact(self, run_id: str, local_path: str, artifact_path: Optional[str] = None) -> None:
+        self.client.log_artifact(run_id, local_path, artifact_path)
+
+    def finish(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+
+def _check_reachable(uri: str) -> None:
+    """Fail in seconds, before any training, when a tracking server does not answer (MLflow's own
+    client would retry for minutes)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5)
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise LpRayError(f"MLflow tracking server {uri} is unreachable ({reason})") from None
