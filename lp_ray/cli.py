@@ -75,6 +75,161 @@ def tickets(run_dir: str = typer.Argument(..., help="A run directory (local path
                 console.print(f"  {row['layer']:<40} {row['survivors']:>10} / {row['size']:<10} {100 * row['density']:6.2f}%")
 
 
+def _ints(text: Optional[str], what: str) -> Optional[list[int]]:
+    if text is None:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise LpRayError(f"{what}: expected comma-separated integers, got {text!r}") from None
+
+
+def _floats(text: Optional[str], what: str) -> Optional[list[float]]:
+    if text is None:
+        return None
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise LpRayError(f"{what}: expected comma-separated numbers, got {text!r}") from None
+    if not values or any(not 0 < a < 1 for a in values):
+        raise LpRayError(f"{what}: coefficients must be numbers in (0, 1), got {text!r}")
+    return values
+
+
+def _run_tracking_uri(cli_uri: Optional[str], cluster_uri: Optional[str], run_dir: str) -> str:
+    """For commands on an existing run: an explicit URI wins, else where that run's IMP logged."""
+    import os
+
+    from lp_ray.store import RunDir
+    from lp_ray.tracking import resolve_tracking_uri
+
+    if cli_uri or os.environ.get("MLFLOW_TRACKING_URI") or cluster_uri:
+        return resolve_tracking_uri(cli_uri, cluster_uri)
+    run = RunDir(run_dir)
+    if run.exists("tracking.json"):
+        return run.read_json("tracking.json")["tracking_uri"]
+    return resolve_tracking_uri(None, None)
+
+
+def _pool(run_dir, cluster, method, parallel_evals, targets, coefficients, search_num, bn_samples, name, overwrite,
+          serial, tracking_uri):
+    from lp_ray.pool.command import run_pool
+    from lp_ray.pool.driver import settings_from_job
+    from lp_ray.spec import load_cluster
+
+    import yaml
+
+    from lp_ray.spec import job_from_dict
+    from lp_ray.store import RunDir
+
+    c = load_cluster(cluster)
+    run = RunDir(run_dir)
+    if not run.exists("job.yaml"):
+        raise LpRayError(f"{run_dir}: not an lp-ray run directory (no job.yaml); run `lp-ray imp` first")
+    job = job_from_dict(yaml.safe_load(run.read_bytes("job.yaml")), run.path("job.yaml"))
+    settings = settings_from_job(job, method=method, coefficients=_floats(coefficients, "--coefficients"),
+                                 search_num=search_num, bn_samples=bn_samples, targets=_ints(targets, "--targets"), name=name)
+    if search_num is not None and search_num < 1:
+        raise LpRayError(f"--search-num must be at least 1, got {search_num}")
+    if bn_samples is not None and bn_samples < 1:
+        raise LpRayError(f"--bn-samples must be at least 1, got {bn_samples}")
+    return run_pool(run.uri, settings, c, _run_tracking_uri(tracking_uri, c.tracking_uri, run.uri),
+                    parallel_evals=parallel_evals, executor="serial" if serial else "ray", overwrite=overwrite)
+
+
+RunArg = typer.Argument(..., help="A run directory (local path or URI), as printed by `lp-ray imp`.")
+
+
+@app.command()
+def pool(run_dir: str = RunArg, cluster: Optional[Path] = ClusterOpt,
+         method: Optional[str] = typer.Option(None, "--method", "-m", help="interpolation (default), average, swa, ema or prune_after."),
+         parallel_evals: int = typer.Option(2, "--parallel-evals", "-p", help="Evaluations in flight at once (capped by the cluster's resources)."),
+         targets: Optional[str] = typer.Option(None, "--targets", help="Comma-separated target rounds (default: every round)."),
+         coefficients: Optional[str] = typer.Option(None, "--coefficients", help="Comma-separated coefficient pool, e.g. 0.05,0.5,0.95."),
+         search_num: Optional[int] = typer.Option(None, "--search-num", help="Try at most this many candidates per target (default: all)."),
+         bn_samples: Optional[int] = typer.Option(None, "--bn-samples", help="Recalibrate BatchNorm on a fixed seeded subset of this many training examples (default: all)."),
+         name: Optional[str] = typer.Option(None, "--name", help="Output folder under pool/ (default: the method)."),
+         overwrite: bool = typer.Option(False, "--overwrite", help="Discard an earlier search in the same folder."),
+         serial: bool = typer.Option(False, "--serial", help="Evaluate in this process, without Ray."),
+         tracking_uri: Optional[str] = TrackingOpt) -> None:
+    """Lottery Pools: greedily interpolate each target ticket with the others, evaluated in parallel on Ray."""
+    out = _pool(run_dir, cluster, method, parallel_evals, targets, coefficients, search_num, bn_samples, name, overwrite,
+                serial, tracking_uri)
+    typer.echo(f"pooled networks: {out.folder} ({out.evaluations} evaluations in {out.seconds:.0f} s"
+               f"{f', {out.replayed} replayed from the trace' if out.replayed else ''})")
+
+
+@app.command()
+def report(run_dir: str = RunArg, tracking_uri: Optional[str] = TrackingOpt) -> None:
+    """Table and plot of LT against every pooled method, per sparsity (report.csv/.parquet/.png)."""
+    _report(run_dir, tracking_uri)
+
+
+def _report(run_dir: str, tracking_uri: Optional[str]) -> None:
+    from lp_ray.progress import console
+    from lp_ray.report import print_report, write_report
+    from lp_ray.store import RunDir
+
+    run = RunDir(run_dir)
+    if not run.is_dir():
+        raise LpRayError(f"{run_dir}: no such run directory")
+    table, paths = write_report(run)
+    print_report(table, title=run.uri)
+    _log_report(run, paths, _run_tracking_uri(tracking_uri, None, run_dir))
+    console.print(f"report: {paths['csv']}, {paths['parquet']}")
+    console.print(f"plot:   {paths['png']}")
+
+
+def _log_report(run, paths: dict, tracking_uri: str) -> None:
+    """The report files go to the IMP parent run's artifacts, under report/."""
+    import tempfile
+
+    import yaml
+
+    from lp_ray.spec import job_from_dict, run_hash
+    from lp_ray.tracking import Tracker
+
+    job = job_from_dict(yaml.safe_load(run.read_bytes("job.yaml")), run.path("job.yaml"))
+    tracker = Tracker(tracking_uri, job.name, run_hash(job))
+    parent = tracker.find_imp_run()
+    if parent is None:
+        return
+    with tempfile.TemporaryDirectory() as d:
+        for ext in ("csv", "parquet", "png"):
+            local = Path(d) / f"report.{ext}"
+            local.write_bytes(run.read_bytes(f"report.{ext}"))
+            tracker.log_artifact(parent, str(local), "report")
+
+
+@app.command("eval")
+def eval_(uri: str = typer.Argument(..., help="A ticket or pooled network (path or URI as logged in MLflow's network_uri/ticket_uri tag), or runs:/<run id>."),
+          tracking_uri: Optional[str] = TrackingOpt) -> None:
+    """Load a ticket or pooled network and print its validation and test accuracy and density."""
+    from lp_ray.evaluate import evaluate_uri
+    from lp_ray.progress import console
+
+    out = evaluate_uri(uri, tracking_uri)
+    console.print(f"{out['path']}\n  density {100 * out['density']:.2f}%  val acc {100 * out['val_acc']:.2f}%  "
+                  f"test acc {100 * out['test_acc']:.2f}%")
+
+
+@app.command()
+def run(job: Optional[Path] = JobOpt, cluster: Optional[Path] = ClusterOpt,
+        method: Optional[str] = typer.Option(None, "--method", "-m", help="Pool method (default: the job's, interpolation)."),
+        parallel_evals: int = typer.Option(2, "--parallel-evals", "-p", help="Pool evaluations in flight at once."),
+        tracking_uri: Optional[str] = TrackingOpt) -> None:
+    """The main job: imp, then pool, then report (what `make demo` runs on the default job)."""
+    from lp_ray.imp.driver import run_imp
+    from lp_ray.spec import load_cluster, load_job
+    from lp_ray.tracking import resolve_tracking_uri
+
+    j, c = load_job(job), load_cluster(cluster)
+    uri = resolve_tracking_uri(tracking_uri, c.tracking_uri)
+    result = run_imp(j, c, uri)
+    _pool(result.run.uri, cluster, method, parallel_evals, None, None, None, None, None, False, False, uri)
+    _report(result.run.uri, uri)
+
+
 def main() -> None:
     import os
 

@@ -4,13 +4,15 @@ in logs (CI, `--submit`) only one line per finished stage is printed."""
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Optional
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-console = Console(stderr=False, highlight=False)
+# Off a terminal (logs, CI) rich would wrap at 80 columns; a wider fixed width keeps one line per event.
+console = Console(stderr=False, highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 class ProgressBoard:

@@ -72,6 +72,23 @@ class Tracker:
             self.client.log_batch(run_id, params=[Param(k, v) for k, v in new.items()])
         return run_id
 
+    def find_imp_run(self) -> Optional[str]:
+        return self._find({TAG_HASH: self.run_hash, TAG_KIND: "imp"})
+
+    def pool_run(self, name: str, imp_run_id: Optional[str], params: dict[str, object]) -> str:
+        """`pool:<name>`, nested under the IMP parent run when there is one (it links the two in the UI)."""
+        tags = {TAG_HASH: self.run_hash, TAG_KIND: f"pool:{name}"}
+        if imp_run_id:
+            tags[TAG_PARENT] = imp_run_id
+        run_id = self._find_or_create(f"pool:{name}", tags)
+        existing = self.client.get_run(run_id).data.params
+        new = {k: str(v)[:6000] for k, v in params.items() if k not in existing}
+        if new:
+            from mlflow.entities import Param
+
+            self.client.log_batch(run_id, params=[Param(k, v) for k, v in new.items()])
+        return run_id
+
     def child_run(self, parent_id: str, kind: str, key: str, name: str) -> str:
         return self._find_or_create(name, {TAG_HASH: self.run_hash, TAG_KIND: kind, TAG_ROUND: key, TAG_PARENT: parent_id})
 

@@ -1,0 +1,71 @@
+"""`lp-ray eval`: load any ticket or pooled network back, from its path/URI or from an MLflow run, and
+score it as stored (no BatchNorm recalibration: the file holds the statistics it was reported with)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import yaml
+
+from lp_ray.errors import LpRayError
+from lp_ray.store import RunDir, decode_weights
+
+URI_TAGS = ("network_uri", "ticket_uri")
+
+
+def resolve_network_uri(uri: str, tracking_uri: Optional[str]) -> str:
+    """`runs:/<run id>` names an MLflow run whose network_uri (pooled) or ticket_uri (IMP round) tag
+    says where the weights are."""
+    if not uri.startswith("runs:/"):
+        return uri
+    from mlflow.tracking import MlflowClient
+
+    from lp_ray.tracking import resolve_tracking_uri
+
+    run_id = uri[len("runs:/"):].strip("/").split("/")[0]
+    try:
+        tags = MlflowClient(resolve_tracking_uri(tracking_uri, None)).get_run(run_id).data.tags
+    except Exception as e:
+        raise LpRayError(f"{uri}: cannot read that MLflow run ({str(e).splitlines()[0]})") from None
+    for tag in URI_TAGS:
+        if tag in tags:
+            return tags[tag]
+    raise LpRayError(f"{uri}: that MLflow run has no network_uri or ticket_uri tag (not a ticket or pooled network)")
+
+
+def find_run_dir(uri: str) -> tuple[RunDir, str]:
+    """The run directory holding a weights file: the nearest parent with a job.yaml."""
+    parts = uri.rstrip("/").split("/")
+    for up in range(1, min(5, len(parts))):
+        candidate = "/".join(parts[:-up])
+        run = RunDir(candidate)
+        if run.exists("job.yaml"):
+            return run, "/".join(parts[-up:])
+    raise LpRayError(f"{uri}: not inside an lp-ray run directory (no job.yaml above it)")
+
+
+def evaluate_uri(uri: str, tracking_uri: Optional[str] = None) -> dict:
+    from lp_ray.data import load_data
+    from lp_ray.models import build_model
+    from lp_ray.pool.core import accuracy_on
+    from lp_ray.sparsity import density, prunable_names
+    from lp_ray.spec import job_from_dict
+
+    uri = resolve_network_uri(uri, tracking_uri)
+    run, rel = find_run_dir(uri)
+    if not run.exists(rel):
+        raise LpRayError(f"{uri}: no such file")
+    job = job_from_dict(yaml.safe_load(run.read_bytes("job.yaml")), run.path("job.yaml"))
+    data = load_data(job, run)
+    model = build_model(job.model, data.num_classes, data.input_shape)
+    prunable = prunable_names(model, job.imp.prune_linear)
+    state, mask = decode_weights(run.read_bytes(rel), run.path(rel), model.state_dict(), set(prunable))
+    model.load_state_dict(state)
+    torch.set_num_threads(1)
+    return {
+        "path": run.path(rel),
+        "density": density(mask),
+        "val_acc": accuracy_on(model, data.train, data.val_idx, 1000),
+        "test_acc": accuracy_on(model, data.test, torch.arange(len(data.test)), 1000),
+    }

@@ -1,0 +1,160 @@
+"""`lp-ray pool`: the plumbing around the pure driver: Ray or serial executor, progress, MLflow."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+from lp_ray.errors import LpRayError
+from lp_ray.pool.driver import PoolDriver, PoolRun, PoolSettings, TargetResult, open_run
+from lp_ray.progress import console
+from lp_ray.spec import ClusterSpec, job_to_dict, run_hash
+
+
+@dataclass
+class PoolOutcome:
+    results: dict[int, TargetResult]
+    folder: str
+    seconds: float
+    evaluations: int
+    replayed: int
+    parallel: int
+
+
+def run_pool(run_uri: str, settings: PoolSettings, cluster: ClusterSpec, tracking_uri: Optional[str],
+             parallel_evals: int = 2, executor: str = "ray", overwrite: bool = False) -> PoolOutcome:
+    from lp_ray.pool.executors import RayExecutor, SerialExecutor, build_evaluator
+
+    if parallel_evals < 1:
+        raise LpRayError(f"--parallel-evals must be at least 1, got {parallel_evals}")
+    pr = open_run(run_uri)
+    if overwrite:
+        pr.run.delete(settings.folder)
+    tracker = _tracker(pr, tracking_uri)
+    job_dict = job_to_dict(pr.job)
+    if executor == "serial":
+        ex = SerialExecutor(build_evaluator(job_dict, pr.run.uri, settings.bn_samples, cluster.torch_threads))
+    elif executor == "ray":
+        from lp_ray.cluster import connect
+
+        connect(cluster, {"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else None)
+        ex = RayExecutor(job_dict, pr.run.uri, settings.bn_samples, cluster.torch_threads, parallel_evals, cluster.eval_resources)
+        if ex.parallel < parallel_evals:
+            console.print(f"note: the cluster fits {ex.parallel} evaluation(s) of {cluster.eval_resources} at once; "
+                          f"running {ex.parallel} in parallel instead of {parallel_evals}")
+    else:
+        raise LpRayError(f"unknown executor {executor!r} (serial or ray)")
+
+    view = SearchView(settings)
+    driver = PoolDriver(pr, settings, ex, on_event=view.event)
+    console.print(f"[bold]lp-ray pool[/] {settings.method} on {pr.run.uri}: {len(driver.targets)} target(s), "
+                  f"{ex.parallel} evaluation(s) in parallel -> {pr.run.path(settings.folder)}")
+    t0 = time.time()
+    try:
+        with view:
+            results = driver.run()
+    finally:
+        ex.close()
+    seconds = time.time() - t0
+    if tracker is not None:
+        _log_pool(tracker, pr, settings, results)
+    return PoolOutcome(results, pr.run.path(settings.folder), seconds, driver.evaluations_done,
+                       driver.evaluations_replayed, ex.parallel)
+
+
+class SearchView:
+    """Live view of a search: targets done, evaluations done / total, evaluations/s, accepted so far.
+    Off a terminal, one line per finished target."""
+
+    def __init__(self, settings: PoolSettings):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.live = console.is_terminal
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
+                                 disable=not self.live)
+        self.task = self.progress.add_task(f"pool {settings.method}", total=1, info="")
+        self.accepted = self.targets_done = self.targets = self.done = 0
+        self.t0 = time.time()
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def _refresh(self):
+        rate = self.done / max(time.time() - self.t0, 1e-9)
+        self.progress.update(self.task, completed=self.done,
+                             info=f"targets {self.targets_done}/{self.targets}  {rate:.1f} eval/s  accepted {self.accepted}")
+
+    def event(self, kind: str, **kw) -> None:
+        if kind == "start":
+            self.targets, self.targets_done = kw["targets"], kw["finished"]
+            self.progress.update(self.task, total=kw["total"])
+            if kw["replayed"]:
+                console.print(f"resuming: {kw['replayed']} evaluation(s) taken from the trace, not repeated")
+        elif kind == "total":
+            self.progress.update(self.task, total=self.progress.tasks[0].total + kw["delta"])
+        elif kind == "evaluation":
+            self.done += 1
+        elif kind == "accepted":
+            self.accepted += 1
+        elif kind == "target_done":
+            r: TargetResult = kw["result"]
+            if not kw["skipped"]:
+                self.targets_done += 1
+            how = "done already" if kw["skipped"] else "pooled"
+            console.print(f"target {r.target:2d}  {how}: density {100 * r.density:6.2f}%  LT test {100 * r.lt_test:.2f}%  "
+                          f"pooled test {100 * r.test_acc:.2f}% ({100 * r.gain:+.2f})  accepted {r.accepted or '-'}")
+        self._refresh()
+
+
+# --------------------------------------------------------------------------------------------------
+# MLflow
+
+
+def _tracker(pr: PoolRun, tracking_uri: Optional[str]):
+    from lp_ray.tracking import Tracker
+
+    if tracking_uri is None:
+        return None
+    return Tracker(tracking_uri, pr.job.name, run_hash(pr.job))
+
+
+def _imp_run_id(tracker, pr: PoolRun) -> Optional[str]:
+    info = pr.run.read_json("tracking.json") if pr.run.exists("tracking.json") else {}
+    if info.get("tracking_uri") == tracker.uri:
+        return info.get("imp_run_id")
+    return tracker.find_imp_run()
+
+
+def _log_pool(tracker, pr: PoolRun, settings: PoolSettings, results: dict[int, TargetResult]) -> None:
+    from lp_ray.report import write_plot
+
+    name = settings.name or settings.method
+    parent = _imp_run_id(tracker, pr)
+    pool_run = tracker.pool_run(name, parent, {f"pool.{k}": v for k, v in settings.identity(pr.rounds).items()})
+    for t, r in sorted(results.items()):
+        child = tracker.child_run(pool_run, "pool_target", str(t), f"{name} target {t:02d}")
+        tracker.log_final(child, {"val_acc": r.val_acc, "test_acc": r.test_acc, "lt_test_acc": r.lt_test,
+                                  "lt_val_acc": r.lt_val, "gain": r.gain, "density": r.density},
+                          {"network_uri": r.path, "network_sha256": r.sha256, "accepted_rounds": ",".join(map(str, r.accepted)),
+                           "alphas": ",".join(f"{a:g}" for a in r.alphas), "target": str(t)})
+        tracker.finish(child)
+    with tempfile.TemporaryDirectory() as d:
+        for rel in ("trace.parquet", "summary.parquet"):
+            path = os.path.join(d, rel)
+            with open(path, "wb") as f:
+                f.write(pr.run.read_bytes(f"{settings.folder}/{rel}"))
+            tracker.log_artifact(pool_run, path)
+        png = os.path.join(d, "accuracy_vs_sparsity.png")
+        write_plot(pr.run, png)
+        tracker.log_artifact(pool_run, png)
+    gains = [r.gain for r in results.values()]
+    tracker.log_final(pool_run, {"mean_gain": sum(gains) / len(gains), "targets_improved": sum(g > 0 for g in gains)})
+    tracker.finish(pool_run)

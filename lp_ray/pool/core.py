@@ -1,0 +1,160 @@
+"""The numeric heart of Lottery Pools, pure torch (no Ray, no MLflow):
+
+    merge:     w = alpha * w_candidate + (1 - alpha) * w_current, over every floating-point tensor
+    re-prune:  keep exactly the target's number of prunable weights, by global magnitude
+    recal:     BatchNorm statistics recomputed on training data (reset, cumulative average, fixed order)
+
+`Evaluator` puts them together into the one function both executors call, so the serial and the Ray
+executor compute bit-identical results.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+import torch
+import torch.nn as nn
+
+from lp_ray.data.base import DataBundle, Source
+from lp_ray.sparsity import Mask, apply_mask, keep_top_k, survivors
+
+State = dict[str, torch.Tensor]
+
+
+def interpolate(current: Mapping[str, torch.Tensor], candidate: Mapping[str, torch.Tensor], alpha: float) -> State:
+    """alpha * candidate + (1 - alpha) * current for floating-point tensors. Integer buffers (BatchNorm's
+    num_batches_tracked) are counters, not weights: they keep the current network's value."""
+    if set(current) != set(candidate):
+        diff = sorted(set(current) ^ set(candidate))
+        raise ValueError(f"state dicts differ in {len(diff)} tensors, e.g. {diff[0]}")
+    out = {}
+    for name, w in current.items():
+        c = candidate[name]
+        if w.is_floating_point():
+            out[name] = alpha * c + (1.0 - alpha) * w
+        else:
+            out[name] = w.clone()
+    return out
+
+
+def reprune(state: Mapping[str, torch.Tensor], prunable: list[str], keep: int) -> tuple[State, Mask]:
+    """Keep exactly `keep` prunable weights, chosen by global magnitude (ties: the earlier position)."""
+    mask = keep_top_k(state, prunable, keep)
+    return apply_mask(dict(state), mask), mask
+
+
+def nonzero_mask(state: Mapping[str, torch.Tensor], prunable: list[str]) -> Mask:
+    return {n: (state[n] != 0).to(torch.float32) for n in sorted(prunable)}
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, source: Source, idx: torch.Tensor, batch_size: int,
+                   device: torch.device = torch.device("cpu")) -> None:
+    """Recompute BatchNorm running statistics: reset them, use a cumulative average (momentum None),
+    and run forward passes in train mode over `idx` in the given order, without augmentation.
+    This is what torch.optim.swa_utils.update_bn does, on our batch sources."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    was_training = model.training
+    saved_momenta = {}
+    for bn in bns:
+        bn.reset_running_stats()
+        saved_momenta[bn] = bn.momentum
+        bn.momentum = None
+    model.train()
+    for start in range(0, len(idx), batch_size):
+        x, _ = source.batch(idx[start : start + batch_size], augment=False, gen=None)
+        model(x.to(device))
+    for bn, momentum in saved_momenta.items():
+        bn.momentum = momentum
+    model.train(was_training)
+
+
+@torch.no_grad()
+def accuracy_on(model: nn.Module, source: Source, idx: torch.Tensor, batch_size: int,
+                device: torch.device = torch.device("cpu")) -> float:
+    model.eval()
+    correct = 0
+    for start in range(0, len(idx), batch_size):
+        x, y = source.batch(idx[start : start + batch_size], augment=False, gen=None)
+        correct += (model(x.to(device)).argmax(1) == y.to(device)).sum().item()
+    return correct / len(idx)
+
+
+def bn_subset(train_idx: torch.Tensor, bn_samples: Optional[int], seed: int) -> torch.Tensor:
+    """The recalibration examples: the whole training split, or a fixed seeded subset of it, in a fixed
+    (sorted) order so every evaluation sees the same batches."""
+    if bn_samples is None or bn_samples >= len(train_idx):
+        return train_idx
+    gen = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(len(train_idx), generator=gen)[:bn_samples]
+    return train_idx[pick.sort().values]
+
+
+@dataclass
+class Evaluation:
+    val_acc: float
+    density: float
+    seconds: float
+
+
+@dataclass
+class Final:
+    state: State
+    mask: Mask
+    val_acc: float
+    test_acc: float
+    density: float
+
+
+class Evaluator:
+    """Everything one evaluation needs, kept resident: a model instance, the data, the recal indices.
+
+    `evaluate` is a pure function of (current, candidate, alpha, keep, reprune) for a fixed thread
+    count: same inputs, same bits, in any process.
+    """
+
+    def __init__(self, model: nn.Module, data: DataBundle, prunable: list[str], bn_idx: torch.Tensor,
+                 batch_size: int, device: torch.device = torch.device("cpu")):
+        self.model = model.to(device)
+        self.data, self.prunable, self.bn_idx = data, sorted(prunable), bn_idx
+        self.batch_size, self.device = batch_size, device
+        self.eval_batch = max(batch_size, 1000)
+        self.prunable_size = sum(p.numel() for n, p in model.state_dict().items() if n in self.prunable)
+
+    def merge(self, current: Mapping[str, torch.Tensor], candidate: Optional[Mapping[str, torch.Tensor]],
+              alpha: float, keep: Optional[int]) -> tuple[State, Mask]:
+        """The merged weights an evaluation scores, and their mask: interpolate, then re-prune to `keep`
+        survivors (None: no re-pruning, for the dense target and the prune-after ablation; the mask is
+        then the nonzero positions)."""
+        state = dict(current) if candidate is None else interpolate(current, candidate, alpha)
+        if keep is not None:
+            return reprune(state, self.prunable, keep)
+        return state, nonzero_mask(state, self.prunable)
+
+    def _load(self, state: Mapping[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(state)
+        recalibrate_bn(self.model, self.data.train, self.bn_idx, self.batch_size, self.device)
+
+    def evaluate(self, current, candidate, alpha: float, keep: Optional[int]) -> Evaluation:
+        t0 = time.perf_counter()
+        state, mask = self.merge(current, candidate, alpha, keep)
+        self._load(state)
+        val = accuracy_on(self.model, self.data.train, self.data.val_idx, self.eval_batch, self.device)
+        return Evaluation(val, survivors(mask) / self.prunable_size, time.perf_counter() - t0)
+
+    def finalize(self, current, keep: Optional[int]) -> Final:
+        """The pooled network: re-pruned if asked, BatchNorm recalibrated, scored on val and, once, on test."""
+        state, mask = self.merge(current, None, 0.0, keep)
+        self._load(state)
+        val = accuracy_on(self.model, self.data.train, self.data.val_idx, self.eval_batch, self.device)
+        test = accuracy_on(self.model, self.data.test, torch.arange(len(self.data.test)), self.eval_batch, self.device)
+        final_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        return Final(final_state, mask, val, test, survivors(mask) / self.prunable_size)

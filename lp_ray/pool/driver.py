@@ -1,0 +1,334 @@
+"""The pool driver: holds every target's greedy chain, feeds evaluations to an executor, decides, and
+writes results as it goes (DESIGN §3).
+
+    pool/<name>/settings.json          what this search was run with (a rerun must match it)
+    pool/<name>/trace.parquet          one row per evaluation, rewritten atomically after every decided step
+    pool/<name>/target_RR.safetensors  the pooled network (weights + mask); meta in target_RR.json
+    pool/<name>/summary.parquet        one row per target
+
+A target is finished when its target_RR.json exists. An unfinished chain is rebuilt from the trace on
+restart (decisions are a function of the recorded accuracies), so nothing finished is re-evaluated.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import pyarrow as pa
+import torch
+import yaml
+
+from lp_ray.errors import LpRayError
+from lp_ray.pool.chain import METHODS, Chain, Decision, candidate_order
+from lp_ray.pool.core import Final, interpolate, reprune
+from lp_ray.pool.executors import EvalRequest, FinalRequest
+from lp_ray.sparsity import prunable_names, survivors
+from lp_ray.spec import JobSpec, job_from_dict, job_to_dict
+from lp_ray.store import RunDir, encode_weights, finished_rounds, read_ticket, round_dir, sha256
+
+TRACE_COLUMNS = ["target", "step", "candidate", "alpha", "val_acc", "accepted", "density", "seconds"]
+
+
+@dataclass
+class PoolSettings:
+    method: str = "interpolation"
+    coefficients: Optional[list[float]] = None
+    search_num: Optional[int] = None
+    bn_samples: Optional[int] = None
+    ema_decay: float = 0.95
+    targets: Optional[list[int]] = None
+    name: Optional[str] = None  # output folder under pool/ (default: the method)
+
+    @property
+    def folder(self) -> str:
+        return f"pool/{self.name or self.method}"
+
+    def identity(self, rounds: list[int]) -> dict:
+        """Everything that changes a chain's decisions; a rerun into the same folder must match it."""
+        d = asdict(self)
+        d.pop("targets"), d.pop("name")
+        return {**d, "tickets": rounds}
+
+
+def settings_from_job(job: JobSpec, **overrides) -> PoolSettings:
+    p = job.pool
+    base = PoolSettings(p.method, p.coefficients, p.search_num, p.bn_samples, p.ema_decay, p.targets)
+    for k, v in overrides.items():
+        if v is not None:
+            setattr(base, k, v)
+    if base.method not in METHODS:
+        raise LpRayError(f"unknown pool method {base.method!r} (known: {', '.join(METHODS)})")
+    return base
+
+
+@dataclass
+class TargetResult:
+    target: int
+    density: float
+    lt_val: float
+    lt_test: float
+    val_acc: float
+    test_acc: float
+    accepted: list[int]
+    alphas: list[float]
+    path: str
+    sha256: str
+
+    @property
+    def gain(self) -> float:
+        return self.test_acc - self.lt_test
+
+
+@dataclass
+class PoolRun:
+    """What the driver needs about a run directory, loaded once."""
+
+    run: RunDir
+    job: JobSpec
+    rounds: list[int]
+    tickets: dict[int, dict[str, torch.Tensor]]
+    masks: dict[int, dict[str, torch.Tensor]]
+    metas: dict[int, dict]
+    prunable: list[str]
+
+
+def open_run(run_uri: str) -> PoolRun:
+    from lp_ray.data import load_data
+    from lp_ray.models import build_model
+
+    run = RunDir(run_uri)
+    if not run.exists("job.yaml"):
+        raise LpRayError(f"{run_uri}: not an lp-ray run directory (no job.yaml); run `lp-ray imp` first")
+    job = job_from_dict(yaml.safe_load(run.read_bytes("job.yaml")), run.path("job.yaml"))
+    rounds = finished_rounds(run)
+    if not rounds:
+        raise LpRayError(f"{run_uri}: no finished IMP rounds to pool")
+    data = load_data(job, run)
+    model = build_model(job.model, data.num_classes, data.input_shape)
+    template, prunable = model.state_dict(), prunable_names(model, job.imp.prune_linear)
+    tickets, masks, metas = {}, {}, {}
+    for r in rounds:
+        tickets[r], masks[r] = read_ticket(run, r, template, set(prunable))
+        metas[r] = run.read_json(f"{round_dir(r)}/meta.json")
+    return PoolRun(run, job, rounds, tickets, masks, metas, prunable)
+
+
+def merge_states(current, candidate, alpha: float, prunable: list[str], keep: Optional[int]):
+    """The driver's copy of an accepted merge (the same pure functions the evaluator ran)."""
+    state = interpolate(current, candidate, alpha)
+    return reprune(state, prunable, keep)[0] if keep is not None else state
+
+
+@dataclass
+class _Open:
+    step: object
+    results: dict = field(default_factory=dict)  # alpha index -> Evaluation
+
+
+class PoolDriver:
+    def __init__(self, pr: PoolRun, settings: PoolSettings, executor, on_event=None):
+        self.pr, self.s, self.ex = pr, settings, executor
+        self.on_event = on_event or (lambda kind, **kw: None)
+        self.folder = settings.folder
+        run = pr.run
+        targets = settings.targets if settings.targets is not None else pr.rounds
+        missing = sorted(set(targets) - set(pr.rounds))
+        if missing:
+            raise LpRayError(f"--targets: round(s) {missing} have no finished ticket (finished: {pr.rounds})")
+        self.targets = sorted(targets)
+        self._check_settings(run)
+        self.trace_rows: list[dict] = run.read_table(f"{self.folder}/trace.parquet").to_pylist() \
+            if run.exists(f"{self.folder}/trace.parquet") else []
+        self.results: dict[int, TargetResult] = {}
+        self.chains: dict[int, Chain] = {}
+        self.current: dict[int, dict] = {}
+        self.version: dict[int, int] = {}
+        self.evaluations_done = 0
+        self.evaluations_replayed = 0
+
+    # --- setup ------------------------------------------------------------------------------------
+
+    def _check_settings(self, run: RunDir) -> None:
+        ident = self.s.identity(self.pr.rounds)
+        rel = f"{self.folder}/settings.json"
+        if run.exists(rel):
+            old = run.read_json(rel)
+            if old != ident:
+                diff = sorted(k for k in set(old) | set(ident) if old.get(k) != ident.get(k))
+                raise LpRayError(f"{run.path(self.folder)}: holds a search with different settings ({', '.join(diff)}); "
+                                 f"pass --overwrite to start it over or --name to keep both")
+        else:
+            run.write_json(rel, ident)
+
+    def keep_for(self, target: int) -> Optional[int]:
+        """Survivors to re-prune to: the target's own count; None for the dense target (nothing to prune)."""
+        mask = self.pr.masks[target]
+        n = survivors(mask)
+        return None if n == sum(m.numel() for m in mask.values()) else n
+
+    def _eval_keep(self, target: int) -> Optional[int]:
+        return None if self.s.method == "prune_after" else self.keep_for(target)
+
+    def remaining_evaluations(self) -> int:
+        """Evaluations left for the unfinished chains (after replay), each counting its final one;
+        a chain that accepts nothing needs no final evaluation and reports a 'total' event of -1."""
+        n = 0
+        for chain in self.chains.values():
+            if chain.method in ("swa",):  # alphas depend on how many were merged: one per candidate
+                per_step = [1] * len(chain.candidates)
+            else:
+                per_step = [len(chain.alphas())] * len(chain.candidates)
+            n += (1 if chain.index == 0 else 0) + sum(per_step[max(chain.index - 1, 0):]) + 1
+        return n
+
+    def _new_chain(self, t: int) -> Chain:
+        return Chain(t, candidate_order(t, self.pr.rounds, self.s.search_num), self.s.method,
+                     self.s.coefficients, self.s.ema_decay)
+
+    def _set_current(self, t: int, state) -> None:
+        self.version[t] = self.version.get(t, -1) + 1
+        if hasattr(self.ex, "drop") and self.version[t] > 0:
+            self.ex.drop(("current", t, self.version[t] - 1))
+        self.current[t] = state
+        self.ex.put(("current", t, self.version[t]), state)
+
+    def _current_key(self, t: int):
+        return ("current", t, self.version[t])
+
+    def _replay(self, chain: Chain) -> None:
+        """Rebuild an interrupted chain from the trace: same accuracies, same decisions, no evaluations."""
+        rows = [r for r in self.trace_rows if r["target"] == chain.target]
+        by_step: dict[int, list[dict]] = {}
+        for r in rows:
+            by_step.setdefault(r["step"], []).append(r)
+        while not chain.done and chain.index in by_step:
+            step = chain.open_step()
+            got = sorted(by_step[chain.index], key=lambda r: step.alphas.index(r["alpha"]) if r["alpha"] in step.alphas else -1)
+            if [r["alpha"] for r in got] != list(step.alphas) or any(r["candidate"] != step.candidate for r in got):
+                raise LpRayError(f"{self.pr.run.path(self.folder)}/trace.parquet: step {step.index} of target {chain.target} "
+                                 f"does not match these settings; pass --overwrite to start over")
+            d = chain.decide([r["val_acc"] for r in got])
+            self.evaluations_replayed += len(got)
+            if d.accepted:
+                self._accept(chain, d, replay=True)
+
+    # --- the search ---------------------------------------------------------------------------------
+
+    def run(self) -> dict[int, TargetResult]:
+        for t in self.pr.rounds:
+            self.ex.put(("ticket", t), self.pr.tickets[t])
+        for t in self.targets:
+            if self.pr.run.exists(f"{self.folder}/target_{t:02d}.json"):
+                self.results[t] = TargetResult(**self.pr.run.read_json(f"{self.folder}/target_{t:02d}.json")["result"])
+                self.on_event("target_done", target=t, result=self.results[t], skipped=True)
+                continue
+            chain = self._new_chain(t)
+            self._set_current(t, self.pr.tickets[t])
+            self._replay(chain)
+            self.chains[t] = chain
+        self.on_event("start", total=self.remaining_evaluations(), replayed=self.evaluations_replayed,
+                      targets=len(self.targets), finished=len(self.results))
+        open_steps: dict[int, _Open] = {}
+        outstanding = sum(self._submit_next(chain, open_steps) for chain in self.chains.values())
+        while outstanding:
+            (t, kind, i), result = self.ex.next_done()
+            outstanding -= 1
+            self.evaluations_done += 1
+            self.on_event("evaluation", target=t)
+            chain = self.chains[t]
+            if kind == "final":
+                self._write_target(chain, result)
+                del open_steps[t]
+                continue
+            o = open_steps[t]
+            o.results[i] = result
+            if len(o.results) < len(o.step.alphas):
+                continue
+            evals = [o.results[j] for j in range(len(o.step.alphas))]
+            d = chain.decide([e.val_acc for e in evals])
+            self._record(d, evals)
+            if d.accepted:
+                self._accept(chain, d)
+            outstanding += self._submit_next(chain, open_steps)
+        self._write_summary()
+        return self.results
+
+    def _submit_next(self, chain: Chain, open_steps: dict) -> int:
+        """Open the chain's next step (all its alphas) or, when the chain is done, its final evaluation.
+        Returns how many evaluations were submitted."""
+        t = chain.target
+        step = chain.open_step()
+        if step is not None:
+            open_steps[t] = _Open(step)
+            keep = self._eval_keep(t)
+            for i, alpha in enumerate(step.alphas):
+                cand = None if step.index == 0 else ("ticket", step.candidate)
+                self.ex.submit((t, "eval", i), EvalRequest(self._current_key(t), cand, alpha, keep))
+            return len(step.alphas)
+        if chain.accepted:
+            open_steps[t] = _Open(None)
+            self.ex.submit((t, "final", 0), FinalRequest(self._current_key(t), self.keep_for(t)))
+            return 1
+        # Nothing beat the target: the pooled network is the ticket itself, as trained.
+        self.on_event("total", delta=-1)
+        m = self.pr.metas[t]
+        self._write_target(chain, Final(self.pr.tickets[t], self.pr.masks[t], m["val_acc"], m["test_acc"], m["density"]))
+        open_steps.pop(t, None)
+        return 0
+
+    def _accept(self, chain: Chain, d: Decision, replay: bool = False) -> None:
+        t = chain.target
+        new = merge_states(self.current[t], self.pr.tickets[d.step.candidate], d.alpha, self.pr.prunable, self._eval_keep(t))
+        self._set_current(t, new)
+        if not replay:
+            self.on_event("accepted", target=t, candidate=d.step.candidate, alpha=d.alpha)
+
+    def _record(self, d: Decision, evals) -> None:
+        for alpha, e in zip(d.step.alphas, evals):
+            self.trace_rows.append({
+                "target": d.step.target, "step": d.step.index, "candidate": d.step.candidate, "alpha": alpha,
+                "val_acc": e.val_acc, "accepted": bool(d.accepted and alpha == d.alpha), "density": e.density,
+                "seconds": e.seconds,
+            })
+        self.pr.run.write_table(f"{self.folder}/trace.parquet", trace_table(self.trace_rows))
+
+    def _write_target(self, chain: Chain, final: Final) -> None:
+        t, run, m = chain.target, self.pr.run, self.pr.metas[chain.target]
+        rel = f"{self.folder}/target_{t:02d}.safetensors"
+        data = encode_weights(final.state, final.mask, {"target": str(t), "method": self.s.method})
+        run.write_bytes(rel, data)
+        result = TargetResult(t, final.density, m["val_acc"], m["test_acc"], final.val_acc, final.test_acc,
+                              [d.step.candidate for d in chain.accepted], [d.alpha for d in chain.accepted],
+                              run.path(rel), sha256(data))
+        run.write_json(f"{self.folder}/target_{t:02d}.json", {
+            "result": asdict(result), "method": self.s.method, "gain": result.gain,
+            "steps": [{"step": d.step.index, "candidate": d.step.candidate, "alpha": d.alpha,
+                       "val_acc": d.val_acc, "accepted": d.accepted} for d in chain.decisions],
+        })
+        self.results[t] = result
+        self.on_event("target_done", target=t, result=result, skipped=False)
+
+    def _write_summary(self) -> None:
+        rows = [self.results[t] for t in sorted(self.results)]
+        self.pr.run.write_table(f"{self.folder}/summary.parquet", summary_table(rows))
+
+
+def trace_table(rows: list[dict]) -> pa.Table:
+    schema = pa.schema([("target", pa.int32()), ("step", pa.int32()), ("candidate", pa.int32()), ("alpha", pa.float64()),
+                        ("val_acc", pa.float64()), ("accepted", pa.bool_()), ("density", pa.float64()), ("seconds", pa.float64())])
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def summary_table(rows: list[TargetResult]) -> pa.Table:
+    return pa.table({
+        "target": pa.array([r.target for r in rows], pa.int32()),
+        "density": [r.density for r in rows],
+        "lt_val_acc": [r.lt_val for r in rows], "lt_test_acc": [r.lt_test for r in rows],
+        "val_acc": [r.val_acc for r in rows], "test_acc": [r.test_acc for r in rows],
+        "gain": [r.gain for r in rows],
+        "accepted": pa.array([r.accepted for r in rows], pa.list_(pa.int32())),
+        "alphas": pa.array([r.alphas for r in rows], pa.list_(pa.float64())),
+        "path": [r.path for r in rows], "sha256": [r.sha256 for r in rows],
+    })

@@ -1,0 +1,196 @@
+"""Executors run evaluations for the pool driver. Two implementations of one small protocol:
+
+- `SerialExecutor`: in-process, one evaluation at a time, in submission order (tests, debugging).
+- `RayExecutor`: a set of Ray actors that each keep the model and the evaluation data resident; at
+  most `parallel` evaluations in flight; every weights set goes into the object store once.
+
+Both call the same `Evaluator`, so with equal torch thread counts they return identical numbers.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from dataclasses import dataclass
+from typing import Any, Hashable, Optional, Protocol
+
+import numpy as np
+import torch
+
+from lp_ray.pool.core import Evaluation, Evaluator, Final
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    current: Hashable  # key of a weights set given to put()
+    candidate: Optional[Hashable]
+    alpha: float
+    keep: Optional[int]
+
+
+@dataclass(frozen=True)
+class FinalRequest:
+    current: Hashable
+    keep: Optional[int]
+
+
+class Executor(Protocol):
+    parallel: int
+
+    def put(self, key: Hashable, state: dict[str, torch.Tensor]) -> None: ...
+
+    def submit(self, tag: Any, request: EvalRequest | FinalRequest) -> None: ...
+
+    def next_done(self) -> tuple[Any, Evaluation | Final]: ...
+
+    def close(self) -> None: ...
+
+
+def build_evaluator(job_dict: dict, run_uri: str, bn_samples: Optional[int], torch_threads: int) -> Evaluator:
+    """An evaluator for a run, built the same way in the driver's process and in every actor."""
+    from lp_ray.data import load_data
+    from lp_ray.models import build_model
+    from lp_ray.pool.core import bn_subset
+    from lp_ray.sparsity import prunable_names
+    from lp_ray.spec import job_from_dict
+    from lp_ray.store import RunDir
+
+    torch.set_num_threads(torch_threads)
+    job = job_from_dict(job_dict)
+    run = RunDir(run_uri)
+    data = load_data(job, run)
+    model = build_model(job.model, data.num_classes, data.input_shape)
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    return Evaluator(model, data, prunable_names(model, job.imp.prune_linear),
+                     bn_subset(data.train_idx, bn_samples, job.data.split_seed), job.train.batch_size, device)
+
+
+def _run(evaluator: Evaluator, request, current, candidate):
+    if isinstance(request, FinalRequest):
+        return evaluator.finalize(current, request.keep)
+    return evaluator.evaluate(current, candidate, request.alpha, request.keep)
+
+
+class SerialExecutor:
+    parallel = 1
+
+    def __init__(self, evaluator: Evaluator):
+        self.evaluator = evaluator
+        self.states: dict[Hashable, dict[str, torch.Tensor]] = {}
+        self.queue: collections.deque = collections.deque()
+
+    def put(self, key, state):
+        self.states[key] = state
+
+    def submit(self, tag, request):
+        self.queue.append((tag, request))
+
+    def next_done(self):
+        tag, req = self.queue.popleft()
+        cand = self.states[req.candidate] if isinstance(req, EvalRequest) and req.candidate is not None else None
+        return tag, _run(self.evaluator, req, self.states[req.current], cand)
+
+    def close(self):
+        self.states.clear()
+
+
+# --------------------------------------------------------------------------------------------------
+# Ray
+
+
+def _to_numpy(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy() for k, v in state.items()}
+
+
+def _to_torch(arrays: Optional[dict[str, np.ndarray]]) -> Optional[dict[str, torch.Tensor]]:
+    # Object-store arrays are read-only views: copy before torch may touch them.
+    return None if arrays is None else {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}
+
+
+class EvaluatorActor:
+    """Holds one Evaluator (model + data resident) for the life of a pool run."""
+
+    def __init__(self, job_dict, run_uri, bn_samples, torch_threads):
+        self.evaluator = build_evaluator(job_dict, run_uri, bn_samples, torch_threads)
+
+    def run(self, request, current, candidate):
+        return _run(self.evaluator, request, _to_torch(current), _to_torch(candidate))
+
+
+def eval_capacity(eval_resources: dict[str, float]) -> int:
+    """How many evaluations the cluster can host at once with the given per-evaluation resources."""
+    import ray
+
+    total = ray.cluster_resources()
+    names = {"num_cpus": "CPU", "num_gpus": "GPU", "CPU": "CPU", "GPU": "GPU"}
+    caps = [math.floor(total.get(names.get(k, k), 0.0) / v + 1e-9) for k, v in eval_resources.items() if v > 0]
+    return min(caps) if caps else 10**6
+
+
+class RayExecutor:
+    def __init__(self, job_dict: dict, run_uri: str, bn_samples: Optional[int], torch_threads: int,
+                 parallel: int, eval_resources: dict[str, float]):
+        import ray
+
+        self.parallel = max(1, min(parallel, eval_capacity(eval_resources)))
+        options = _actor_options(eval_resources)
+        actor_cls = ray.remote(EvaluatorActor).options(**options, max_restarts=2, max_task_retries=2)
+        self.actors = [actor_cls.remote(job_dict, run_uri, bn_samples, torch_threads) for _ in range(self.parallel)]
+        self.idle = list(self.actors)
+        self.refs: dict[Hashable, Any] = {}
+        self.queue: collections.deque = collections.deque()
+        self.in_flight: dict[Any, tuple[Any, Any]] = {}  # object ref -> (tag, actor)
+
+    def put(self, key, state):
+        import ray
+
+        self.refs[key] = ray.put(_to_numpy(state))
+
+    def drop(self, key):
+        self.refs.pop(key, None)
+
+    def submit(self, tag, request):
+        self.queue.append((tag, request))
+        self._dispatch()
+
+    def _dispatch(self):
+        while self.idle and self.queue:
+            tag, req = self.queue.popleft()
+            actor = self.idle.pop()
+            cand = self.refs[req.candidate] if isinstance(req, EvalRequest) and req.candidate is not None else None
+            ref = actor.run.remote(req, self.refs[req.current], cand)
+            self.in_flight[ref] = (tag, actor)
+
+    def next_done(self):
+        import ray
+
+        (ref,), _ = ray.wait(list(self.in_flight), num_returns=1)
+        tag, actor = self.in_flight.pop(ref)
+        self.idle.append(actor)
+        result = ray.get(ref)
+        self._dispatch()
+        return tag, result
+
+    def close(self):
+        import ray
+
+        for a in self.actors:
+            ray.kill(a)
+        self.actors, self.idle, self.refs = [], [], {}
+
+
+def _actor_options(resources: dict[str, float]) -> dict:
+    out: dict[str, Any] = {"num_cpus": 0}
+    custom = {}
+    for k, v in resources.items():
+        if k in ("num_cpus", "CPU"):
+            out["num_cpus"] = v
+        elif k in ("num_gpus", "GPU"):
+            out["num_gpus"] = v
+        elif k == "memory":
+            out["memory"] = v
+        else:
+            custom[k] = v
+    if custom:
+        out["resources"] = custom
+    return out

@@ -1,0 +1,105 @@
+"""`lp-ray report`: LT versus every pooled method, per sparsity, as a table (terminal, CSV, Parquet)
+and a plot like the paper's Figure 3 (test accuracy against weights remaining)."""
+
+from __future__ import annotations
+
+import io
+from typing import Optional
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from lp_ray.errors import LpRayError
+from lp_ray.store import RunDir, finished_rounds, round_dir
+
+
+def pooled_methods(run: RunDir) -> list[str]:
+    """Pool folders that have a summary, the paper's method first."""
+    names = [n for n in run.list_dir("pool") if run.exists(f"pool/{n}/summary.parquet")]
+    return sorted(names, key=lambda n: (n != "interpolation", n))
+
+
+def build_report(run: RunDir) -> pa.Table:
+    rounds = finished_rounds(run)
+    if not rounds:
+        raise LpRayError(f"{run.uri}: no finished IMP rounds to report (is this an lp-ray run directory?)")
+    metas = {r: run.read_json(f"{round_dir(r)}/meta.json") for r in rounds}
+    cols: dict[str, list] = {
+        "round": rounds,
+        "weights_remaining": [100 * metas[r]["density"] for r in rounds],
+        "lt_val_acc": [100 * metas[r]["val_acc"] for r in rounds],
+        "lt_test_acc": [100 * metas[r]["test_acc"] for r in rounds],
+    }
+    for name in pooled_methods(run):
+        rows = {row["target"]: row for row in run.read_table(f"pool/{name}/summary.parquet").to_pylist()}
+        cols[f"{name}_test_acc"] = [100 * rows[r]["test_acc"] if r in rows else None for r in rounds]
+        cols[f"{name}_gain"] = [100 * rows[r]["gain"] if r in rows else None for r in rounds]
+    return pa.table(cols)
+
+
+def write_report(run: RunDir) -> tuple[pa.Table, dict[str, str]]:
+    """report.csv, report.parquet and report.png in the run directory."""
+    table = build_report(run)
+    run.write_table("report.parquet", table)
+    buf = io.BytesIO()
+    pacsv.write_csv(table, buf)
+    run.write_bytes("report.csv", buf.getvalue())
+    png = io.BytesIO()
+    _plot(table, png)
+    run.write_bytes("report.png", png.getvalue())
+    return table, {k: run.path(f"report.{k}") for k in ("csv", "parquet", "png")}
+
+
+def write_plot(run: RunDir, local_path: str) -> None:
+    with open(local_path, "wb") as f:
+        _plot(build_report(run), f)
+
+
+def _plot(table: pa.Table, out) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    d = table.to_pydict()
+    x = d["weights_remaining"]
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=120)
+    ax.plot(x, d["lt_test_acc"], "o-", color="black", label="LT (target ticket)")
+    for key in d:
+        if key.endswith("_test_acc") and key != "lt_test_acc":
+            pts = [(a, b) for a, b in zip(x, d[key]) if b is not None]
+            if pts:
+                ax.plot(*zip(*pts), "s--", label=f"LP {key[: -len('_test_acc')]}")
+    ax.set_xscale("log")
+    ax.invert_xaxis()  # denser on the left, as the paper plots sparsity increasing to the right
+    ax.set_xlabel("weights remaining (%)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, format="png")
+    plt.close(fig)
+
+
+def print_report(table: pa.Table, title: Optional[str] = None) -> None:
+    from rich.table import Table
+
+    from lp_ray.progress import console
+
+    d = table.to_pydict()
+    methods = [k[: -len("_test_acc")] for k in d if k.endswith("_test_acc") and k != "lt_test_acc"]
+    t = Table(title=title)
+    for col in ["round", "weights remaining %", "LT test acc %"] + [c for m in methods for c in (f"LP {m} test acc %", "gain")]:
+        t.add_column(col, justify="right")
+    for i, r in enumerate(d["round"]):
+        cells = [str(r), f"{d['weights_remaining'][i]:.2f}", f"{d['lt_test_acc'][i]:.2f}"]
+        for m in methods:
+            acc, gain = d[f"{m}_test_acc"][i], d[f"{m}_gain"][i]
+            cells += ["-", "-"] if acc is None else [f"{acc:.2f}", f"[{'green' if gain > 0 else 'red' if gain < 0 else 'white'}]{gain:+.2f}[/]"]
+        t.add_row(*cells)
+    console.print(t)
+    for m in methods:
+        gains = [g for g in d[f"{m}_gain"] if g is not None]
+        if gains:
+            console.print(f"{m}: mean gain {sum(gains) / len(gains):+.2f} pt; better than LT at {sum(g > 0 for g in gains)} "
+                          f"of {len(gains)} sparsities")
