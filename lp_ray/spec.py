@@ -105,6 +105,8 @@ def run_hash(job: JobSpec) -> str:
     """Short hash of every results-affecting field that differs from its default (as OpenLTH does),
     so that adding a new field with a default never renames old runs."""
     changed = _non_default(job, JobSpec(), ())
+    if changed is _SAME:  # the default job itself
+        changed = {}
     blob = json.dumps(changed, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 

@@ -33,6 +33,7 @@ _ALLOWED = {
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
     ("builtins", "bytes"),
+    ("_codecs", "encode"),  # how Python 3 writes bytes at pickle protocol 2 (re-packed archives)
 }
 
 

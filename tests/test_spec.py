@@ -1,0 +1,90 @@
+import pytest
+
+from lp_ray.errors import LpRayError
+from lp_ray.spec import ClusterSpec, JobSpec, SpecError, job_from_dict, load_cluster, load_job, run_hash, run_name
+
+
+def write(tmp_path, text, name="job.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("text, message", [
+    ("train: {epochs: 10, lr_drops: [5]}\nimp: {rate: 1.5}\n", "imp.rate: must be in (0, 1), got 1.5"),
+    ("train: {epochs: 10, lr_drops: [5]}\nimp: {rewind_epoch: 10}\n", "imp.rewind_epoch: must be in [0, train.epochs=10), got 10"),
+    ("train: {epochs: ten}\n", "train.epochs: expected an integer, got str 'ten'"),
+    ("train: {epochz: 3}\n", "unknown key 'train.epochz'"),
+    ("bogus: 1\n", "unknown key 'bogus'"),
+    ("data: {dataset: mnist2d}\n", "data.dataset: unknown data set 'mnist2d'"),
+    ("train: {lr_drops: [30, 20]}\n", "train.lr_drops: must be increasing"),
+    ("train: [1, 2]\n", "train: expected a mapping, got list"),
+    ("imp: {rounds: 0}\n", "imp.rounds: must be at least 1"),
+    ("pool: {coefficients: [0.5, 1.5]}\n", "pool.coefficients: must be a non-empty list of numbers in (0, 1)"),
+    ("pool: {method: magic}\n", "pool.method: unknown method 'magic'"),
+    ("train: {augment: yes please}\n", "unknown key 'train.augment'"),
+    ("data: {augment: 3}\n", "data.augment: expected true or false, got int 3"),
+])
+def test_job_errors_name_file_and_key(tmp_path, text, message):
+    p = write(tmp_path, text)
+    with pytest.raises(SpecError) as e:
+        load_job(p)
+    assert str(e.value).startswith(f"{p}: ")
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_malformed_yaml_reports_line(tmp_path):
+    p = write(tmp_path, "train:\n  epochs: [1, 2\nimp: {}\n")
+    with pytest.raises(SpecError, match=r"malformed YAML \(line \d+, column \d+\)"):
+        load_job(p)
+
+
+def test_missing_file_and_non_mapping(tmp_path):
+    with pytest.raises(SpecError, match="no such file"):
+        load_job(tmp_path / "nope.yaml")
+    with pytest.raises(SpecError, match="expected a mapping at the top level, got list"):
+        load_job(write(tmp_path, "- 1\n- 2\n"))
+
+
+def test_cluster_errors(tmp_path):
+    with pytest.raises(SpecError, match="num_workers: must be at least 1"):
+        load_cluster(write(tmp_path, "num_workers: 0\n", "c.yaml"))
+    with pytest.raises(SpecError, match="ray://"):
+        load_cluster(write(tmp_path, "address: ray://head:10001\n", "c.yaml"))
+    with pytest.raises(SpecError, match="unknown key 'workers'"):
+        load_cluster(write(tmp_path, "workers: 2\n", "c.yaml"))
+
+
+def test_shipped_specs_load():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    for p in sorted((root / "jobs").glob("*.yaml")):
+        load_job(p)
+    for p in sorted((root / "cluster").glob("*.yaml")):
+        if p.name != "aws-gpu.yaml":  # a Ray cluster-launcher file, not a cluster spec
+            load_cluster(p)
+    # jobs/default.yaml is the embedded default job, field for field.
+    assert run_hash(load_job(root / "jobs/default.yaml")) == run_hash(JobSpec())
+    assert load_cluster(root / "cluster/local.yaml") == ClusterSpec()
+
+
+def test_run_hash_pinned():
+    # These values must never change: a changed hash orphans every existing run directory.
+    assert run_hash(JobSpec()) == "44136fa355"
+    assert run_name(JobSpec()) == "default-44136fa355"
+    tiny = job_from_dict({"name": "tiny", "data": {"dataset": "mnist1d", "num_samples": 2000},
+                          "model": {"name": "conv1d", "width": 16}, "train": {"epochs": 3, "lr_drops": [2]},
+                          "imp": {"rounds": 3, "rewind_epoch": 1}})
+    assert run_hash(tiny) == "391a12c376"
+
+
+def test_run_hash_ignores_what_does_not_change_tickets():
+    base = run_hash(JobSpec())
+    assert run_hash(job_from_dict({"name": "other"})) == base
+    assert run_hash(job_from_dict({"imp": {"rounds": 20}})) == base  # extending a run reuses it
+    assert run_hash(job_from_dict({"pool": {"method": "average"}})) == base
+    assert run_hash(job_from_dict({"train": {"epochs": 40}})) == base  # a default written out
+    assert run_hash(job_from_dict({"train": {"seed": 1}})) != base
+    assert run_hash(job_from_dict({"imp": {"rewind_epoch": 3}})) != base

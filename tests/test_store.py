@@ -1,0 +1,73 @@
+import json
+
+import pytest
+import torch
+
+from lp_ray.errors import LpRayError
+from lp_ray.models import build_model
+from lp_ray.sparsity import dense_mask, prunable_names, prune_fraction
+from lp_ray.spec import ModelSpec
+from lp_ray.store import RunDir, finished_rounds, read_ticket, round_dir, sha256, write_rounds_table, write_ticket
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return build_model(ModelSpec(name="conv1d", width=8), 10, (40,))
+
+
+def test_ticket_round_trip(tmp_path, model):
+    run = RunDir(str(tmp_path / "run"))
+    state = model.state_dict()
+    names = prunable_names(model)
+    mask = prune_fraction(state, dense_mask(state, names), 0.2)
+    digest = write_ticket(run, 1, state, mask, {"round": 1, "density": 0.8, "val_acc": 0.5, "test_acc": 0.4})
+    assert finished_rounds(run) == [1]
+    assert sha256(run.read_bytes(f"{round_dir(1)}/ticket.safetensors")) == digest
+    assert json.loads(run.read_bytes(f"{round_dir(1)}/meta.json"))["ticket_sha256"] == digest
+    got, got_mask = read_ticket(run, 1, state, set(names))
+    assert all(torch.equal(got[k], state[k]) for k in state)
+    assert all(torch.equal(got_mask[k], mask[k]) for k in mask)
+    table = write_rounds_table(run)
+    assert table.column("round").to_pylist() == [1] and table.column("density").to_pylist() == [0.8]
+    # no temporary files are left behind
+    assert not [p for p in (tmp_path / "run").rglob(".tmp-*")]
+
+
+def test_corrupt_truncated_and_mismatched_tickets(tmp_path, model):
+    run = RunDir(str(tmp_path / "run"))
+    state = model.state_dict()
+    names = prunable_names(model)
+    write_ticket(run, 0, state, dense_mask(state, names), {"round": 0})
+    path = tmp_path / "run" / "rounds" / "round_00" / "ticket.safetensors"
+    good = path.read_bytes()
+
+    path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(LpRayError, match=r"round_00/ticket.safetensors: corrupt or truncated weights file"):
+        read_ticket(run, 0, state)
+    path.write_bytes(b"\x00" * 100)
+    with pytest.raises(LpRayError, match="corrupt or truncated"):
+        read_ticket(run, 0, state)
+
+    path.write_bytes(good)
+    wider = build_model(ModelSpec(name="conv1d", width=16), 10, (40,)).state_dict()
+    with pytest.raises(LpRayError, match=r"ticket.safetensors: does not match the model \(features.0.weight has shape \(8, 1, 5\), expected \(16, 1, 5\)\)"):
+        read_ticket(run, 0, wider)
+    other_arch = build_model(ModelSpec(name="cifar_vgg16"), 10, (3, 32, 32)).state_dict()
+    with pytest.raises(LpRayError, match=r"does not match the model \(missing"):
+        read_ticket(run, 0, other_arch)
+    with pytest.raises(LpRayError, match="mask covers 3 tensors, the job prunes 4"):
+        read_ticket(run, 0, state, set(prunable_names(model, prune_linear=True)))
+    with pytest.raises(LpRayError, match="round_05/ticket.safetensors: no such file"):
+        read_ticket(run, 5, state)
+
+
+def test_ticket_is_not_a_pickle(tmp_path, model):
+    run = RunDir(str(tmp_path / "run"))
+    state = model.state_dict()
+    write_ticket(run, 0, state, dense_mask(state, prunable_names(model)), {"round": 0})
+    raw = (tmp_path / "run" / "rounds" / "round_00" / "ticket.safetensors").read_bytes()
+    header_len = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + header_len])
+    assert header["__metadata__"]["format"] == "lp-ray-ticket/1"
+    assert "state/features.0.weight" in header and "mask/features.0.weight" in header
