@@ -125,8 +125,10 @@ def encode_weights(state: Mapping[str, torch.Tensor], mask: Mapping[str, torch.T
     tensors = {f"state/{k}": v.detach().cpu().contiguous().clone() for k, v in state.items()}
     for k, v in (mask or {}).items():
         tensors[f"mask/{k}"] = v.detach().cpu().to(torch.float32).contiguous().clone()
-    meta = {"format": TICKET_FORMAT, **(metadata or {})}
-    return st_save(tensors, metadata=meta)
+    # One metadata entry holding sorted JSON: safetensors writes its metadata map in hash order, which
+    # changes between processes, and identical weights must give an identical file (and sha256).
+    meta = json.dumps({"format": TICKET_FORMAT, **(metadata or {})}, sort_keys=True)
+    return st_save(tensors, metadata={"lp_ray": meta})
 
 
 def decode_weights(data: bytes, where: str, expected: Mapping[str, torch.Tensor] | None = None,

@@ -69,5 +69,16 @@ def test_ticket_is_not_a_pickle(tmp_path, model):
     raw = (tmp_path / "run" / "rounds" / "round_00" / "ticket.safetensors").read_bytes()
     header_len = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8 : 8 + header_len])
-    assert header["__metadata__"]["format"] == "lp-ray-ticket/1"
+    assert json.loads(header["__metadata__"]["lp_ray"]) == {"format": "lp-ray-ticket/1", "round": "0"}
     assert "state/features.0.weight" in header and "mask/features.0.weight" in header
+
+
+def test_identical_weights_give_identical_files_across_processes(tmp_path, model):
+    import subprocess
+    import sys
+
+    code = ("import torch, hashlib; from lp_ray.store import encode_weights; torch.manual_seed(0); "
+            "w={'a': torch.randn(3), 'b': torch.randn(2)}; "
+            "print(hashlib.sha256(encode_weights(w, {'a': torch.ones(3)}, {'round': '1', 'method': 'x', 'z': 'y'})).hexdigest())")
+    digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout for _ in range(4)}
+    assert len(digests) == 1 and len(next(iter(digests)).strip()) == 64

@@ -1,0 +1,114 @@
+"""The pool driver with the serial executor on a hand-built run directory (no Ray, no training):
+exact densities, output files, resume from a partial trace without re-evaluating anything."""
+
+import pytest
+import torch
+import yaml
+
+from lp_ray.data import materialize_data
+from lp_ray.errors import LpRayError
+from lp_ray.models import build_model
+from lp_ray.pool.driver import PoolDriver, PoolSettings, open_run
+from lp_ray.pool.executors import SerialExecutor, build_evaluator
+from lp_ray.sparsity import dense_mask, prunable_names, prune_fraction, survivors
+from lp_ray.spec import job_from_dict, job_to_dict
+from lp_ray.store import RunDir, read_ticket, write_ticket
+
+JOB = {"name": "fake", "data": {"dataset": "synthetic", "shape": [40], "num_classes": 4, "num_train": 300, "num_test": 100},
+       "model": {"name": "conv1d", "width": 8}, "train": {"epochs": 4, "lr_drops": [2], "batch_size": 50},
+       "imp": {"rounds": 4, "rewind_epoch": 1}}
+
+
+def make_run(path) -> str:
+    """Four tickets of one random network pruned 20% at a time, with slightly perturbed weights."""
+    job = job_from_dict(JOB)
+    run = RunDir(str(path))
+    run.write_bytes("job.yaml", yaml.safe_dump(job_to_dict(job)).encode())
+    data = materialize_data(job, run)
+    torch.manual_seed(0)
+    model = build_model(job.model, data.num_classes, data.input_shape)
+    names = prunable_names(model)
+    state = model.state_dict()
+    mask = dense_mask(state, names)
+    for r in range(4):
+        if r:
+            mask = prune_fraction(state, mask, 0.2)
+        w = {k: (v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v.clone()) for k, v in state.items()}
+        w = {k: (v * mask[k] if k in mask else v) for k, v in w.items()}
+        write_ticket(run, r, w, mask, {"round": r, "density": survivors(mask) / sum(m.numel() for m in mask.values()),
+                                       "val_acc": 0.3, "test_acc": 0.3})
+    return run.uri
+
+
+def pool(uri, settings, events=None):
+    pr = open_run(uri)
+    ex = SerialExecutor(build_evaluator(job_to_dict(pr.job), uri, settings.bn_samples, 1))
+    driver = PoolDriver(pr, settings, ex, on_event=(lambda kind, **kw: events.append(kind)) if events is not None else None)
+    return driver, driver.run()
+
+
+def test_pooled_tickets_have_exactly_target_density(tmp_path):
+    uri = make_run(tmp_path / "run")
+    driver, results = pool(uri, PoolSettings(coefficients=[0.3, 0.7]))
+    pr = open_run(uri)
+    assert sorted(results) == [0, 1, 2, 3]
+    for t, res in results.items():
+        state, mask = read_ticket(RunDir(uri), t) if False else (None, None)
+        from lp_ray.store import decode_weights
+
+        state, mask = decode_weights(RunDir(uri).read_bytes(f"pool/interpolation/target_{t:02d}.safetensors"), "x")
+        target_survivors = survivors(pr.masks[t])
+        nonzero = sum(int((state[n] != 0).sum()) for n in pr.prunable)
+        assert nonzero == target_survivors == survivors(mask)
+    # every evaluated step of a sparse target sat at exactly the target density
+    trace = RunDir(uri).read_table("pool/interpolation/trace.parquet").to_pylist()
+    for row in trace:
+        if row["target"] > 0:
+            assert row["density"] == pytest.approx(pr.metas[row["target"]]["density"], abs=0)
+    assert len(trace) == 4 * (1 + 3 * 2)
+    assert RunDir(uri).exists("pool/interpolation/summary.parquet")
+
+
+def test_resume_from_partial_trace_reevaluates_nothing(tmp_path):
+    uri = make_run(tmp_path / "run")
+    settings = PoolSettings(coefficients=[0.2, 0.5, 0.8])
+    full, results = pool(uri, settings)
+    run = RunDir(uri)
+    trace = run.read_table("pool/interpolation/trace.parquet").to_pylist()
+
+    # Simulate a crash: targets 2 and 3 unfinished, their trace cut after two decided steps.
+    from lp_ray.pool.driver import trace_table
+
+    kept = [r for r in trace if r["target"] in (0, 1) or r["step"] < 2]
+    run.write_table("pool/interpolation/trace.parquet", trace_table(kept))
+    for t in (2, 3):
+        run.delete(f"pool/interpolation/target_{t:02d}.json")
+    events = []
+    again, results2 = pool(uri, settings, events)
+    assert again.evaluations_replayed == 2 * (1 + 3)
+    fresh_rows = len(trace) - len(kept)
+    finals = sum(1 for t in (2, 3) if results[t].accepted)
+    assert again.evaluations_done == fresh_rows + finals
+    for t in results:
+        assert results2[t] == results[t]
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    key = lambda r: (r["target"], r["step"], r["alpha"])  # noqa: E731
+    assert sorted(strip(run.read_table("pool/interpolation/trace.parquet").to_pylist()), key=key) == sorted(strip(trace), key=key)
+
+
+def test_changed_settings_refused(tmp_path):
+    uri = make_run(tmp_path / "run")
+    pool(uri, PoolSettings(coefficients=[0.5], targets=[1]))
+    with pytest.raises(LpRayError, match=r"holds a search with different settings \(coefficients\); pass --overwrite"):
+        pool(uri, PoolSettings(coefficients=[0.4], targets=[1]))
+    with pytest.raises(LpRayError, match=r"--targets: round\(s\) \[7\] have no finished ticket"):
+        pool(uri, PoolSettings(coefficients=[0.5], targets=[7]))
+
+
+def test_swa_and_ema_merge_every_candidate(tmp_path):
+    uri = make_run(tmp_path / "run")
+    _, swa = pool(uri, PoolSettings(method="swa", targets=[0, 2]))
+    assert swa[2].accepted == [1, 3, 0] and swa[2].alphas == pytest.approx([1 / 2, 1 / 3, 1 / 4])
+    _, ema = pool(uri, PoolSettings(method="ema", targets=[1]))
+    assert ema[1].alphas == pytest.approx([0.05, 0.05, 0.05])
+    assert swa[0].density == 1.0  # the dense target stays dense
