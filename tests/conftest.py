@@ -14,14 +14,20 @@ import yaml
 BIN = Path(sys.executable).parent
 LP_RAY = str(BIN / "lp-ray")
 
-# A 3-epoch MNIST-1D job with a width-16 CNN: a round takes seconds of compute.
+# A 4-epoch MNIST-1D job with a width-16 CNN: a round takes seconds of compute (and ~10 s of Ray Train
+# start-up). Round r >= 1 trains epochs 1..3 after rewinding to epoch 1.
 TINY_JOB = {
     "name": "tiny",
     "data": {"dataset": "mnist1d", "num_samples": 2000},
     "model": {"name": "conv1d", "width": 16},
-    "train": {"epochs": 3, "lr_drops": [2]},
+    "train": {"epochs": 4, "lr_drops": [3]},
     "imp": {"rounds": 3, "rewind_epoch": 1},
 }
+
+
+def tiny_cluster(storage) -> dict:
+    """Two DDP workers (gloo), evaluations at half a CPU so four fit on a 2-core machine."""
+    return {"num_workers": 2, "storage_path": str(storage), "eval_resources": {"num_cpus": 0.5}, "max_failures": 2}
 
 
 def write_yaml(path: Path, data: dict) -> Path:
@@ -30,11 +36,28 @@ def write_yaml(path: Path, data: dict) -> Path:
 
 
 def cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    full_env.pop("MLFLOW_TRACKING_URI", None) if env is None or "MLFLOW_TRACKING_URI" not in env else None
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    full_env.pop("MLFLOW_TRACKING_URI", None)
+    full_env.pop("LP_RAY_INJECT_FAILURE", None)
+    full_env.update(env or {})
     return subprocess.run([LP_RAY, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")
 def tracking_uri(tmp_path_factory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="session")
+def base_run(tmp_path_factory, tracking_uri):
+    """The main job on the tiny job, as a user runs it: `lp-ray run` (imp with 2 DDP workers, pool,
+    report), with a worker killed hard once in round 1 after its epoch-2 checkpoint."""
+    d = tmp_path_factory.mktemp("base")
+    job = write_yaml(d / "tiny.yaml", TINY_JOB)
+    cluster = write_yaml(d / "cluster.yaml", tiny_cluster(d / "runs"))
+    proc = cli("run", "--job", str(job), "--cluster", str(cluster), "--tracking-uri", tracking_uri, cwd=d,
+               env={"LP_RAY_INJECT_FAILURE": "1:2"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    runs = [p for p in (d / "runs").iterdir() if p.is_dir()]
+    assert len(runs) == 1
+    return {"dir": d, "run": runs[0], "job": job, "cluster": cluster, "stdout": proc.stdout, "tracking_uri": tracking_uri}

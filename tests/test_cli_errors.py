@@ -1,0 +1,64 @@
+"""Bad input through the real `lp-ray` command: one line naming the problem, a non-zero exit, and no
+files written. None of these start Ray."""
+
+import pytest
+
+from conftest import cli, write_yaml
+
+
+def one_line_error(proc, *fragments):
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ")
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+def test_missing_job_file(tmp_path):
+    one_line_error(cli("imp", "--job", str(tmp_path / "nope.yaml"), cwd=tmp_path), "nope.yaml: no such file")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_malformed_yaml(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("train: {epochs: 3\n")
+    one_line_error(cli("imp", "--job", str(p), cwd=tmp_path), "bad.yaml: malformed YAML (line")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_impossible_value_names_key_and_file(tmp_path):
+    p = write_yaml(tmp_path / "job.yaml", {"imp": {"rate": 0}})
+    one_line_error(cli("imp", "--job", str(p), cwd=tmp_path), "job.yaml: imp.rate: must be in (0, 1), got 0.0")
+
+
+def test_bad_cluster_spec(tmp_path):
+    c = write_yaml(tmp_path / "c.yaml", {"num_workers": "two"})
+    one_line_error(cli("imp", "--cluster", str(c), cwd=tmp_path), "c.yaml: num_workers: expected an integer, got str 'two'")
+
+
+def test_unreachable_mlflow_fails_fast(tmp_path):
+    import time
+
+    t0 = time.time()
+    proc = cli("imp", "--tracking-uri", "http://127.0.0.1:9", cwd=tmp_path)
+    one_line_error(proc, "MLflow tracking server http://127.0.0.1:9 is unreachable")
+    assert time.time() - t0 < 30
+    assert not (tmp_path / "runs").exists()
+
+
+def test_commands_on_a_wrong_path(tmp_path):
+    one_line_error(cli("tickets", str(tmp_path / "nowhere")), "nowhere: no such run directory")
+    one_line_error(cli("pool", str(tmp_path / "nowhere")), "nowhere: not an lp-ray run directory (no job.yaml)")
+    one_line_error(cli("report", str(tmp_path / "nowhere")), "nowhere: no such run directory")
+    one_line_error(cli("eval", str(tmp_path / "x" / "y.safetensors")), "not inside an lp-ray run directory")
+
+
+def test_bad_pool_options(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    write_yaml(run / "job.yaml", {"name": "x"})
+    one_line_error(cli("pool", str(run), "--coefficients", "0.5,abc"), "--coefficients: expected comma-separated numbers")
+    one_line_error(cli("pool", str(run), "--coefficients", "0.5,1.5"), "--coefficients: coefficients must be numbers in (0, 1)")
+    one_line_error(cli("pool", str(run), "--method", "magic"), "unknown pool method 'magic'")
+    one_line_error(cli("pool", str(run), "--targets", "1,x"), "--targets: expected comma-separated integers")

@@ -1,0 +1,158 @@
+"""End to end, real Ray Train and MLflow: IMP of the tiny job with 2 DDP workers."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from conftest import LP_RAY, TINY_JOB, cli, tiny_cluster, write_yaml
+from lp_ray.store import RunDir, decode_weights
+
+pytestmark = pytest.mark.e2e
+
+CONV_WEIGHTS = 16 * 1 * 5 + 16 * 16 * 3 + 16 * 16 * 3  # width-16 conv1d: 1616 prunable weights
+
+
+def expected_survivors(rounds):
+    n = [CONV_WEIGHTS]
+    for _ in range(rounds - 1):
+        n.append(n[-1] - math.ceil(0.2 * n[-1]))
+    return n
+
+
+def ticket(run_dir, r):
+    path = run_dir / "rounds" / f"round_{r:02d}" / "ticket.safetensors"
+    return decode_weights(path.read_bytes(), str(path))
+
+
+def meta(run_dir, r):
+    return json.loads((run_dir / "rounds" / f"round_{r:02d}" / "meta.json").read_text())
+
+
+def test_three_tickets_at_80_percent_steps_with_pruned_weights_exactly_zero(base_run):
+    run = base_run["run"]
+    assert sorted(p.name for p in (run / "rounds").iterdir()) == ["round_00", "round_01", "round_02"]
+    survivors = []
+    prev_mask = None
+    for r in range(3):
+        state, mask = ticket(run, r)
+        n = sum(int(m.sum()) for m in mask.values())
+        survivors.append(n)
+        for name, m in mask.items():
+            # after DDP training, every pruned weight is exactly zero
+            assert torch.all(state[name][m == 0] == 0.0)
+            if prev_mask is not None:
+                assert torch.all(m <= prev_mask[name])  # IMP only removes weights
+        prev_mask = mask
+        assert meta(run, r)["density"] == pytest.approx(n / CONV_WEIGHTS)
+    assert survivors == expected_survivors(3) == [1616, 1292, 1033]
+    assert [round(100 * meta(run, r)["density"]) for r in range(3)] == [100, 80, 64]
+    assert all(0.2 < meta(run, r)["test_acc"] <= 1.0 for r in range(3))
+    assert (run / "rewind.safetensors").exists() and (run / "rounds.parquet").exists()
+
+
+def test_injected_worker_failure_resumes_from_last_epoch_checkpoint(base_run):
+    run = base_run["run"]
+    assert (run / "rounds" / "round_01" / "injected_failure_2").exists()
+    starts = meta(run, 1)["starts"]
+    # first start at the rewind epoch; the restart picks up after a saved epoch, not from scratch
+    assert starts[0] == 1 and len(starts) == 2 and starts[1] > 1
+    history = json.loads((run / "rounds" / "round_01" / "history.json").read_text())
+    assert [row["epoch"] for row in history["epochs"]] == [1, 2, 3]
+    assert meta(run, 0)["starts"] == [0] and meta(run, 2)["starts"] == [1]
+
+
+def test_mlflow_one_parent_and_a_child_per_round(base_run):
+    client = MlflowClient(base_run["tracking_uri"])
+    exp = client.get_experiment_by_name("tiny")
+    run_hash = meta(base_run["run"], 0)["run_hash"]
+    parents = client.search_runs([exp.experiment_id], f"tags.`lp_ray.kind` = 'imp' and tags.`lp_ray.run_hash` = '{run_hash}'")
+    assert len(parents) == 1
+    children = client.search_runs([exp.experiment_id], f"tags.`lp_ray.kind` = 'imp_round' and tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
+    assert sorted(int(c.data.tags["lp_ray.round"]) for c in children) == [0, 1, 2]
+    stored = json.loads((base_run["run"] / "tracking.json").read_text())
+    assert stored["imp_run_id"] == parents[0].info.run_id
+    for c in children:
+        r = int(c.data.tags["lp_ray.round"])
+        m = meta(base_run["run"], r)
+        assert c.data.metrics["final_test_acc"] == pytest.approx(m["test_acc"])
+        assert c.data.tags["ticket_sha256"] == m["ticket_sha256"]
+        assert c.data.tags["ticket_uri"].endswith(f"round_{r:02d}/ticket.safetensors")
+        val_history = client.get_metric_history(c.info.run_id, "val_acc")
+        assert sorted(h.step for h in val_history) == ([0, 1, 2, 3] if r == 0 else [1, 2, 3])
+        assert c.info.status == "FINISHED"
+
+
+def test_tickets_table(base_run):
+    proc = cli("tickets", str(base_run["run"]))
+    assert proc.returncode == 0
+    rows = [l for l in proc.stdout.splitlines() if "ticket.safetensors" in l]
+    assert len(rows) == 3 and "79.95" in rows[1] and "63.92" in rows[2]
+
+
+def _checkpoints(run_dir, r):
+    d = run_dir / f"round_{r:02d}"
+    return [p for p in d.glob("checkpoint_*") if p.is_dir()] if d.exists() else []
+
+
+def test_driver_sigkill_in_round_2_then_rerun_resumes_and_extends(tmp_path, tracking_uri):
+    job_spec = {**TINY_JOB, "name": "killed", "train": {"epochs": 8, "lr_drops": [6]}}
+    job = write_yaml(tmp_path / "job.yaml", job_spec)
+    cluster = write_yaml(tmp_path / "cluster.yaml", tiny_cluster(tmp_path / "runs"))
+    args = [LP_RAY, "imp", "--job", str(job), "--cluster", str(cluster), "--tracking-uri", tracking_uri]
+    env = {k: v for k, v in os.environ.items() if k not in ("LP_RAY_INJECT_FAILURE", "MLFLOW_TRACKING_URI")}
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    run_dir = None
+    deadline = time.time() + 400
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            runs = [p for p in (tmp_path / "runs").glob("killed-*") if p.is_dir()] if (tmp_path / "runs").exists() else []
+            if runs and len(_checkpoints(runs[0], 2)) >= 2:
+                run_dir = runs[0]
+                break
+            time.sleep(0.05)
+        assert run_dir is not None, "round 2 never wrote two checkpoints"
+        proc.send_signal(signal.SIGKILL)  # the driver dies without any cleanup
+        proc.wait()
+        time.sleep(1)
+    finally:
+        # and so does the rest of that machine's Ray session (raylet, GCS, workers)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert not (run_dir / "rounds" / "round_02" / "meta.json").exists()
+    before = {r: ((run_dir / "rounds" / f"round_{r:02d}" / "ticket.safetensors").stat().st_mtime_ns, meta(run_dir, r)["ticket_sha256"])
+              for r in (0, 1)}
+
+    again = cli("imp", "--job", str(job), "--cluster", str(cluster), "--tracking-uri", tracking_uri, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "round  0  done already" in again.stdout and "round  1  done already" in again.stdout
+    assert "round  2  trained" in again.stdout
+    for r in (0, 1):  # not retrained
+        path = run_dir / "rounds" / f"round_{r:02d}" / "ticket.safetensors"
+        assert (path.stat().st_mtime_ns, meta(run_dir, r)["ticket_sha256"]) == before[r]
+    starts = meta(run_dir, 2)["starts"]
+    assert len(starts) == 2 and starts[0] == 1 and starts[1] > 1  # resumed mid-round, not from the rewind point
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name("killed")
+    all_runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in all_runs if r.data.tags.get("lp_ray.kind") == "imp"]
+    children = [r for r in all_runs if r.data.tags.get("lp_ray.kind") == "imp_round"]
+    assert len(parents) == 1 and len(children) == 3 and len(all_runs) == 4
+    assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
+
+    # Extending the finished run by one round reuses the three tickets.
+    more = cli("imp", "--job", str(job), "--cluster", str(cluster), "--tracking-uri", tracking_uri, "--rounds", "4", cwd=tmp_path)
+    assert more.returncode == 0, more.stdout + more.stderr
+    assert more.stdout.count("done already") == 3 and "round  3  trained" in more.stdout
+    assert meta(run_dir, 3)["density"] == pytest.approx(expected_survivors(4)[3] / CONV_WEIGHTS)
+    assert meta(run_dir, 1)["ticket_sha256"] == before[1][1]
