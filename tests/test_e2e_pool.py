@@ -1,0 +1,140 @@
+"""End to end, real Ray and MLflow: `lp-ray run` / `pool` / `report` / `eval` on the tiny run."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pyarrow.parquet as pq
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import LP_RAY, cli
+from lp_ray.store import decode_weights
+
+pytestmark = pytest.mark.e2e
+
+
+def trace(run, name):
+    rows = pq.read_table(run / "pool" / name / "trace.parquet").to_pylist()
+    return sorted(({k: v for k, v in r.items() if k != "seconds"} for r in rows), key=lambda r: (r["target"], r["step"], r["alpha"]))
+
+
+def summary(run, name):
+    return [{k: v for k, v in r.items() if k != "path"} for r in pq.read_table(run / "pool" / name / "summary.parquet").to_pylist()]
+
+
+def pool(base, *args):
+    proc = cli("pool", str(base["run"]), "--cluster", str(base["cluster"]), "--tracking-uri", base["tracking_uri"], *args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def test_run_command_ends_with_table_and_plot(base_run):
+    run, out = base_run["run"], base_run["stdout"]
+    assert "LT test acc %" in out and "LP interpolation test acc %" in out and "gain" in out
+    assert f"plot:   {run / 'report.png'}" in out
+    assert (run / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    csv = (run / "report.csv").read_text().splitlines()
+    assert csv[0].split(",")[:4] == ['"round"', '"weights_remaining"', '"lt_val_acc"', '"lt_test_acc"']
+    assert len(csv) == 4
+    assert [r["target"] for r in summary(run, "interpolation")] == [0, 1, 2]
+
+
+def test_pooled_tickets_have_exactly_the_target_density(base_run):
+    run = base_run["run"]
+    for t in range(3):
+        m = json.loads((run / "rounds" / f"round_{t:02d}" / "meta.json").read_text())
+        _, target_mask = decode_weights((run / "rounds" / f"round_{t:02d}" / "ticket.safetensors").read_bytes(), "t")
+        state, mask = decode_weights((run / "pool" / "interpolation" / f"target_{t:02d}.safetensors").read_bytes(), "p")
+        want = sum(int(v.sum()) for v in target_mask.values())
+        assert sum(int((state[n] != 0).sum()) for n in mask) == want
+        assert json.loads((run / "pool" / "interpolation" / f"target_{t:02d}.json").read_text())["result"]["density"] == pytest.approx(m["density"])
+    dens = {r["target"]: r["density"] for r in trace(run, "interpolation")}
+    assert dens[0] == 1.0
+
+
+def test_serial_and_ray_traces_identical_for_1_2_and_4_parallel(base_run):
+    run = base_run["run"]
+    pool(base_run, "--serial", "--name", "serial")
+    p1 = pool(base_run, "--parallel-evals", "1", "--name", "p1")
+    p4 = pool(base_run, "--parallel-evals", "4", "--name", "p4")
+    assert "1 evaluation(s) in parallel" in p1.stdout and "4 evaluation(s) in parallel" in p4.stdout
+    reference = trace(run, "serial")
+    assert len(reference) == 3 * (1 + 2 * 11)
+    for name in ("p1", "p4", "interpolation"):  # `lp-ray run` pooled with 2 in parallel
+        assert trace(run, name) == reference, name
+        assert summary(run, name) == summary(run, "serial"), name
+
+
+def test_sigkill_mid_search_then_rerun_reevaluates_nothing(base_run):
+    run = base_run["run"]
+    reference = trace(run, "interpolation")
+    args = [LP_RAY, "pool", str(run), "--cluster", str(base_run["cluster"]), "--tracking-uri", base_run["tracking_uri"],
+            "--parallel-evals", "2", "--name", "killed"]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    path = run / "pool" / "killed" / "trace.parquet"
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            if path.exists() and len(pq.read_table(path)) >= 12:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the search finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    done_before = len(pq.read_table(path))
+    assert done_before < len(reference)
+    again = pool(base_run, "--parallel-evals", "2", "--name", "killed")
+    m = re.search(r"\((\d+) evaluations in \d+ s, (\d+) replayed from the trace\)", again.stdout)
+    assert m, again.stdout
+    evaluated, replayed = int(m.group(1)), int(m.group(2))
+    assert replayed == done_before
+    finals = sum(1 for r in summary(run, "interpolation") if r["accepted"])
+    finished_targets = [t for t in range(3) if (run / "pool" / "killed" / f"target_{t:02d}.json").exists()]
+    assert evaluated <= len(reference) - done_before + finals  # nothing recorded was evaluated again
+    assert trace(run, "killed") == reference  # every evaluation exactly once, same numbers
+    assert summary(run, "killed") == summary(run, "interpolation")
+    assert len(finished_targets) == 3
+
+
+def test_dense_target_average_and_eval(base_run):
+    run = base_run["run"]
+    pool(base_run, "--method", "average", "--targets", "0")
+    s = summary(run, "average")
+    assert [r["target"] for r in s] == [0] and s[0]["density"] == 1.0
+    rows = trace(run, "average")
+    assert [(r["step"], r["candidate"], r["alpha"]) for r in rows] == [(0, 0, 0.0), (1, 1, 0.5), (2, 2, 0.5)]
+    out = cli("eval", str(run / "pool" / "average" / "target_00.safetensors"))
+    assert out.returncode == 0, out.stderr
+    assert f"test acc {100 * s[0]['test_acc']:.2f}%" in out.stdout and "density 100.00%" in out.stdout
+
+
+def test_mlflow_pool_run_children_and_eval_from_mlflow(base_run):
+    client = MlflowClient(base_run["tracking_uri"])
+    exp = client.get_experiment_by_name("tiny")
+    imp = client.search_runs([exp.experiment_id], "tags.`lp_ray.kind` = 'imp'")[0]
+    pools = client.search_runs([exp.experiment_id], "tags.`lp_ray.kind` = 'pool:interpolation'")
+    assert len(pools) == 1 and pools[0].data.tags["mlflow.parentRunId"] == imp.info.run_id
+    artifacts = {a.path for a in client.list_artifacts(pools[0].info.run_id)}
+    assert {"trace.parquet", "summary.parquet", "accuracy_vs_sparsity.png"} <= artifacts
+    assert "report" in {a.path for a in client.list_artifacts(imp.info.run_id)}
+    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{pools[0].info.run_id}'")
+    assert sorted(int(c.data.tags["target"]) for c in children) == [0, 1, 2]
+    child = next(c for c in children if c.data.tags["target"] == "2")
+    expected = next(r for r in summary(base_run["run"], "interpolation") if r["target"] == 2)
+    assert child.data.metrics["test_acc"] == pytest.approx(expected["test_acc"])
+    assert child.data.metrics["gain"] == pytest.approx(expected["gain"])
+    assert child.data.tags["network_sha256"] == expected["sha256"]
+    out = cli("eval", f"runs:/{child.info.run_id}", "--tracking-uri", base_run["tracking_uri"])
+    assert out.returncode == 0, out.stderr
+    assert f"test acc {100 * expected['test_acc']:.2f}%" in out.stdout
+    assert f"density {100 * expected['density']:.2f}%" in out.stdout
