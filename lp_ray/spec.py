@@ -169,6 +169,9 @@ def load_job(path: str | Path | None) -> JobSpec:
     raw = _read_yaml(path)
     job = _build(JobSpec, raw, str(path), ())
     _check_job(job, str(path))
+    if job.data.path and "://" not in job.data.path:
+        # Relative to where the command runs; Ray workers run elsewhere, so they get an absolute path.
+        job.data.path = str(Path(job.data.path).expanduser().resolve())
     return job
 
 

@@ -62,3 +62,12 @@ def test_bad_pool_options(tmp_path):
     one_line_error(cli("pool", str(run), "--coefficients", "0.5,1.5"), "--coefficients: coefficients must be numbers in (0, 1)")
     one_line_error(cli("pool", str(run), "--method", "magic"), "unknown pool method 'magic'")
     one_line_error(cli("pool", str(run), "--targets", "1,x"), "--targets: expected comma-separated integers")
+
+
+def test_missing_cifar_archive_says_where_and_creates_nothing(tmp_path):
+    from pathlib import Path
+
+    job = Path(__file__).resolve().parent.parent / "jobs" / "cifar10-resnet18.yaml"
+    proc = cli("imp", "--job", str(job), cwd=tmp_path)
+    one_line_error(proc, f"{tmp_path}/data/cifar-10-python.tar.gz: no such file; download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()

@@ -50,6 +50,23 @@ DATASETS: dict[str, Callable] = {
 }
 
 
+def preflight(job: JobSpec) -> None:
+    """Cheap checks that a data set is there, made before a run directory or MLflow run is created,
+    so a missing archive leaves nothing half-made behind."""
+    if job.data.dataset in ("cifar10", "cifar100"):
+        from lp_ray.data.cifar import archive_path
+
+        archive_path(job.data, job.data.dataset)
+    elif job.data.dataset == "imagenet":
+        from pathlib import Path
+
+        from lp_ray.data.imagenet import require_torchvision
+
+        require_torchvision()
+        if job.data.path is None or not (Path(job.data.path) / "train").is_dir():
+            raise LpRayError(f"data.path={job.data.path!r}: no ImageNet train/ folder there")
+
+
 def materialize_data(job: JobSpec, run) -> DataBundle:
     """Driver side: build (or find) everything the run's data needs in the run directory, so workers on
     any node read the same examples and the same validation split forever after."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import yaml
 
-from lp_ray.data import materialize_data
+from lp_ray.data import materialize_data, preflight
 from lp_ray.errors import LpRayError
 from lp_ray.models import build_model
 from lp_ray.progress import RoundProgress, console, make_board
@@ -68,6 +68,7 @@ def run_imp(job: JobSpec, cluster: ClusterSpec, tracking_uri: str) -> ImpResult:
 
     if job.train.batch_size % cluster.num_workers:
         raise LpRayError(f"train.batch_size={job.train.batch_size} is not divisible by num_workers={cluster.num_workers}")
+    preflight(job)  # a missing data set fails before anything is created
     tracker = Tracker(tracking_uri, job.name, run_hash(job))  # fails fast if MLflow is unusable
     run = prepare_run(job, cluster)
     data = materialize_data(job, run)
