@@ -1,0 +1,111 @@
+"""IMP overhead benchmark (not a test): the same default-job IMP run two ways, in one run.
+
+  bare    a single-process PyTorch loop: same data, model, masked SGD, pruning and rewinding, no Ray,
+          no checkpoints, no MLflow (the floor any tool is measured against)
+  lp-ray  `lp-ray imp` as a user runs it: Ray Train fit() per round, a checkpoint every epoch,
+          tickets and MLflow logging
+
+Prints both wall times, the per-round medians and the ratio (target: <= 1.3x).
+
+    .venv/bin/python benchmarks/imp_overhead.py              # the default job: 11 rounds of 40 epochs
+    .venv/bin/python benchmarks/imp_overhead.py --rounds 4   # quicker, same per-round picture
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lp_ray.data import materialize_data  # noqa: E402
+from lp_ray.models import build_model  # noqa: E402
+from lp_ray.sparsity import apply_mask, dense_mask, prunable_names, prune_fraction  # noqa: E402
+from lp_ray.spec import load_job  # noqa: E402
+from lp_ray.store import RunDir  # noqa: E402
+from lp_ray.training import accuracy, epoch_seed, lr_at, make_optimizer, masked_sgd_epoch, set_lr  # noqa: E402
+
+
+def bare_imp(job, out: Path) -> list[float]:
+    """Plain PyTorch IMP with rewinding, one process, one thread. Returns seconds per round."""
+    torch.set_num_threads(1)
+    data = materialize_data(job, RunDir(str(out / "bare-run")))
+    T = job.train
+    torch.manual_seed(T.seed)
+    model = build_model(job.model, data.num_classes, data.input_shape)
+    names = prunable_names(model, job.imp.prune_linear)
+    mask = dense_mask(model.state_dict(), names)
+    rewind, times = None, []
+    for r in range(job.imp.rounds):
+        t0 = time.perf_counter()
+        if r > 0:
+            mask = prune_fraction(model.state_dict(), mask, job.imp.rate)
+            model.load_state_dict(apply_mask(rewind, mask))
+        opt = make_optimizer(model, T)
+        for epoch in range(0 if r == 0 else job.imp.rewind_epoch, T.epochs):
+            if r == 0 and epoch == job.imp.rewind_epoch:
+                rewind = {k: v.clone() for k, v in model.state_dict().items()}
+            set_lr(opt, lr_at(T, epoch))
+            gen = torch.Generator().manual_seed(epoch_seed(T.seed, r, epoch))
+            masked_sgd_epoch(model, opt, data.train, data.train_idx, T.batch_size, mask, gen, torch.device("cpu"))
+            accuracy(model, data.train, data.val_idx)  # the same per-epoch validation lp-ray does
+        test = accuracy(model, data.test, torch.arange(len(data.test)))
+        times.append(time.perf_counter() - t0)
+        print(f"  bare round {r:2d}: {times[-1]:6.1f} s  test {100 * test:.2f}%", flush=True)
+    return times
+
+
+def lp_ray_imp(job_path: Path, out: Path, rounds: int) -> tuple[float, list[float]]:
+    storage = out / "runs"
+    cluster = out / "cluster.yaml"
+    cluster.write_text(yaml.safe_dump({"storage_path": str(storage)}))  # cluster/local.yaml otherwise
+    t0 = time.perf_counter()
+    subprocess.run([str(Path(sys.executable).parent / "lp-ray"), "imp", "--job", str(job_path), "--cluster", str(cluster),
+                    "--rounds", str(rounds), "--tracking-uri", f"sqlite:///{out / 'mlflow.db'}"], check=True)
+    wall = time.perf_counter() - t0
+    import json
+
+    run = next(p for p in storage.iterdir() if p.is_dir())
+    per_round = [json.loads((run / "rounds" / f"round_{r:02d}" / "meta.json").read_text())["seconds"] for r in range(rounds)]
+    return wall, per_round
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--job", default=str(ROOT / "jobs/default.yaml"))
+    ap.add_argument("--rounds", type=int, default=None, help="tickets to train (default: the job's)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/out/imp_overhead"))
+    a = ap.parse_args()
+    out = Path(a.out)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    job = load_job(a.job)
+    rounds = a.rounds or job.imp.rounds
+    job.imp.rounds = rounds
+
+    print(f"bare PyTorch loop, {rounds} rounds:", flush=True)
+    t0 = time.perf_counter()
+    bare = bare_imp(job, out)
+    bare_wall = time.perf_counter() - t0
+    print(f"lp-ray imp, {rounds} rounds:", flush=True)
+    ours_wall, ours = lp_ray_imp(Path(a.job), out, rounds)
+
+    print()
+    print(f"{'':10} {'wall s':>8} {'median round s':>15}")
+    print(f"{'bare':10} {bare_wall:8.1f} {statistics.median(bare):15.1f}")
+    print(f"{'lp-ray':10} {ours_wall:8.1f} {statistics.median(ours):15.1f}")
+    print(f"ratio lp-ray / bare: wall {ours_wall / bare_wall:.2f}x, median round {statistics.median(ours) / statistics.median(bare):.2f}x "
+          f"(target <= 1.3x)")
+
+
+if __name__ == "__main__":
+    main()
