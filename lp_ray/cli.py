@@ -64,7 +64,7 @@ def tickets(run_dir: str = typer.Argument(..., help="A run directory (local path
     for r in rounds:
         m = run.read_json(f"{round_dir(r)}/meta.json")
         table.add_row(str(r), f"{100 * m['density']:.2f}", f"{100 * m['val_acc']:.2f}", f"{100 * m['test_acc']:.2f}",
-                      run.path(f"{round_dir(r)}/ticket.safetensors"))
+                      run.uri_of(f"{round_dir(r)}/ticket.safetensors"))
     console.print(table)
     if layers:
         from lp_ray.sparsity import density_report

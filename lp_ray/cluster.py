@@ -32,13 +32,44 @@ def connect(cluster: ClusterSpec, extra_env: dict[str, str] | None = None) -> No
         return
     kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
                   configure_logging=True)
-    if cluster.address == "local":
+    address = os.environ.get("LP_RAY_ADDRESS", cluster.address)  # set by --submit: inside the cluster, "auto"
+    if address == "local":
         ray.init(num_cpus=os.cpu_count(), **kwargs)
-    else:
-        try:
-            ray.init(address=cluster.address, **kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise LpRayError(f"cannot reach the Ray cluster at {cluster.address!r}: {str(e).splitlines()[0]}") from None
+        return
+    if address != "auto":
+        _check_port(address)
+    try:
+        ray.init(address=address, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
+        raise LpRayError(f"cannot reach the Ray cluster at {address!r}: {str(e).strip().splitlines()[0]}") from None
+
+
+def _check_port(address: str, timeout: float = 5.0) -> None:
+    """ray.init retries an unreachable GCS for a long time; a plain TCP connect says it in seconds."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise LpRayError(f"Ray address {address!r} is not 'local', 'auto' or host:port")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise LpRayError(f"cannot reach the Ray cluster at {address!r}: {e.strerror or e}") from None
+
+
+def check_storage(cluster: ClusterSpec, uri: str) -> None:
+    """A node-local run directory on a multi-node cluster would scatter tickets over machines that
+    cannot read each other's disks: refuse it up front unless the spec says the path is shared."""
+    import ray
+
+    if "://" in uri or cluster.shared_storage:
+        return
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) > 1:
+        raise LpRayError(
+            f"storage_path {cluster.storage_path!r} is a node-local path but the Ray cluster has {len(nodes)} nodes: "
+            "use s3://... (with storage_endpoint for S3-compatible servers), or an NFS mount present on every node "
+            "and set shared_storage: true in the cluster spec")
 
 
 def disconnect() -> None:

@@ -36,9 +36,10 @@ def resolve_network_uri(uri: str, tracking_uri: Optional[str]) -> str:
 
 def find_run_dir(uri: str) -> tuple[RunDir, str]:
     """The run directory holding a weights file: the nearest parent with a job.yaml."""
-    parts = uri.rstrip("/").split("/")
+    base, sep, query = uri.partition("?")
+    parts = base.rstrip("/").split("/")
     for up in range(1, min(5, len(parts))):
-        candidate = "/".join(parts[:-up])
+        candidate = "/".join(parts[:-up]) + sep + query
         run = RunDir(candidate)
         if run.exists("job.yaml"):
             return run, "/".join(parts[-up:])
@@ -64,7 +65,7 @@ def evaluate_uri(uri: str, tracking_uri: Optional[str] = None) -> dict:
     model.load_state_dict(state)
     torch.set_num_threads(1)
     return {
-        "path": run.path(rel),
+        "path": run.uri_of(rel),
         "density": density(mask),
         "val_acc": accuracy_on(model, data.train, data.val_idx, 1000),
         "test_acc": accuracy_on(model, data.test, torch.arange(len(data.test)), 1000),

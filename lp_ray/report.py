@@ -47,7 +47,7 @@ def write_report(run: RunDir) -> tuple[pa.Table, dict[str, str]]:
     png = io.BytesIO()
     _plot(table, png)
     run.write_bytes("report.png", png.getvalue())
-    return table, {k: run.path(f"report.{k}") for k in ("csv", "parquet", "png")}
+    return table, {k: run.uri_of(f"report.{k}") for k in ("csv", "parquet", "png")}
 
 
 def write_plot(run: RunDir, local_path: str) -> None:

@@ -149,10 +149,38 @@ class ClusterSpec:
     placement_strategy: str = "PACK"
     # What one pool evaluation asks Ray for (e.g. {num_gpus: 0.25} packs four on a GPU).
     eval_resources: dict[str, float] = field(default_factory=lambda: {"num_cpus": 1.0})
+    # Where run directories live: a local path, an NFS mount, or a pyarrow.fs URI such as s3://bucket/prefix.
     storage_path: str = "./runs"
+    # S3-compatible storage: endpoint (host:port or http(s)://host:port) and region; credentials come
+    # from the usual AWS environment variables or instance profile.
+    storage_endpoint: Optional[str] = None
+    storage_region: Optional[str] = None
+    # A local storage_path on a multi-node cluster must be a shared mount (NFS): say so here.
+    shared_storage: bool = False
     tracking_uri: Optional[str] = None
+    # Ray Jobs API (for --submit): default http://<head host>:8265.
+    dashboard_address: Optional[str] = None
     max_failures: int = 3
     torch_threads: int = 1
+
+
+def storage_uri(cluster: ClusterSpec) -> str:
+    """storage_path with the S3 options folded into a pyarrow URI query."""
+    path = cluster.storage_path
+    if not path.startswith("s3://"):
+        return path
+    opts = []
+    if cluster.storage_endpoint:
+        endpoint = cluster.storage_endpoint
+        scheme = "https"
+        if "://" in endpoint:
+            scheme, endpoint = endpoint.split("://", 1)
+        opts += [f"endpoint_override={endpoint}", f"scheme={scheme}"]
+    if cluster.storage_region:
+        opts.append(f"region={cluster.storage_region}")
+    if not opts:
+        return path
+    return path + ("&" if "?" in path else "?") + "&".join(opts)
 
 
 # --------------------------------------------------------------------------------------------------

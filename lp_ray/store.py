@@ -37,6 +37,8 @@ TICKET_FORMAT = "lp-ray-ticket/1"
 
 
 def resolve_fs(uri: str) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow filesystem and the path inside it. URIs may carry filesystem options as a query, e.g.
+    s3://bucket/runs?endpoint_override=127.0.0.1:9000&scheme=http&region=us-east-1."""
     if "://" in uri:
         try:
             return pafs.FileSystem.from_uri(uri)
@@ -45,12 +47,41 @@ def resolve_fs(uri: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
 
 
+def join_uri(uri: str, rel: str) -> str:
+    """`uri`/`rel`, keeping a filesystem-options query at the end."""
+    base, sep, query = uri.partition("?")
+    return f"{base.rstrip('/')}/{rel}{sep}{query}"
+
+
+def check_storage_reachable(uri: str) -> None:
+    """Object stores fail late and slowly: check the bucket before a run writes anything."""
+    if not uri.startswith(("s3://", "gs://")):
+        return
+    fs, path = resolve_fs(uri)
+    bucket = path.split("/")[0]
+    try:
+        info = fs.get_file_info(bucket)
+    except OSError as e:
+        raise LpRayError(f"{uri.partition('?')[0]}: storage unreachable ({str(e).splitlines()[0]})") from None
+    if info.type == pafs.FileType.NotFound:
+        raise LpRayError(f"{uri.partition('?')[0]}: bucket {bucket!r} does not exist; create it first")
+
+
 class RunDir:
     """One run directory on some pyarrow filesystem. Paths given to methods are relative to it."""
 
     def __init__(self, uri: str):
         self.fs, self.base = resolve_fs(uri)
-        self.uri = uri if "://" in uri else self.base
+        self.base = self.base.rstrip("/")
+        head, _, self.query = uri.partition("?")
+        self.scheme = head.split("://", 1)[0] if "://" in head else None
+        self.uri = self.uri_of("")
+
+    def uri_of(self, rel: str = "") -> str:
+        """What to hand to another process or log: a local path, or scheme://path?options."""
+        if self.scheme is None:
+            return self.path(rel)
+        return f"{self.scheme}://{self.path(rel)}" + (f"?{self.query}" if self.query else "")
 
     def path(self, rel: str = "") -> str:
         return f"{self.base}/{rel}" if rel else self.base
@@ -210,6 +241,6 @@ def write_rounds_table(run: RunDir) -> pa.Table:
     rows = [run.read_json(f"{round_dir(r)}/meta.json") for r in finished_rounds(run)]
     cols = ["round", "density", "val_acc", "test_acc", "epochs", "seconds", "ticket_sha256"]
     table = pa.table({c: [row.get(c) for row in rows] for c in cols})
-    table = table.append_column("path", pa.array([run.path(f"{round_dir(row['round'])}/ticket.safetensors") for row in rows], pa.string()))
+    table = table.append_column("path", pa.array([run.uri_of(f"{round_dir(row['round'])}/ticket.safetensors") for row in rows], pa.string()))
     run.write_table("rounds.parquet", table)
     return table

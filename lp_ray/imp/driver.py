@@ -22,8 +22,8 @@ from lp_ray.errors import LpRayError
 from lp_ray.models import build_model
 from lp_ray.progress import RoundProgress, console, make_board
 from lp_ray.sparsity import dense_mask, density, prunable_names, prune_fraction
-from lp_ray.spec import ClusterSpec, JobSpec, job_to_dict, run_hash, run_name
-from lp_ray.store import (RunDir, decode_weights, encode_weights, read_mask, read_ticket, round_dir, ticket_done,
+from lp_ray.spec import ClusterSpec, JobSpec, job_to_dict, run_hash, run_name, storage_uri
+from lp_ray.store import (RunDir, check_storage_reachable, decode_weights, join_uri, encode_weights, read_mask, read_ticket, round_dir, ticket_done,
                           write_mask, write_rounds_table, write_ticket)
 from lp_ray.tracking import Tracker
 
@@ -36,7 +36,7 @@ class ImpResult:
 
 
 def run_dir_for(job: JobSpec, cluster: ClusterSpec) -> RunDir:
-    return RunDir(f"{cluster.storage_path.rstrip('/')}/{run_name(job)}")
+    return RunDir(join_uri(storage_uri(cluster), run_name(job)))
 
 
 def prepare_run(job: JobSpec, cluster: ClusterSpec) -> RunDir:
@@ -68,8 +68,14 @@ def run_imp(job: JobSpec, cluster: ClusterSpec, tracking_uri: str) -> ImpResult:
 
     if job.train.batch_size % cluster.num_workers:
         raise LpRayError(f"train.batch_size={job.train.batch_size} is not divisible by num_workers={cluster.num_workers}")
-    preflight(job)  # a missing data set fails before anything is created
-    tracker = Tracker(tracking_uri, job.name, run_hash(job))  # fails fast if MLflow is unusable
+    from lp_ray.cluster import check_storage
+
+    # Everything that can be wrong with the environment fails here, before anything is created.
+    preflight(job)
+    check_storage_reachable(storage_uri(cluster))
+    tracker = Tracker(tracking_uri, job.name, run_hash(job))  # MLflow reachable and usable
+    connect(cluster, {"MLFLOW_TRACKING_URI": tracking_uri})
+    check_storage(cluster, run_dir_for(job, cluster).uri)
     run = prepare_run(job, cluster)
     data = materialize_data(job, run)
     template = build_model(job.model, data.num_classes, data.input_shape).state_dict()
@@ -77,7 +83,6 @@ def run_imp(job: JobSpec, cluster: ClusterSpec, tracking_uri: str) -> ImpResult:
 
     parent = tracker.imp_run(flat_params(job), run.uri)
     run.write_json("tracking.json", {"tracking_uri": tracking_uri, "experiment_id": tracker.experiment_id, "imp_run_id": parent})
-    connect(cluster, {"MLFLOW_TRACKING_URI": tracking_uri})
 
     console.print(f"[bold]lp-ray imp[/] {run_name(job)}: {job.imp.rounds} rounds of {job.train.epochs} epochs, "
                   f"{cluster.num_workers} worker(s) -> {run.uri}")
@@ -139,7 +144,7 @@ def _fit_round(job: JobSpec, cluster: ClusterSpec, run: RunDir, r: int, board) -
                                      resources_per_worker=cluster.resources_per_worker,
                                      placement_strategy=cluster.placement_strategy),
         run_config=RunConfig(name=f"{run_name(job)}/round_{r:02d}", storage_path=storage_root,
-                             storage_filesystem=run.fs if "://" in run.uri else None,
+                             storage_filesystem=run.fs if run.scheme else None,
                              failure_config=FailureConfig(max_failures=cluster.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )
@@ -183,7 +188,7 @@ def _finish_round(job, run, r, mask, state, seconds, template) -> tuple[dict, di
 def _log_round(tracker: Tracker, child: str, run: RunDir, meta: dict, history: dict) -> None:
     tracker.log_metrics(child, history["epochs"], "epoch")
     tracker.log_final(child, {"final_val_acc": meta["val_acc"], "final_test_acc": meta["test_acc"], "density": meta["density"]},
-                      {"ticket_uri": run.path(f"{round_dir(meta['round'])}/ticket.safetensors"),
+                      {"ticket_uri": run.uri_of(f"{round_dir(meta['round'])}/ticket.safetensors"),
                        "ticket_sha256": meta["ticket_sha256"], "density": f"{meta['density']:.6f}"})
     tracker.finish(child)
 

@@ -40,7 +40,10 @@ def run_pool(run_uri: str, settings: PoolSettings, cluster: ClusterSpec, trackin
     elif executor == "ray":
         from lp_ray.cluster import connect
 
+        from lp_ray.cluster import check_storage
+
         connect(cluster, {"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else None)
+        check_storage(cluster, pr.run.uri)
         ex = RayExecutor(job_dict, pr.run.uri, settings.bn_samples, cluster.torch_threads, parallel_evals, cluster.eval_resources)
         if ex.parallel < parallel_evals:
             console.print(f"note: the cluster fits {ex.parallel} evaluation(s) of {cluster.eval_resources} at once; "
@@ -51,7 +54,7 @@ def run_pool(run_uri: str, settings: PoolSettings, cluster: ClusterSpec, trackin
     view = SearchView(settings)
     driver = PoolDriver(pr, settings, ex, on_event=view.event)
     console.print(f"[bold]lp-ray pool[/] {settings.method} on {pr.run.uri}: {len(driver.targets)} target(s), "
-                  f"{ex.parallel} evaluation(s) in parallel -> {pr.run.path(settings.folder)}")
+                  f"{ex.parallel} evaluation(s) in parallel -> {pr.run.uri_of(settings.folder)}")
     t0 = time.time()
     try:
         with view:
@@ -61,7 +64,7 @@ def run_pool(run_uri: str, settings: PoolSettings, cluster: ClusterSpec, trackin
     seconds = time.time() - t0
     if tracker is not None:
         _log_pool(tracker, pr, settings, results)
-    return PoolOutcome(results, pr.run.path(settings.folder), seconds, driver.evaluations_done,
+    return PoolOutcome(results, pr.run.uri_of(settings.folder), seconds, driver.evaluations_done,
                        driver.evaluations_replayed, ex.parallel)
 
 

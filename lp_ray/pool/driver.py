@@ -301,7 +301,7 @@ class PoolDriver:
         run.write_bytes(rel, data)
         result = TargetResult(t, final.density, m["val_acc"], m["test_acc"], final.val_acc, final.test_acc,
                               [d.step.candidate for d in chain.accepted], [d.alpha for d in chain.accepted],
-                              run.path(rel), sha256(data))
+                              run.uri_of(rel), sha256(data))
         run.write_json(f"{self.folder}/target_{t:02d}.json", {
             "result": asdict(result), "method": self.s.method, "gain": result.gain,
             "steps": [{"step": d.step.index, "candidate": d.step.candidate, "alpha": d.alpha,
