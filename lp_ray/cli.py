@@ -228,6 +228,7 @@ def run(job: Optional[Path] = JobOpt, cluster: Optional[Path] = ClusterOpt,
     result = run_imp(j, c, uri)
     _pool(result.run.uri, cluster, method, parallel_evals, None, None, None, None, None, False, False, uri)
     _report(result.run.uri, uri)
+    typer.echo(f"run directory: {result.run.uri}")
 
 
 def main() -> None:

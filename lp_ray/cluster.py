@@ -44,6 +44,13 @@ def connect(cluster: ClusterSpec, extra_env: dict[str, str] | None = None) -> No
         raise LpRayError(f"cannot reach the Ray cluster at {address!r}: {str(e).strip().splitlines()[0]}") from None
 
 
+def check_address(cluster: ClusterSpec) -> None:
+    """Before anything is created: a host:port address must at least accept a TCP connection."""
+    address = os.environ.get("LP_RAY_ADDRESS", cluster.address)
+    if address not in ("local", "auto"):
+        _check_port(address)
+
+
 def _check_port(address: str, timeout: float = 5.0) -> None:
     """ray.init retries an unreachable GCS for a long time; a plain TCP connect says it in seconds."""
     import socket

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 # Off a terminal (logs, CI) rich would wrap at 80 columns; a wider fixed width keeps one line per event.
-console = Console(stderr=False, highlight=False, width=None if sys.stdout.isatty() else 160)
+console = Console(stderr=False, highlight=False, width=None if sys.stdout.isatty() else 160, soft_wrap=not sys.stdout.isatty())
 
 
 class ProgressBoard:

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 
 def trace(run, name):
     rows = pq.read_table(run / "pool" / name / "trace.parquet").to_pylist()
-    return sorted(({k: v for k, v in r.items() if k != "seconds"} for r in rows), key=lambda r: (r["target"], r["step"], r["alpha"]))
+    return sorted(({k: v for k, v in r.items() if k not in ("seconds", "node")} for r in rows), key=lambda r: (r["target"], r["step"], r["alpha"]))
 
 
 def summary(run, name):

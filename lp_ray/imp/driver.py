@@ -68,11 +68,12 @@ def run_imp(job: JobSpec, cluster: ClusterSpec, tracking_uri: str) -> ImpResult:
 
     if job.train.batch_size % cluster.num_workers:
         raise LpRayError(f"train.batch_size={job.train.batch_size} is not divisible by num_workers={cluster.num_workers}")
-    from lp_ray.cluster import check_storage
+    from lp_ray.cluster import check_address, check_storage
 
     # Everything that can be wrong with the environment fails here, before anything is created.
     preflight(job)
     check_storage_reachable(storage_uri(cluster))
+    check_address(cluster)
     tracker = Tracker(tracking_uri, job.name, run_hash(job))  # MLflow reachable and usable
     connect(cluster, {"MLFLOW_TRACKING_URI": tracking_uri})
     check_storage(cluster, run_dir_for(job, cluster).uri)

@@ -103,6 +103,7 @@ class Evaluation:
     val_acc: float
     density: float
     seconds: float
+    node: str = "local"  # where it ran (a Ray node id); like seconds, not part of the result
 
 
 @dataclass

@@ -28,7 +28,7 @@ from lp_ray.sparsity import prunable_names, survivors
 from lp_ray.spec import JobSpec, job_from_dict, job_to_dict
 from lp_ray.store import RunDir, encode_weights, finished_rounds, read_ticket, round_dir, sha256
 
-TRACE_COLUMNS = ["target", "step", "candidate", "alpha", "val_acc", "accepted", "density", "seconds"]
+TRACE_COLUMNS = ["target", "step", "candidate", "alpha", "val_acc", "accepted", "density", "seconds", "node"]
 
 
 @dataclass
@@ -290,7 +290,7 @@ class PoolDriver:
             self.trace_rows.append({
                 "target": d.step.target, "step": d.step.index, "candidate": d.step.candidate, "alpha": alpha,
                 "val_acc": e.val_acc, "accepted": bool(d.accepted and alpha == d.alpha), "density": e.density,
-                "seconds": e.seconds,
+                "seconds": e.seconds, "node": e.node,
             })
         self.pr.run.write_table(f"{self.folder}/trace.parquet", trace_table(self.trace_rows))
 
@@ -317,7 +317,8 @@ class PoolDriver:
 
 def trace_table(rows: list[dict]) -> pa.Table:
     schema = pa.schema([("target", pa.int32()), ("step", pa.int32()), ("candidate", pa.int32()), ("alpha", pa.float64()),
-                        ("val_acc", pa.float64()), ("accepted", pa.bool_()), ("density", pa.float64()), ("seconds", pa.float64())])
+                        ("val_acc", pa.float64()), ("accepted", pa.bool_()), ("density", pa.float64()), ("seconds", pa.float64()),
+                        ("node", pa.string())])
     return pa.Table.from_pylist(rows, schema=schema)
 
 

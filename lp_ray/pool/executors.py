@@ -111,10 +111,16 @@ class EvaluatorActor:
     """Holds one Evaluator (model + data resident) for the life of a pool run."""
 
     def __init__(self, job_dict, run_uri, bn_samples, torch_threads):
+        import ray
+
         self.evaluator = build_evaluator(job_dict, run_uri, bn_samples, torch_threads)
+        self.node = ray.get_runtime_context().get_node_id()[:12]
 
     def run(self, request, current, candidate):
-        return _run(self.evaluator, request, _to_torch(current), _to_torch(candidate))
+        result = _run(self.evaluator, request, _to_torch(current), _to_torch(candidate))
+        if isinstance(result, Evaluation):
+            result.node = self.node
+        return result
 
 
 def eval_capacity(eval_resources: dict[str, float]) -> int:

@@ -1,0 +1,204 @@
+"""Real cluster components on loopback: a 3-node Ray cluster (ray.cluster_utils), an S3-compatible
+server (moto in server mode), an `mlflow server`. Every process is started in its own session and
+killed by process group."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import BIN, TINY_JOB, cli, write_yaml
+
+pytestmark = pytest.mark.e2e
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except Exception:
+            time.sleep(0.3)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def start(args, env=None, log=None):
+    return subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=log or subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory):
+    port = free_port()
+    proc = start([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], S3_ENV)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/")
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    proc = start([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                  "--backend-store-uri", f"sqlite:///{d / 'server.db'}", "--artifacts-destination", str(d / "artifacts")],
+                 {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, open(d / "server.log", "w"))
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", timeout=120)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)
+
+
+def make_bucket(endpoint: str, name: str) -> None:
+    import pyarrow.fs as pafs
+
+    for k, v in S3_ENV.items():
+        os.environ.setdefault(k, v)
+    pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", region="us-east-1", allow_bucket_creation=True).create_dir(name)
+
+
+def test_s3_storage_and_mlflow_server_full_run(tmp_path, s3_server, mlflow_server):
+    make_bucket(s3_server, "lp-ray-test")
+    job = write_yaml(tmp_path / "job.yaml", {**TINY_JOB, "name": "s3job", "imp": {"rounds": 2, "rewind_epoch": 1}})
+    cluster = write_yaml(tmp_path / "cluster.yaml", {"storage_path": "s3://lp-ray-test/runs", "storage_endpoint": f"http://{s3_server}",
+                                                     "storage_region": "us-east-1", "tracking_uri": mlflow_server})
+    proc = cli("run", "--job", str(job), "--cluster", str(cluster), cwd=tmp_path, env=S3_ENV)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()  # nothing local
+    uri = next(l.split(": ", 1)[1].strip() for l in proc.stdout.splitlines() if l.startswith("run directory: "))
+    assert uri.startswith("s3://lp-ray-test/runs/s3job-") and f"endpoint_override={s3_server}" in uri
+
+    # Tickets and pooled networks are readable from the bucket afterwards, by any process.
+    from lp_ray.store import RunDir, finished_rounds, read_ticket
+
+    os.environ.update(S3_ENV)
+    run = RunDir(uri)
+    assert finished_rounds(run) == [0, 1]
+    state, mask = read_ticket(run, 1)
+    assert sum(int(m.sum()) for m in mask.values()) == 1292
+    assert run.exists("pool/interpolation/target_01.safetensors") and run.exists("report.png")
+    assert run.exists("round_01")  # Ray Train's checkpoints went to the bucket too
+    table = cli("tickets", uri, env=S3_ENV)
+    assert table.returncode == 0 and table.stdout.count("ticket.safetensors") == 2
+    ev = cli("eval", run.uri_of("pool/interpolation/target_01.safetensors"), env=S3_ENV)
+    assert ev.returncode == 0 and "density 79.95%" in ev.stdout
+
+    # Everything arrived at the MLflow server.
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("s3job")
+    runs = client.search_runs([exp.experiment_id])
+    kinds = sorted(r.data.tags.get("lp_ray.kind") for r in runs)
+    assert kinds == ["imp", "imp_round", "imp_round", "pool:interpolation", "pool_target", "pool_target"]
+    imp = next(r for r in runs if r.data.tags["lp_ray.kind"] == "imp")
+    rounds = [r for r in runs if r.data.tags["lp_ray.kind"] == "imp_round"]
+    assert all(r.data.tags["mlflow.parentRunId"] == imp.info.run_id for r in rounds)
+    assert len(client.get_metric_history(rounds[0].info.run_id, "train_loss")) >= 3
+    assert rounds[0].data.tags["ticket_uri"].startswith("s3://lp-ray-test/runs/s3job-")
+    pool_run = next(r for r in runs if r.data.tags["lp_ray.kind"] == "pool:interpolation")
+    assert {"trace.parquet", "summary.parquet", "accuracy_vs_sparsity.png"} <= {a.path for a in client.list_artifacts(pool_run.info.run_id)}
+    assert {"report/report.csv", "report/report.png"} <= {a.path for a in client.list_artifacts(imp.info.run_id, "report")}
+
+
+def test_missing_bucket_and_unreachable_ray(tmp_path, s3_server):
+    job = write_yaml(tmp_path / "job.yaml", TINY_JOB)
+    c = write_yaml(tmp_path / "c.yaml", {"storage_path": "s3://no-such-bucket/runs", "storage_endpoint": f"http://{s3_server}"})
+    proc = cli("imp", "--job", str(job), "--cluster", str(c), cwd=tmp_path, env=S3_ENV)
+    assert proc.returncode == 1 and proc.stderr.strip() == "error: s3://no-such-bucket/runs: bucket 'no-such-bucket' does not exist; create it first"
+
+    c = write_yaml(tmp_path / "c2.yaml", {"address": f"127.0.0.1:{free_port()}", "storage_path": str(tmp_path / "runs")})
+    t0 = time.time()
+    proc = cli("imp", "--job", str(job), "--cluster", str(c), cwd=tmp_path)
+    assert proc.returncode == 1 and "error: cannot reach the Ray cluster at '127.0.0.1:" in proc.stderr
+    assert time.time() - t0 < 30
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+MULTI_NODE = """
+import json, os, subprocess, sys
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+from ray.cluster_utils import Cluster
+c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+nodes = [c.add_node(num_cpus=1) for _ in range(2)]
+c.wait_for_nodes()
+print(json.dumps({"address": c.address}), flush=True)
+sys.stdin.read()  # stay up until the test closes stdin
+c.shutdown()
+"""
+
+
+@pytest.fixture(scope="module")
+def three_node_cluster(tmp_path_factory):
+    """A head without CPUs and two 1-CPU worker nodes, each a separate raylet."""
+    proc = subprocess.Popen([sys.executable, "-c", MULTI_NODE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        line = proc.stdout.readline()
+        yield json.loads(line)["address"]
+    finally:
+        try:
+            proc.stdin.close()
+            proc.wait(timeout=60)
+        except Exception:
+            pass
+        stop(proc)
+
+
+def test_multi_node_imp_and_pool_match_single_node(tmp_path, three_node_cluster, base_run, tracking_uri):
+    job = write_yaml(tmp_path / "job.yaml", {**TINY_JOB, "imp": {"rounds": 2, "rewind_epoch": 1}})
+    # A node-local path on a multi-node cluster is refused, before anything is written.
+    local = write_yaml(tmp_path / "local.yaml", {"address": three_node_cluster, "num_workers": 2, "storage_path": str(tmp_path / "runs")})
+    proc = cli("imp", "--job", str(job), "--cluster", str(local), "--tracking-uri", tracking_uri, cwd=tmp_path)
+    assert proc.returncode == 1 and "is a node-local path but the Ray cluster has 3 nodes" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+    # Every node of this simulated cluster sees the same disk: a shared path, as NFS would be.
+    cluster = write_yaml(tmp_path / "cluster.yaml", {"address": three_node_cluster, "num_workers": 2, "placement_strategy": "STRICT_SPREAD",
+                                                     "storage_path": str(tmp_path / "runs"), "shared_storage": True})
+    proc = cli("imp", "--job", str(job), "--cluster", str(cluster), "--tracking-uri", tracking_uri, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = next((tmp_path / "runs").iterdir())
+    assert run.name == base_run["run"].name  # the same job: the same run identity
+    for r in (0, 1):  # 2 DDP workers on two nodes train exactly what 2 workers on one node trained
+        here = json.loads((run / "rounds" / f"round_{r:02d}" / "meta.json").read_text())
+        there = json.loads((base_run["run"] / "rounds" / f"round_{r:02d}" / "meta.json").read_text())
+        assert here["ticket_sha256"] == there["ticket_sha256"], r
+
+    proc = cli("pool", str(run), "--cluster", str(cluster), "--parallel-evals", "2", "--tracking-uri", tracking_uri)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    trace = pq.read_table(run / "pool" / "interpolation" / "trace.parquet").to_pylist()
+    assert len({row["node"] for row in trace}) == 2  # evaluations ran on both worker nodes
+    serial = cli("pool", str(run), "--serial", "--name", "serial", "--tracking-uri", tracking_uri)
+    assert serial.returncode == 0, serial.stderr
+    strip = lambda rows: sorted(({k: v for k, v in r.items() if k not in ("seconds", "node")} for r in rows),  # noqa: E731
+                                key=lambda r: (r["target"], r["step"], r["alpha"]))
+    assert strip(trace) == strip(pq.read_table(run / "pool" / "serial" / "trace.parquet").to_pylist())
