@@ -34,7 +34,9 @@ def connect(cluster: ClusterSpec, extra_env: dict[str, str] | None = None) -> No
                   configure_logging=True)
     address = os.environ.get("LP_RAY_ADDRESS", cluster.address)  # set by --submit: inside the cluster, "auto"
     if address == "local":
-        ray.init(num_cpus=os.cpu_count(), **kwargs)
+        # address="local" always starts a private instance; plain ray.init() would join any cluster
+        # already running on this machine (RAY_ADDRESS, or the last `ray start`).
+        ray.init(address="local", num_cpus=os.cpu_count(), **kwargs)
         return
     if address != "auto":
         _check_port(address)
