@@ -17,6 +17,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 JobOpt = typer.Option(None, "--job", "-j", help="Job spec YAML (default: the embedded default job, jobs/default.yaml).")
 ClusterOpt = typer.Option(None, "--cluster", "-c", help="Cluster spec YAML (default: cluster/local.yaml's settings).")
+SubmitOpt = typer.Option(False, "--submit", help="Send this command to the cluster through the Ray Jobs API and return (see `lp-ray status` / `lp-ray logs`).")
 TrackingOpt = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, the cluster spec, then sqlite:///mlflow.db).")
 
 
@@ -28,10 +29,10 @@ def _fail(message: str, code: int = 1) -> None:
 @app.command()
 def imp(job: Optional[Path] = JobOpt, cluster: Optional[Path] = ClusterOpt,
         rounds: Optional[int] = typer.Option(None, "--rounds", help="Number of tickets (round 0 dense included); more than a finished run extends it."),
-        tracking_uri: Optional[str] = TrackingOpt) -> None:
+        tracking_uri: Optional[str] = TrackingOpt, submit: bool = SubmitOpt) -> None:
     """Train IMP with rewinding on Ray Train: one checkpointed, resumable fit() per round."""
     from lp_ray.imp.driver import run_imp
-    from lp_ray.spec import load_cluster, load_job
+    from lp_ray.spec import load_cluster, load_job, run_name
     from lp_ray.tracking import resolve_tracking_uri
 
     j, c = load_job(job), load_cluster(cluster)
@@ -39,6 +40,8 @@ def imp(job: Optional[Path] = JobOpt, cluster: Optional[Path] = ClusterOpt,
         if rounds < 1:
             raise LpRayError(f"--rounds must be at least 1, got {rounds}")
         j = replace(j, imp=replace(j.imp, rounds=rounds))
+    if submit:
+        return _submit(f"lp-ray-imp-{run_name(j)}", c)
     result = run_imp(j, c, resolve_tracking_uri(tracking_uri, c.tracking_uri))
     typer.echo(f"run directory: {result.run.uri}")
 
@@ -151,8 +154,13 @@ def pool(run_dir: str = RunArg, cluster: Optional[Path] = ClusterOpt,
          name: Optional[str] = typer.Option(None, "--name", help="Output folder under pool/ (default: the method)."),
          overwrite: bool = typer.Option(False, "--overwrite", help="Discard an earlier search in the same folder."),
          serial: bool = typer.Option(False, "--serial", help="Evaluate in this process, without Ray."),
-         tracking_uri: Optional[str] = TrackingOpt) -> None:
+         tracking_uri: Optional[str] = TrackingOpt, submit: bool = SubmitOpt) -> None:
     """Lottery Pools: greedily interpolate each target ticket with the others, evaluated in parallel on Ray."""
+    if submit:
+        from lp_ray.spec import load_cluster
+
+        folder = run_dir.partition("?")[0].rstrip("/").rsplit("/", 1)[-1]
+        return _submit(f"lp-ray-pool-{folder}-{name or method or 'interpolation'}", load_cluster(cluster))
     out = _pool(run_dir, cluster, method, parallel_evals, targets, coefficients, search_num, bn_samples, name, overwrite,
                 serial, tracking_uri)
     typer.echo(f"pooled networks: {out.folder} ({out.evaluations} evaluations in {out.seconds:.0f} s"
@@ -217,18 +225,48 @@ def eval_(uri: str = typer.Argument(..., help="A ticket or pooled network (path 
 def run(job: Optional[Path] = JobOpt, cluster: Optional[Path] = ClusterOpt,
         method: Optional[str] = typer.Option(None, "--method", "-m", help="Pool method (default: the job's, interpolation)."),
         parallel_evals: int = typer.Option(2, "--parallel-evals", "-p", help="Pool evaluations in flight at once."),
-        tracking_uri: Optional[str] = TrackingOpt) -> None:
+        tracking_uri: Optional[str] = TrackingOpt, submit: bool = SubmitOpt) -> None:
     """The main job: imp, then pool, then report (what `make demo` runs on the default job)."""
     from lp_ray.imp.driver import run_imp
-    from lp_ray.spec import load_cluster, load_job
+    from lp_ray.spec import load_cluster, load_job, run_name
     from lp_ray.tracking import resolve_tracking_uri
 
     j, c = load_job(job), load_cluster(cluster)
+    if submit:
+        return _submit(f"lp-ray-run-{run_name(j)}", c)
     uri = resolve_tracking_uri(tracking_uri, c.tracking_uri)
     result = run_imp(j, c, uri)
     _pool(result.run.uri, cluster, method, parallel_evals, None, None, None, None, None, False, False, uri)
     _report(result.run.uri, uri)
     typer.echo(f"run directory: {result.run.uri}")
+
+
+def _submit(submission_id: str, cluster) -> None:
+    """Re-issue this very command line, minus --submit, as a Ray job."""
+    from lp_ray.submit import check_submittable, submit
+
+    check_submittable(cluster)
+    argv = [a for a in sys.argv[1:] if a != "--submit"]
+    sid, what = submit(argv, submission_id, cluster)
+    typer.echo(f"{sid}: {what}; follow it with `lp-ray status {sid}` and `lp-ray logs {sid}`")
+
+
+@app.command()
+def status(submission_id: str = typer.Argument(..., help="As printed by --submit."), cluster: Optional[Path] = ClusterOpt) -> None:
+    """Status of a submitted command (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED)."""
+    from lp_ray.spec import load_cluster
+    from lp_ray.submit import status as job_status
+
+    typer.echo(f"{submission_id}: {job_status(submission_id, load_cluster(cluster))}")
+
+
+@app.command()
+def logs(submission_id: str = typer.Argument(..., help="As printed by --submit."), cluster: Optional[Path] = ClusterOpt) -> None:
+    """Output of a submitted command so far."""
+    from lp_ray.spec import load_cluster
+    from lp_ray.submit import logs as job_logs
+
+    typer.echo(job_logs(submission_id, load_cluster(cluster)), nl=False)
 
 
 def main() -> None:

@@ -29,12 +29,15 @@ def free_port() -> int:
 
 
 def wait_http(url: str, timeout: float = 60) -> None:
+    import urllib.error
     import urllib.request
 
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
             urllib.request.urlopen(url, timeout=2)
+            return
+        except urllib.error.HTTPError:  # it answers (e.g. 401 without a token): it is up
             return
         except Exception:
             time.sleep(0.3)
@@ -202,3 +205,45 @@ def test_multi_node_imp_and_pool_match_single_node(tmp_path, three_node_cluster,
     strip = lambda rows: sorted(({k: v for k, v in r.items() if k not in ("seconds", "node")} for r in rows),  # noqa: E731
                                 key=lambda r: (r["target"], r["step"], r["alpha"]))
     assert strip(trace) == strip(pq.read_table(run / "pool" / "serial" / "trace.parquet").to_pylist())
+
+
+def test_submit_through_jobs_api_is_idempotent(tmp_path, tracking_uri):
+    port, dash = free_port(), free_port()
+    env = {"PATH": f"{BIN}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"}
+    head = start([str(BIN / "ray"), "start", "--head", "--port", str(port), "--dashboard-port", str(dash), "--dashboard-host", "127.0.0.1",
+                  "--num-cpus", "2", "--block"], env, open(tmp_path / "head.log", "w"))
+    try:
+        wait_http(f"http://127.0.0.1:{dash}/api/version", timeout=120)
+        job = write_yaml(tmp_path / "job.yaml", {**TINY_JOB, "name": "submitted", "imp": {"rounds": 1, "rewind_epoch": 1}})
+        cluster = write_yaml(tmp_path / "cluster.yaml", {"address": f"127.0.0.1:{port}", "storage_path": str(tmp_path / "runs"),
+                                                         "dashboard_address": f"http://127.0.0.1:{dash}"})
+        args = ["imp", "--job", "job.yaml", "--cluster", "cluster.yaml", "--tracking-uri", tracking_uri, "--submit"]
+        first = cli(*args, cwd=tmp_path)
+        assert first.returncode == 0, first.stdout + first.stderr
+        sid = first.stdout.split(":", 1)[0]
+        assert sid.startswith("lp-ray-imp-submitted-") and ": submitted;" in first.stdout
+        again = cli(*args, cwd=tmp_path)
+        assert again.returncode == 0 and f"{sid}: already submitted (" in again.stdout
+
+        deadline, state = time.time() + 300, ""
+        while time.time() < deadline:
+            state = cli("status", sid, "--cluster", str(cluster)).stdout.strip()
+            if state.endswith(("SUCCEEDED", "FAILED", "STOPPED")):
+                break
+            time.sleep(2)
+        logs = cli("logs", sid, "--cluster", str(cluster)).stdout
+        assert state == f"{sid}: SUCCEEDED", logs
+        assert "round  0  trained" in logs
+        assert (next((tmp_path / "runs").iterdir()) / "rounds" / "round_00" / "meta.json").exists()
+
+        # (in a fresh process: this one imported Ray before token auth was on)
+        code = (f"from ray.job_submission import JobSubmissionClient as C; "
+                f"print([j.submission_id for j in C('http://127.0.0.1:{dash}').list_jobs()])")
+        listed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                env={**os.environ, "RAY_AUTH_MODE": "token"})
+        assert listed.stdout.strip() == str([sid]), listed.stderr  # the second submission started nothing
+        assert cli(*args, cwd=tmp_path).stdout.startswith(f"{sid}: already submitted (SUCCEEDED)")
+        missing = cli("status", "nope", "--cluster", str(cluster))
+        assert missing.returncode == 1 and "no submission 'nope'" in missing.stderr
+    finally:
+        stop(head)

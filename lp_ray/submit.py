@@ -1,0 +1,103 @@
+"""`--submit`, `lp-ray status`, `lp-ray logs`: the same commands sent to a cluster through the Ray Jobs
+API, so a laptop can start a long IMP run and disconnect.
+
+The submission id is derived from the run hash (`lp-ray-<command>-<job>-<hash>`): submitting the same
+job again finds the first submission instead of starting a second one. A failed or stopped submission
+is replaced, and the rerun resumes from the run directory like any rerun.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Optional
+
+from lp_ray.errors import LpRayError
+from lp_ray.spec import ClusterSpec
+
+EXCLUDES = [".venv", ".git", "runs", "mlflow.db", "mlartifacts", "benchmarks/out", "data", "**/__pycache__"]
+
+
+def check_submittable(cluster: ClusterSpec) -> None:
+    """A submitted job runs in a temporary copy of this directory on the head node: a relative storage
+    path would put the run directory there, and it would vanish with the job."""
+    import os
+
+    if "://" not in cluster.storage_path and not os.path.isabs(cluster.storage_path):
+        raise LpRayError(f"--submit needs storage the cluster shares (s3://... or an absolute NFS path); "
+                         f"storage_path {cluster.storage_path!r} is relative")
+
+
+def dashboard_address(cluster: ClusterSpec) -> str:
+    if cluster.dashboard_address:
+        return cluster.dashboard_address
+    if cluster.address in ("local", "auto"):
+        return "http://127.0.0.1:8265"
+    return f"http://{cluster.address.rpartition(':')[0]}:8265"
+
+
+def job_client(cluster: ClusterSpec):
+    _use_auth_token_if_present()  # before Ray is imported: it reads the auth mode once
+    from ray.job_submission import JobSubmissionClient
+
+    from lp_ray.cluster import _check_port
+
+    address = dashboard_address(cluster)
+    _check_port(address.split("://", 1)[-1].rstrip("/"))
+    try:
+        return JobSubmissionClient(address)
+    except Exception as e:
+        raise LpRayError(f"Ray Jobs API at {address} is not usable: {str(e).strip().splitlines()[0]}") from None
+
+
+def _use_auth_token_if_present() -> None:
+    """Ray 2.60 clusters authenticate with a token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token);
+    the Jobs client sends it only in token mode, so turn that on when a token is at hand."""
+    import os
+    from pathlib import Path
+
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or (Path.home() / ".ray" / "auth_token").is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def submit(argv: list[str], submission_id: str, cluster: ClusterSpec) -> tuple[str, str]:
+    """Submit `lp-ray <argv>` (without --submit) to the cluster; returns (submission id, status)."""
+    client = job_client(cluster)
+    entrypoint = "lp-ray " + shlex.join(argv)
+    existing = _status(client, submission_id)
+    if existing in ("PENDING", "RUNNING"):
+        return submission_id, f"already submitted ({existing})"
+    if existing == "SUCCEEDED" and client.get_job_info(submission_id).entrypoint == entrypoint:
+        return submission_id, "already submitted (SUCCEEDED)"
+    if existing is not None:
+        # FAILED, STOPPED, or a finished run asked for more (e.g. --rounds): replace it; the rerun resumes.
+        client.delete_job(submission_id)
+    client.submit_job(
+        entrypoint=entrypoint,
+        submission_id=submission_id,
+        # The job runs on the head node: it joins the cluster it runs in, whatever address the spec names.
+        # This directory (spec files, relative paths) travels with the job; outputs never live in it.
+        runtime_env={"env_vars": {"LP_RAY_ADDRESS": "auto"}, "working_dir": ".", "excludes": EXCLUDES},
+    )
+    return submission_id, "submitted"
+
+
+def _status(client, submission_id: str) -> Optional[str]:
+    try:
+        return str(client.get_job_status(submission_id).value)
+    except RuntimeError:  # the Jobs API answers "does not exist" with a RuntimeError
+        return None
+
+
+def status(submission_id: str, cluster: ClusterSpec) -> str:
+    client = job_client(cluster)
+    s = _status(client, submission_id)
+    if s is None:
+        raise LpRayError(f"no submission {submission_id!r} on {dashboard_address(cluster)}")
+    return s
+
+
+def logs(submission_id: str, cluster: ClusterSpec) -> str:
+    status(submission_id, cluster)
+    return job_client(cluster).get_job_logs(submission_id)
