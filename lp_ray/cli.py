@@ -119,17 +119,11 @@ def _pool(run_dir, cluster, method, parallel_evals, targets, coefficients, searc
     from lp_ray.pool.command import run_pool
     from lp_ray.pool.driver import settings_from_job
     from lp_ray.spec import load_cluster
-
-    import yaml
-
-    from lp_ray.spec import job_from_dict
-    from lp_ray.store import RunDir
+    from lp_ray.store import RunDir, read_job
 
     c = load_cluster(cluster)
     run = RunDir(run_dir)
-    if not run.exists("job.yaml"):
-        raise LpRayError(f"{run_dir}: not an lp-ray run directory (no job.yaml); run `lp-ray imp` first")
-    job = job_from_dict(yaml.safe_load(run.read_bytes("job.yaml")), run.path("job.yaml"))
+    job = read_job(run)
     settings = settings_from_job(job, method=method, coefficients=_floats(coefficients, "--coefficients"),
                                  search_num=search_num, bn_samples=bn_samples, targets=_ints(targets, "--targets"), name=name)
     if search_num is not None and search_num < 1:
@@ -192,12 +186,11 @@ def _log_report(run, paths: dict, tracking_uri: str) -> None:
     """The report files go to the IMP parent run's artifacts, under report/."""
     import tempfile
 
-    import yaml
-
-    from lp_ray.spec import job_from_dict, run_hash
+    from lp_ray.spec import run_hash
+    from lp_ray.store import read_job
     from lp_ray.tracking import Tracker
 
-    job = job_from_dict(yaml.safe_load(run.read_bytes("job.yaml")), run.path("job.yaml"))
+    job = read_job(run)
     tracker = Tracker(tracking_uri, job.name, run_hash(job))
     parent = tracker.find_imp_run()
     if parent is None:

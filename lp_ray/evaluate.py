@@ -6,10 +6,8 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import yaml
-
 from lp_ray.errors import LpRayError
-from lp_ray.store import RunDir, decode_weights
+from lp_ray.store import RunDir, decode_weights, read_job
 
 URI_TAGS = ("network_uri", "ticket_uri")
 
@@ -51,13 +49,12 @@ def evaluate_uri(uri: str, tracking_uri: Optional[str] = None) -> dict:
     from lp_ray.models import build_model
     from lp_ray.pool.core import accuracy_on
     from lp_ray.sparsity import density, prunable_names
-    from lp_ray.spec import job_from_dict
 
     uri = resolve_network_uri(uri, tracking_uri)
     run, rel = find_run_dir(uri)
     if not run.exists(rel):
         raise LpRayError(f"{uri}: no such file")
-    job = job_from_dict(yaml.safe_load(run.read_bytes("job.yaml")), run.path("job.yaml"))
+    job = read_job(run)
     data = load_data(job, run)
     model = build_model(job.model, data.num_classes, data.input_shape)
     prunable = prunable_names(model, job.imp.prune_linear)

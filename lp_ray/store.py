@@ -143,6 +143,21 @@ class RunDir:
                 self.fs.delete_file(self.path(rel))
 
 
+def read_job(run: RunDir):
+    """The job spec a run directory was made for (its job.yaml), validated like any spec file."""
+    import yaml
+
+    from lp_ray.spec import job_from_dict
+
+    if not run.exists("job.yaml"):
+        raise LpRayError(f"{run.uri}: not an lp-ray run directory (no job.yaml); run `lp-ray imp` first")
+    try:
+        raw = yaml.safe_load(run.read_bytes("job.yaml"))
+    except yaml.YAMLError:
+        raise LpRayError(f"{run.path('job.yaml')}: malformed YAML") from None
+    return job_from_dict(raw, run.path("job.yaml"))
+
+
 # --------------------------------------------------------------------------------------------------
 # Weights files (tickets, rewind point, pooled networks): safetensors, never pickle.
 

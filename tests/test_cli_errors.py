@@ -1,8 +1,6 @@
 """Bad input through the real `lp-ray` command: one line naming the problem, a non-zero exit, and no
 files written. None of these start Ray."""
 
-import pytest
-
 from conftest import cli, write_yaml
 
 

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -214,7 +213,7 @@ def test_submit_through_jobs_api_is_idempotent(tmp_path, tracking_uri):
                   "--num-cpus", "2", "--block"], env, open(tmp_path / "head.log", "w"))
     try:
         wait_http(f"http://127.0.0.1:{dash}/api/version", timeout=120)
-        job = write_yaml(tmp_path / "job.yaml", {**TINY_JOB, "name": "submitted", "imp": {"rounds": 1, "rewind_epoch": 1}})
+        write_yaml(tmp_path / "job.yaml", {**TINY_JOB, "name": "submitted", "imp": {"rounds": 1, "rewind_epoch": 1}})
         cluster = write_yaml(tmp_path / "cluster.yaml", {"address": f"127.0.0.1:{port}", "storage_path": str(tmp_path / "runs"),
                                                          "dashboard_address": f"http://127.0.0.1:{dash}"})
         args = ["imp", "--job", "job.yaml", "--cluster", "cluster.yaml", "--tracking-uri", tracking_uri, "--submit"]

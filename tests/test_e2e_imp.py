@@ -12,7 +12,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from conftest import LP_RAY, TINY_JOB, cli, tiny_cluster, write_yaml
-from lp_ray.store import RunDir, decode_weights
+from lp_ray.store import decode_weights
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,7 @@ from lp_ray.pool.driver import PoolDriver, PoolSettings, open_run
 from lp_ray.pool.executors import SerialExecutor, build_evaluator
 from lp_ray.sparsity import dense_mask, prunable_names, prune_fraction, survivors
 from lp_ray.spec import job_from_dict, job_to_dict
-from lp_ray.store import RunDir, read_ticket, write_ticket
+from lp_ray.store import RunDir, decode_weights, write_ticket
 
 JOB = {"name": "fake", "data": {"dataset": "synthetic", "shape": [40], "num_classes": 4, "num_train": 300, "num_test": 100},
        "model": {"name": "conv1d", "width": 8}, "train": {"epochs": 4, "lr_drops": [2], "batch_size": 50},
@@ -53,9 +53,6 @@ def test_pooled_tickets_have_exactly_target_density(tmp_path):
     pr = open_run(uri)
     assert sorted(results) == [0, 1, 2, 3]
     for t, res in results.items():
-        state, mask = read_ticket(RunDir(uri), t) if False else (None, None)
-        from lp_ray.store import decode_weights
-
         state, mask = decode_weights(RunDir(uri).read_bytes(f"pool/interpolation/target_{t:02d}.safetensors"), "x")
         target_survivors = survivors(pr.masks[t])
         nonzero = sum(int((state[n] != 0).sum()) for n in pr.prunable)

@@ -1,6 +1,5 @@
 import pytest
 
-from lp_ray.errors import LpRayError
 from lp_ray.spec import ClusterSpec, JobSpec, SpecError, job_from_dict, load_cluster, load_job, run_hash, run_name
 
 

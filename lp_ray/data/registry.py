@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 from safetensors.torch import load as st_load, save as st_save
 
-from lp_ray.data.base import DataBundle, TensorSource, make_split
+from lp_ray.data.base import DataBundle, make_split
 from lp_ray.errors import LpRayError
 from lp_ray.spec import JobSpec
 

@@ -23,7 +23,7 @@ from lp_ray.models import build_model
 from lp_ray.progress import RoundProgress, console, make_board
 from lp_ray.sparsity import dense_mask, density, prunable_names, prune_fraction
 from lp_ray.spec import ClusterSpec, JobSpec, job_to_dict, run_hash, run_name, storage_uri
-from lp_ray.store import (RunDir, check_storage_reachable, decode_weights, join_uri, encode_weights, read_mask, read_ticket, round_dir, ticket_done,
+from lp_ray.store import (RunDir, check_storage_reachable, decode_weights, join_uri, read_job, encode_weights, read_mask, read_ticket, round_dir, ticket_done,
                           write_mask, write_rounds_table, write_ticket)
 from lp_ray.tracking import Tracker
 
@@ -43,9 +43,7 @@ def prepare_run(job: JobSpec, cluster: ClusterSpec) -> RunDir:
     """Create or reopen the run directory; refuse one that belongs to a different job."""
     run = run_dir_for(job, cluster)
     if run.exists("job.yaml"):
-        from lp_ray.spec import job_from_dict
-
-        old = job_from_dict(yaml.safe_load(run.read_bytes("job.yaml")), run.path("job.yaml"))
+        old = read_job(run)
         if run_hash(old) != run_hash(job):
             raise LpRayError(f"{run.path()}: holds a different job (hash {run_hash(old)}, expected {run_hash(job)})")
         job = replace(job, imp=replace(job.imp, rounds=max(job.imp.rounds, old.imp.rounds)))

@@ -12,21 +12,19 @@ restart (decisions are a function of the recorded accuracies), so nothing finish
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 import pyarrow as pa
 import torch
-import yaml
 
 from lp_ray.errors import LpRayError
 from lp_ray.pool.chain import METHODS, Chain, Decision, candidate_order
 from lp_ray.pool.core import Final, interpolate, reprune
 from lp_ray.pool.executors import EvalRequest, FinalRequest
 from lp_ray.sparsity import prunable_names, survivors
-from lp_ray.spec import JobSpec, job_from_dict, job_to_dict
-from lp_ray.store import RunDir, encode_weights, finished_rounds, read_ticket, round_dir, sha256
+from lp_ray.spec import JobSpec
+from lp_ray.store import RunDir, encode_weights, finished_rounds, read_job, read_ticket, round_dir, sha256
 
 TRACE_COLUMNS = ["target", "step", "candidate", "alpha", "val_acc", "accepted", "density", "seconds", "node"]
 
@@ -99,9 +97,7 @@ def open_run(run_uri: str) -> PoolRun:
     from lp_ray.models import build_model
 
     run = RunDir(run_uri)
-    if not run.exists("job.yaml"):
-        raise LpRayError(f"{run_uri}: not an lp-ray run directory (no job.yaml); run `lp-ray imp` first")
-    job = job_from_dict(yaml.safe_load(run.read_bytes("job.yaml")), run.path("job.yaml"))
+    job = read_job(run)
     rounds = finished_rounds(run)
     if not rounds:
         raise LpRayError(f"{run_uri}: no finished IMP rounds to pool")
