@@ -8,10 +8,11 @@ import os
 from lp_ray.errors import LpRayError
 from lp_ray.spec import ClusterSpec
 
-# Ray Train V2's controller polls workers every 2 s by default, which adds ~9 s to every fit();
-# 0.2 s costs nothing measurable and makes each IMP round start promptly.
+# Ray Train V2's controller polls workers every 2 s by default, which adds ~9 s to every fit(); it also
+# consumes each ray.train.report() only when it polls, and a worker's next report waits for that. With
+# a checkpoint every epoch, 0.05 s took a 40-epoch round of small epochs from 24.7 s to 20.9 s here.
 _DEFAULT_ENV = {
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.05",
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_DEDUP_LOGS": "0",
 }
