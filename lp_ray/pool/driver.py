@@ -172,11 +172,8 @@ class PoolDriver:
         a chain that accepts nothing needs no final evaluation and reports a 'total' event of -1."""
         n = 0
         for chain in self.chains.values():
-            if chain.method in ("swa",):  # alphas depend on how many were merged: one per candidate
-                per_step = [1] * len(chain.candidates)
-            else:
-                per_step = [len(chain.alphas())] * len(chain.candidates)
-            n += (1 if chain.index == 0 else 0) + sum(per_step[max(chain.index - 1, 0):]) + 1
+            steps_left = len(chain.candidates) - max(chain.index - 1, 0)  # every step of a chain has as many alphas
+            n += (1 if chain.index == 0 else 0) + steps_left * len(chain.alphas()) + 1
         return n
 
     def _new_chain(self, t: int) -> Chain:
@@ -185,7 +182,7 @@ class PoolDriver:
 
     def _set_current(self, t: int, state) -> None:
         self.version[t] = self.version.get(t, -1) + 1
-        if hasattr(self.ex, "drop") and self.version[t] > 0:
+        if self.version[t] > 0:  # the superseded weights are never evaluated again
             self.ex.drop(("current", t, self.version[t] - 1))
         self.current[t] = state
         self.ex.put(("current", t, self.version[t]), state)

@@ -39,6 +39,8 @@ class Executor(Protocol):
 
     def put(self, key: Hashable, state: dict[str, torch.Tensor]) -> None: ...
 
+    def drop(self, key: Hashable) -> None: ...
+
     def submit(self, tag: Any, request: EvalRequest | FinalRequest) -> None: ...
 
     def next_done(self) -> tuple[Any, Evaluation | Final]: ...
@@ -81,6 +83,9 @@ class SerialExecutor:
 
     def put(self, key, state):
         self.states[key] = state
+
+    def drop(self, key):
+        self.states.pop(key, None)
 
     def submit(self, tag, request):
         self.queue.append((tag, request))
