@@ -192,7 +192,7 @@ def _log_report(run, paths: dict, tracking_uri: str) -> None:
 
     job = read_job(run)
     tracker = Tracker(tracking_uri, job.name, run_hash(job))
-    parent = tracker.find_imp_run()
+    parent = tracker.find_imp_run(run.uri)
     if parent is None:
         return
     with tempfile.TemporaryDirectory() as d:

@@ -73,7 +73,8 @@ def submit(argv: list[str], submission_id: str, cluster: ClusterSpec) -> tuple[s
     if existing is not None:
         # FAILED, STOPPED, or a finished run asked for more (e.g. --rounds): replace it; the rerun resumes.
         client.delete_job(submission_id)
-    client.submit_job(
+    _submit_when_ready(
+        client,
         entrypoint=entrypoint,
         submission_id=submission_id,
         # The job runs on the head node: it joins the cluster it runs in, whatever address the spec names.
@@ -81,6 +82,20 @@ def submit(argv: list[str], submission_id: str, cluster: ClusterSpec) -> tuple[s
         runtime_env={"env_vars": {"LP_RAY_ADDRESS": "auto"}, "working_dir": ".", "excludes": EXCLUDES},
     )
     return submission_id, "submitted"
+
+
+def _submit_when_ready(client, **kwargs) -> None:
+    """A freshly started head answers HTTP before its job agent is up ("No available agent"): wait for it."""
+    import time
+
+    for attempt in range(20):
+        try:
+            client.submit_job(**kwargs)
+            return
+        except RuntimeError as e:
+            if "No available agent" not in str(e) or attempt == 19:
+                raise LpRayError(f"Ray Jobs API refused the submission: {str(e).strip().splitlines()[0]}") from None
+            time.sleep(3)
 
 
 def _status(client, submission_id: str) -> Optional[str]:

@@ -17,6 +17,9 @@ from lp_ray.errors import LpRayError
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TAG_HASH, TAG_KIND, TAG_ROUND = "lp_ray.run_hash", "lp_ray.kind", "lp_ray.round"
 TAG_PARENT = "mlflow.parentRunId"
+# A run directory is the identity of an IMP run in MLflow: the same job in two storage locations is two
+# runs; the same run directory resumed is one.
+TAG_RUN_DIR = "lp_ray.run_dir"
 
 
 def resolve_tracking_uri(cli_uri: Optional[str], cluster_uri: Optional[str]) -> str:
@@ -55,7 +58,7 @@ class Tracker:
         return runs[0].info.run_id if runs else None
 
     def _find_or_create(self, run_name: str, tags: dict[str, str]) -> str:
-        found = self._find({k: v for k, v in tags.items() if k != "lp_ray.run_dir"})
+        found = self._find(tags)
         if found:
             if self.client.get_run(found).info.status != "RUNNING":
                 self.client.update_run(found, status="RUNNING")
@@ -63,17 +66,21 @@ class Tracker:
         return self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
 
     def imp_run(self, params: dict[str, object], run_dir: str) -> str:
-        run_id = self._find_or_create(f"imp {self.run_hash}", {TAG_HASH: self.run_hash, TAG_KIND: "imp", "lp_ray.run_dir": run_dir})
+        run_id = self._find_or_create(f"imp {self.run_hash}", {TAG_HASH: self.run_hash, TAG_KIND: "imp", TAG_RUN_DIR: run_dir})
+        self._log_new_params(run_id, params)
+        return run_id
+
+    def _log_new_params(self, run_id: str, params: dict[str, object]) -> None:
+        """MLflow params are write-once: a resumed run logs only the ones it has not logged yet."""
         existing = self.client.get_run(run_id).data.params
         new = {k: str(v)[:6000] for k, v in params.items() if k not in existing}
         if new:
             from mlflow.entities import Param
 
             self.client.log_batch(run_id, params=[Param(k, v) for k, v in new.items()])
-        return run_id
 
-    def find_imp_run(self) -> Optional[str]:
-        return self._find({TAG_HASH: self.run_hash, TAG_KIND: "imp"})
+    def find_imp_run(self, run_dir: str) -> Optional[str]:
+        return self._find({TAG_HASH: self.run_hash, TAG_KIND: "imp", TAG_RUN_DIR: run_dir})
 
     def pool_run(self, name: str, imp_run_id: Optional[str], params: dict[str, object]) -> str:
         """`pool:<name>`, nested under the IMP parent run when there is one (it links the two in the UI)."""
@@ -81,12 +88,7 @@ class Tracker:
         if imp_run_id:
             tags[TAG_PARENT] = imp_run_id
         run_id = self._find_or_create(f"pool:{name}", tags)
-        existing = self.client.get_run(run_id).data.params
-        new = {k: str(v)[:6000] for k, v in params.items() if k not in existing}
-        if new:
-            from mlflow.entities import Param
-
-            self.client.log_batch(run_id, params=[Param(k, v) for k, v in new.items()])
+        self._log_new_params(run_id, params)
         return run_id
 
     def child_run(self, parent_id: str, kind: str, key: str, name: str) -> str:

@@ -72,7 +72,8 @@ def test_mlflow_one_parent_and_a_child_per_round(base_run):
     client = MlflowClient(base_run["tracking_uri"])
     exp = client.get_experiment_by_name("tiny")
     run_hash = meta(base_run["run"], 0)["run_hash"]
-    parents = client.search_runs([exp.experiment_id], f"tags.`lp_ray.kind` = 'imp' and tags.`lp_ray.run_hash` = '{run_hash}'")
+    parents = client.search_runs([exp.experiment_id], f"tags.`lp_ray.kind` = 'imp' and tags.`lp_ray.run_hash` = '{run_hash}' "
+                                                      f"and tags.`lp_ray.run_dir` = '{base_run['run']}'")
     assert len(parents) == 1
     children = client.search_runs([exp.experiment_id], f"tags.`lp_ray.kind` = 'imp_round' and tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
     assert sorted(int(c.data.tags["lp_ray.round"]) for c in children) == [0, 1, 2]

@@ -121,8 +121,10 @@ def test_dense_target_average_and_eval(base_run):
 def test_mlflow_pool_run_children_and_eval_from_mlflow(base_run):
     client = MlflowClient(base_run["tracking_uri"])
     exp = client.get_experiment_by_name("tiny")
-    imp = client.search_runs([exp.experiment_id], "tags.`lp_ray.kind` = 'imp'")[0]
-    pools = client.search_runs([exp.experiment_id], "tags.`lp_ray.kind` = 'pool:interpolation'")
+    imps = client.search_runs([exp.experiment_id], f"tags.`lp_ray.kind` = 'imp' and tags.`lp_ray.run_dir` = '{base_run['run']}'")
+    assert len(imps) == 1  # another run directory of the same job (the multi-node test) is another MLflow run
+    imp = imps[0]
+    pools = client.search_runs([exp.experiment_id], f"tags.`lp_ray.kind` = 'pool:interpolation' and tags.`mlflow.parentRunId` = '{imp.info.run_id}'")
     assert len(pools) == 1 and pools[0].data.tags["mlflow.parentRunId"] == imp.info.run_id
     artifacts = {a.path for a in client.list_artifacts(pools[0].info.run_id)}
     assert {"trace.parquet", "summary.parquet", "accuracy_vs_sparsity.png"} <= artifacts

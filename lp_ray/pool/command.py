@@ -133,7 +133,7 @@ def _imp_run_id(tracker, pr: PoolRun) -> Optional[str]:
     info = pr.run.read_json("tracking.json") if pr.run.exists("tracking.json") else {}
     if info.get("tracking_uri") == tracker.uri:
         return info.get("imp_run_id")
-    return tracker.find_imp_run()
+    return tracker.find_imp_run(pr.run.uri)
 
 
 def _log_pool(tracker, pr: PoolRun, settings: PoolSettings, results: dict[int, TargetResult]) -> None:
