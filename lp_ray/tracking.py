@@ -23,8 +23,13 @@ TAG_RUN_DIR = "lp_ray.run_dir"
 
 
 def resolve_tracking_uri(cli_uri: Optional[str], cluster_uri: Optional[str]) -> str:
-    """--tracking-uri beats MLFLOW_TRACKING_URI beats the cluster spec beats ./mlflow.db."""
-    return cli_uri or os.environ.get("MLFLOW_TRACKING_URI") or cluster_uri or DEFAULT_TRACKING_URI
+    """--tracking-uri beats MLFLOW_TRACKING_URI beats the cluster spec beats ./mlflow.db. A relative SQLite
+    path is made absolute, so a run directory remembers the same store from any working directory."""
+    uri = cli_uri or os.environ.get("MLFLOW_TRACKING_URI") or cluster_uri or DEFAULT_TRACKING_URI
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        uri = prefix + os.path.abspath(uri[len(prefix):])
+    return uri
 
 
 def _quiet_mlflow() -> None:

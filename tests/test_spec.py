@@ -87,3 +87,15 @@ def test_run_hash_ignores_what_does_not_change_tickets():
     assert run_hash(job_from_dict({"train": {"epochs": 40}})) == base  # a default written out
     assert run_hash(job_from_dict({"train": {"seed": 1}})) != base
     assert run_hash(job_from_dict({"imp": {"rewind_epoch": 3}})) != base
+
+
+def test_tracking_uri_precedence_and_absolute_sqlite(tmp_path, monkeypatch):
+    from lp_ray.tracking import resolve_tracking_uri
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_tracking_uri(None, None) == f"sqlite:///{tmp_path}/mlflow.db"
+    assert resolve_tracking_uri(None, "http://mlflow:5000") == "http://mlflow:5000"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://env:5000")
+    assert resolve_tracking_uri(None, "http://mlflow:5000") == "http://env:5000"
+    assert resolve_tracking_uri("sqlite:////abs/x.db", "http://mlflow:5000") == "sqlite:////abs/x.db"
