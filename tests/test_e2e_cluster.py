@@ -209,8 +209,13 @@ def test_multi_node_imp_and_pool_match_single_node(tmp_path, three_node_cluster,
 def test_submit_through_jobs_api_is_idempotent(tmp_path, tracking_uri):
     port, dash = free_port(), free_port()
     env = {"PATH": f"{BIN}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"}
+    # Every port on free ones: the other clusters of this test session may still hold Ray's defaults
+    # (a head whose dashboard agent cannot bind answers "No available agent" forever).
+    ports = [f"--{name}={free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+                                                    "runtime-env-agent-port", "ray-client-server-port", "node-manager-port",
+                                                    "object-manager-port")]
     head = start([str(BIN / "ray"), "start", "--head", "--port", str(port), "--dashboard-port", str(dash), "--dashboard-host", "127.0.0.1",
-                  "--num-cpus", "2", "--block"], env, open(tmp_path / "head.log", "w"))
+                  "--num-cpus", "2", *ports, "--block"], env, open(tmp_path / "head.log", "w"))
     try:
         wait_http(f"http://127.0.0.1:{dash}/api/version", timeout=120)
         write_yaml(tmp_path / "job.yaml", {**TINY_JOB, "name": "submitted", "imp": {"rounds": 1, "rewind_epoch": 1}})

@@ -103,7 +103,8 @@ def _checkpoints(run_dir, r):
 
 
 def test_driver_sigkill_in_round_2_then_rerun_resumes_and_extends(tmp_path, tracking_uri):
-    job_spec = {**TINY_JOB, "name": "killed", "train": {"epochs": 8, "lr_drops": [6]}}
+    # 30 short epochs: round 2 must still be training when the test sees its second checkpoint.
+    job_spec = {**TINY_JOB, "name": "killed", "train": {"epochs": 30, "lr_drops": [20]}}
     job = write_yaml(tmp_path / "job.yaml", job_spec)
     cluster = write_yaml(tmp_path / "cluster.yaml", tiny_cluster(tmp_path / "runs"))
     args = [LP_RAY, "imp", "--job", str(job), "--cluster", str(cluster), "--tracking-uri", tracking_uri]
