@@ -3,7 +3,6 @@ Pure torch: distributed reduction is passed in, so nothing here imports Ray."""
 
 from __future__ import annotations
 
-import time
 from typing import Callable, Iterator, Optional
 
 import torch
@@ -106,11 +105,3 @@ def make_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.SGD:
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
     for g in opt.param_groups:
         g["lr"] = lr
-
-
-class Stopwatch:
-    def __init__(self):
-        self.t0 = time.perf_counter()
-
-    def __call__(self) -> float:
-        return time.perf_counter() - self.t0

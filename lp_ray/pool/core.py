@@ -19,6 +19,7 @@ import torch.nn as nn
 
 from lp_ray.data.base import DataBundle, Source
 from lp_ray.sparsity import Mask, apply_mask, keep_top_k, survivors
+from lp_ray.training import count_correct
 
 State = dict[str, torch.Tensor]
 
@@ -77,15 +78,11 @@ def recalibrate_bn(model: nn.Module, source: Source, idx: torch.Tensor, batch_si
     model.train(was_training)
 
 
-@torch.no_grad()
 def accuracy_on(model: nn.Module, source: Source, idx: torch.Tensor, batch_size: int,
                 device: torch.device = torch.device("cpu")) -> float:
-    model.eval()
-    correct = 0
-    for start in range(0, len(idx), batch_size):
-        x, y = source.batch(idx[start : start + batch_size], augment=False, gen=None)
-        correct += (model(x.to(device)).argmax(1) == y.to(device)).sum().item()
-    return correct / len(idx)
+    """Eval-mode accuracy without augmentation: the same counting the training loop reports."""
+    correct, total = count_correct(model, source, idx, device, batch_size=batch_size)
+    return correct / total
 
 
 def bn_subset(train_idx: torch.Tensor, bn_samples: Optional[int], seed: int) -> torch.Tensor:

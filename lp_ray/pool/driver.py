@@ -26,7 +26,6 @@ from lp_ray.sparsity import prunable_names, survivors
 from lp_ray.spec import JobSpec
 from lp_ray.store import RunDir, encode_weights, finished_rounds, read_job, read_ticket, round_dir, sha256
 
-TRACE_COLUMNS = ["target", "step", "candidate", "alpha", "val_acc", "accepted", "density", "seconds", "node"]
 
 
 @dataclass
