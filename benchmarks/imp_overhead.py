@@ -38,7 +38,7 @@ from lp_ray.training import accuracy, epoch_seed, lr_at, make_optimizer, masked_
 def bare_imp(job, out: Path) -> list[float]:
     """Plain PyTorch IMP with rewinding, one process, one thread. Returns seconds per round."""
     torch.set_num_threads(1)
-    data = materialize_data(job, RunDir(str(out / "bare-run")))
+    data = materialize_data(job, RunDir(str(out / "run")))
     T = job.train
     torch.manual_seed(T.seed)
     model = build_model(job.model, data.num_classes, data.input_shape)
@@ -65,6 +65,7 @@ def bare_imp(job, out: Path) -> list[float]:
 
 
 def lp_ray_imp(job_path: Path, out: Path, rounds: int) -> tuple[float, list[float]]:
+    out.mkdir(parents=True, exist_ok=True)
     storage = out / "runs"
     cluster = out / "cluster.yaml"
     cluster.write_text(yaml.safe_dump({"storage_path": str(storage)}))  # cluster/local.yaml otherwise
@@ -83,6 +84,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--job", default=str(ROOT / "jobs/default.yaml"))
     ap.add_argument("--rounds", type=int, default=None, help="tickets to train (default: the job's)")
+    ap.add_argument("--repeats", type=int, default=2,
+                    help="alternate bare and lp-ray this many times (the machine's speed drifts; medians)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/out/imp_overhead"))
     a = ap.parse_args()
     out = Path(a.out)
@@ -92,19 +95,26 @@ def main() -> None:
     rounds = a.rounds or job.imp.rounds
     job.imp.rounds = rounds
 
-    print(f"bare PyTorch loop, {rounds} rounds:", flush=True)
-    t0 = time.perf_counter()
-    bare = bare_imp(job, out)
-    bare_wall = time.perf_counter() - t0
-    print(f"lp-ray imp, {rounds} rounds:", flush=True)
-    ours_wall, ours = lp_ray_imp(Path(a.job), out, rounds)
+    bare_walls, ours_walls, bare_rounds, ours_rounds = [], [], [], []
+    for i in range(a.repeats):
+        print(f"[{i + 1}/{a.repeats}] bare PyTorch loop, {rounds} rounds:", flush=True)
+        t0 = time.perf_counter()
+        bare_rounds += bare_imp(job, out / f"bare-{i}")
+        bare_walls.append(time.perf_counter() - t0)
+        print(f"[{i + 1}/{a.repeats}] lp-ray imp, {rounds} rounds:", flush=True)
+        wall, per_round = lp_ray_imp(Path(a.job), out / f"lp-ray-{i}", rounds)
+        ours_walls.append(wall)
+        ours_rounds += per_round
+        print(f"  walls: bare {bare_walls[-1]:.1f} s, lp-ray {wall:.1f} s -> {wall / bare_walls[-1]:.2f}x", flush=True)
 
+    med = statistics.median
     print()
-    print(f"{'':10} {'wall s':>8} {'median round s':>15}")
-    print(f"{'bare':10} {bare_wall:8.1f} {statistics.median(bare):15.1f}")
-    print(f"{'lp-ray':10} {ours_wall:8.1f} {statistics.median(ours):15.1f}")
-    print(f"ratio lp-ray / bare: wall {ours_wall / bare_wall:.2f}x, median round {statistics.median(ours) / statistics.median(bare):.2f}x "
-          f"(target <= 1.3x)")
+    print(f"{'':10} {'median wall s':>14} {'median round s':>15}   (walls: each run)")
+    print(f"{'bare':10} {med(bare_walls):14.1f} {med(bare_rounds):15.1f}   {', '.join(f'{w:.1f}' for w in bare_walls)}")
+    print(f"{'lp-ray':10} {med(ours_walls):14.1f} {med(ours_rounds):15.1f}   {', '.join(f'{w:.1f}' for w in ours_walls)}")
+    pair = [o / b for o, b in zip(ours_walls, bare_walls)]
+    print(f"ratio lp-ray / bare: wall {med(ours_walls) / med(bare_walls):.2f}x (per pair: {', '.join(f'{p:.2f}' for p in pair)}), "
+          f"median round {med(ours_rounds) / med(bare_rounds):.2f}x (target <= 1.3x)")
 
 
 if __name__ == "__main__":

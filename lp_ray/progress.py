@@ -16,16 +16,26 @@ console = Console(stderr=False, highlight=False, width=None if sys.stdout.isatty
 
 
 class ProgressBoard:
-    """A tiny Ray actor (created with num_cpus=0): the last status each writer pushed."""
+    """A tiny Ray actor (created with num_cpus=0) owned by the driver: the last status each writer
+    pushed, and the start gates of rounds whose fit() was started early (see imp/driver.py): such a
+    round's workers wait until the driver opens its gate ("go", its mask is written) or closes it
+    ("cancel", the round before it failed)."""
 
     def __init__(self):
         self.state: dict = {}
+        self.gates: dict[int, str] = {}
 
     def update(self, status: dict) -> None:
         self.state.update(status)
 
     def get(self) -> dict:
         return dict(self.state)
+
+    def set_gate(self, round_: int, value: str) -> None:
+        self.gates[round_] = value
+
+    def gate(self, round_: int) -> str | None:
+        return self.gates.get(round_)
 
 
 def make_board():

@@ -162,6 +162,11 @@ class ClusterSpec:
     dashboard_address: Optional[str] = None
     max_failures: int = 3
     torch_threads: int = 1
+    # Start round r+1's fit() while round r trains, so its ~10 s of worker start-up (new processes,
+    # imports, process group) is hidden; its workers wait for their mask. "auto": when the cluster can
+    # hold two worker groups at once (a 2-core laptop can; a cluster whose GPUs one round fills cannot).
+    # Unset (null) means auto; true or false force it.
+    overlap_rounds: Optional[bool] = None
 
 
 def storage_uri(cluster: ClusterSpec) -> str:

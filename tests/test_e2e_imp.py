@@ -131,6 +131,8 @@ def test_driver_sigkill_in_round_2_then_rerun_resumes_and_extends(tmp_path, trac
         except ProcessLookupError:
             pass
     assert not (run_dir / "rounds" / "round_02" / "meta.json").exists()
+    # Round 1's fit() was started while round 0 trained (two half-CPU worker groups fit on 2 cores).
+    assert [meta(run_dir, r)["started_early"] for r in (0, 1)] == [False, True]
     before = {r: ((run_dir / "rounds" / f"round_{r:02d}" / "ticket.safetensors").stat().st_mtime_ns, meta(run_dir, r)["ticket_sha256"])
               for r in (0, 1)}
 
@@ -158,3 +160,21 @@ def test_driver_sigkill_in_round_2_then_rerun_resumes_and_extends(tmp_path, trac
     assert more.stdout.count("done already") == 3 and "round  3  trained" in more.stdout
     assert meta(run_dir, 3)["density"] == pytest.approx(expected_survivors(4)[3] / CONV_WEIGHTS)
     assert meta(run_dir, 1)["ticket_sha256"] == before[1][1]
+
+
+def test_a_failed_round_cancels_the_early_start_of_the_next(tmp_path, tracking_uri):
+    """Round 1 fails for good (no restarts allowed) while round 2's fit() waits at its gate: the command
+    ends with a one-line error, round 2 never trains, and nothing hangs."""
+    job_spec = {**TINY_JOB, "name": "cancelled", "train": {"epochs": 30, "lr_drops": [20]}}
+    job = write_yaml(tmp_path / "job.yaml", job_spec)
+    cluster = write_yaml(tmp_path / "cluster.yaml", {**tiny_cluster(tmp_path / "runs"), "max_failures": 0})
+    proc = cli("imp", "--job", str(job), "--cluster", str(cluster), "--tracking-uri", tracking_uri, cwd=tmp_path,
+               env={"LP_RAY_INJECT_FAILURE": "1:20"}, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "error: round 1 failed after 0 restarts" in proc.stderr and "Traceback" not in proc.stderr
+    run_dir = next((tmp_path / "runs").glob("cancelled-*"))
+    assert (run_dir / "rounds" / "round_00" / "meta.json").exists()
+    assert not (run_dir / "rounds" / "round_01" / "meta.json").exists()
+    assert not (run_dir / "rounds" / "round_02").exists()  # its mask was never written
+    assert (run_dir / "round_02").is_dir()  # but its fit() had started early (Ray Train's run folder)
+    assert not list((run_dir / "round_02").glob("checkpoint_*"))  # and it stopped at the gate

@@ -42,6 +42,8 @@ def train_round(cfg: dict) -> None:
     torch.manual_seed(T.seed)  # identical initialization on every rank (and every rerun)
     model = build_model(job.model, data.num_classes, data.input_shape)
     names = prunable_names(model, job.imp.prune_linear)
+    if cfg.get("gated") and not _wait_for_gate(board, r):
+        return  # the round before this one failed: the driver cancelled this early start
     if r == 0:
         mask = dense_mask(model.state_dict(), names)
     else:
@@ -104,6 +106,16 @@ def train_round(cfg: dict) -> None:
                                  "loss": loss, "train_acc": acc, "val_acc": val_acc})
         _report(model, opt, history, epoch, best, rank, row)
         _maybe_inject_failure(cfg, run, r, epoch, rank)
+
+
+def _wait_for_gate(board, r: int, poll_s: float = 0.1) -> bool:
+    """An early-started round (everything above is loaded already) waits here until the driver has
+    written its mask (True) or cancelled it (False)."""
+    while True:
+        state = ray.get(board.gate.remote(r))
+        if state is not None:
+            return state == "go"
+        time.sleep(poll_s)
 
 
 def _report(model, opt, history, epoch, best, rank, metrics) -> None:
