@@ -28,9 +28,9 @@ TINY_JOB = {
 def tiny_cluster(storage) -> dict:
     """Two DDP workers (gloo) at half a CPU each, so that two rounds' worker groups fit on a 2-core
     machine and the next round's fit() starts early (overlap_rounds auto); evaluations at half a CPU
-    so four fit."""
+    so four fit; a checkpoint after every (0.1 s) epoch, so tests can kill a round between two."""
     return {"num_workers": 2, "resources_per_worker": {"CPU": 0.5}, "storage_path": str(storage),
-            "eval_resources": {"num_cpus": 0.5}, "max_failures": 2}
+            "eval_resources": {"num_cpus": 0.5}, "max_failures": 2, "checkpoint_interval_s": 0}
 
 
 def write_yaml(path: Path, data: dict) -> Path:

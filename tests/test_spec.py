@@ -53,6 +53,11 @@ def test_cluster_errors(tmp_path):
         load_cluster(write(tmp_path, "address: ray://head:10001\n", "c.yaml"))
     with pytest.raises(SpecError, match="unknown key 'workers'"):
         load_cluster(write(tmp_path, "workers: 2\n", "c.yaml"))
+    with pytest.raises(SpecError, match="c.yaml: checkpoint_interval_s: must be >= 0, got -1.0"):
+        load_cluster(write(tmp_path, "checkpoint_interval_s: -1\n", "c.yaml"))
+    with pytest.raises(SpecError, match="c.yaml: overlap_rounds: expected true or false, got str 'sometimes'"):
+        load_cluster(write(tmp_path, "overlap_rounds: sometimes\n", "c.yaml"))
+    assert load_cluster(write(tmp_path, "overlap_rounds: false\n", "c.yaml")).overlap_rounds is False
 
 
 def test_shipped_specs_load():

@@ -215,6 +215,7 @@ def _fit_round(job: JobSpec, cluster: ClusterSpec, run: RunDir, r: int, board, g
     inject = os.environ.get("LP_RAY_INJECT_FAILURE")
     config = {
         "job": job_to_dict(job), "run_uri": run.uri, "round": r, "torch_threads": cluster.torch_threads,
+        "checkpoint_interval_s": cluster.checkpoint_interval_s,
         "progress": board, "inject_failure": [int(x) for x in inject.split(":")] if inject else None,
         "gated": gated,
     }

@@ -1,7 +1,8 @@
 """The per-worker training loop of one IMP round, run by Ray Train's TorchTrainer on every DDP worker.
 
-Every epoch ends in a checkpoint (rank 0 writes it, every rank reports), so a worker failure resumes
-from the last finished epoch. Data order depends only on (seed, round, epoch), so a resumed epoch
+Epochs end in a checkpoint (rank 0 writes it, every rank reports), so a worker failure resumes from
+the last checkpointed epoch: every epoch, unless the previous checkpoint is younger than
+`checkpoint_interval_s` (rank 0's clock decides for all ranks); the last epoch always. Data order depends only on (seed, round, epoch), so a resumed epoch
 replays the same batches it would have seen.
 """
 
@@ -75,6 +76,8 @@ def train_round(cfg: dict) -> None:
     per_worker_batch = T.batch_size // world
     per_rank = -(-len(train_idx) // world)  # ceil, as shard_batches pads
     steps = -(-per_rank // per_worker_batch)
+    interval = cfg.get("checkpoint_interval_s", 0.0)
+    last_checkpoint = time.monotonic()
     for epoch in range(start, T.epochs):
         if r == 0 and epoch == job.imp.rewind_epoch and rank == 0 and not run.exists(REWIND_FILE):
             run.write_bytes(REWIND_FILE, encode_weights(model.state_dict(), metadata={"epoch": str(epoch)}))
@@ -89,7 +92,11 @@ def train_round(cfg: dict) -> None:
                 board.update.remote({"round": r, "epoch": epoch, "epochs": T.epochs, "step": step + 1, "steps": steps, "loss": loss})
 
         loss, acc = masked_sgd_epoch(net, opt, data.train, train_idx, per_worker_batch, mask, gen, device, rank, world, on_step)
-        loss, acc = _mean_over_ranks([loss, acc], world)
+        due = epoch == T.epochs - 1 or time.monotonic() - last_checkpoint >= interval
+        # one all-reduce carries the epoch's metrics and rank 0's checkpoint decision (every rank must
+        # call report() the same number of times)
+        loss, acc, due = _sum_over_ranks([loss, acc, float(due) if rank == 0 else 0.0], world)
+        loss, acc, due = loss / world, acc / world, due > 0
         val_acc = _accuracy(net, data.train, val_idx, device, rank, world)
         row = {"epoch": epoch, "train_loss": loss, "train_acc": acc, "val_acc": val_acc, "lr": lr_at(T, epoch),
                "seconds": time.perf_counter() - t0}
@@ -104,8 +111,10 @@ def train_round(cfg: dict) -> None:
         if board is not None and rank == 0:
             board.update.remote({"round": r, "epoch": epoch + 1, "epochs": T.epochs, "step": steps, "steps": steps,
                                  "loss": loss, "train_acc": acc, "val_acc": val_acc})
-        _report(model, opt, history, epoch, best, rank, row)
-        _maybe_inject_failure(cfg, run, r, epoch, rank)
+        if due:
+            _report(model, opt, history, epoch, best, rank, row)
+            last_checkpoint = time.monotonic()
+            _maybe_inject_failure(cfg, run, r, epoch, rank)
 
 
 def _wait_for_gate(board, r: int, poll_s: float = 0.1) -> bool:
@@ -163,10 +172,6 @@ def _sum_over_ranks(values, world):
     t = torch.tensor(values, dtype=torch.float64)
     dist.all_reduce(t)
     return t.tolist()
-
-
-def _mean_over_ranks(values, world):
-    return [v / world for v in _sum_over_ranks(values, world)]
 
 
 def _maybe_inject_failure(cfg, run, r, epoch, rank) -> None:
