@@ -2,13 +2,15 @@
 
   bare    a single-process PyTorch loop: same data, model, masked SGD, pruning and rewinding, no Ray,
           no checkpoints, no MLflow (the floor any tool is measured against)
-  lp-ray  `lp-ray imp` as a user runs it: Ray Train fit() per round, a checkpoint every epoch,
-          tickets and MLflow logging
+  lp-ray  `lp-ray imp` as a user runs it (default cluster spec): Ray Train fit() per round,
+          epoch checkpoints, tickets and MLflow logging
 
 Prints both wall times, the per-round medians and the ratio (target: <= 1.3x).
 
     .venv/bin/python benchmarks/imp_overhead.py              # the default job: 11 rounds of 40 epochs
-    .venv/bin/python benchmarks/imp_overhead.py --rounds 4   # quicker, same per-round picture
+    .venv/bin/python benchmarks/imp_overhead.py --rounds 4   # quicker (fixed costs weigh more)
+
+The two alternate --repeats times (default 2), because this shared machine's speed drifts by ~30%.
 """
 
 from __future__ import annotations
