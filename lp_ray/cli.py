@@ -3,6 +3,7 @@ an `LpRayError`, printed as one line with a non-zero exit."""
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -26,7 +27,26 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+INTERRUPTED = "interrupted: finished work is kept; rerun the same command to resume"
+
+
+def _interruptible(command):
+    """Ctrl-C in a long command: say how to go on, exit 130. (Typer would turn the KeyboardInterrupt
+    into a silent exit 130 before main() sees it.)"""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            typer.echo(INTERRUPTED, err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
 @app.command()
+@_interruptible
 def imp(job: Optional[Path] = JobOpt, cluster: Optional[Path] = ClusterOpt,
         rounds: Optional[int] = typer.Option(None, "--rounds", help="Number of tickets (round 0 dense included); more than a finished run extends it."),
         tracking_uri: Optional[str] = TrackingOpt, submit: bool = SubmitOpt) -> None:
@@ -138,6 +158,7 @@ RunArg = typer.Argument(..., help="A run directory (local path or URI), as print
 
 
 @app.command()
+@_interruptible
 def pool(run_dir: str = RunArg, cluster: Optional[Path] = ClusterOpt,
          method: Optional[str] = typer.Option(None, "--method", "-m", help="interpolation (default), average, swa, ema or prune_after."),
          parallel_evals: int = typer.Option(2, "--parallel-evals", "-p", help="Evaluations in flight at once (capped by the cluster's resources)."),
@@ -215,6 +236,7 @@ def eval_(uri: str = typer.Argument(..., help="A ticket or pooled network (path 
 
 
 @app.command()
+@_interruptible
 def run(job: Optional[Path] = JobOpt, cluster: Optional[Path] = ClusterOpt,
         method: Optional[str] = typer.Option(None, "--method", "-m", help="Pool method (default: the job's, interpolation)."),
         parallel_evals: int = typer.Option(2, "--parallel-evals", "-p", help="Pool evaluations in flight at once."),
@@ -274,7 +296,7 @@ def main() -> None:
         typer.echo(f"error: {e}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
-        typer.echo("interrupted: finished rounds are kept; rerun the same command to resume", err=True)
+        typer.echo(INTERRUPTED, err=True)
         sys.exit(130)
 
 

@@ -47,7 +47,10 @@ def connect(cluster: ClusterSpec, extra_env: dict[str, str] | None = None) -> No
     if address == "local":
         # address="local" always starts a private instance; plain ray.init() would join any cluster
         # already running on this machine (RAY_ADDRESS, or the last `ray start`).
-        ray.init(address="local", num_cpus=os.cpu_count(), **kwargs)
+        try:
+            ray.init(address="local", num_cpus=os.cpu_count(), **kwargs)
+        except Exception as e:  # e.g. raylet/GCS start-up timing out on an overloaded machine
+            raise LpRayError(f"could not start a private Ray on this machine: {(str(e).strip().splitlines() or [type(e).__name__])[0]}") from None
         return
     if address != "auto":
         _check_port(address)

@@ -178,3 +178,37 @@ def test_a_failed_round_cancels_the_early_start_of_the_next(tmp_path, tracking_u
     assert not (run_dir / "rounds" / "round_02").exists()  # its mask was never written
     assert (run_dir / "round_02").is_dir()  # but its fit() had started early (Ray Train's run folder)
     assert not list((run_dir / "round_02").glob("checkpoint_*"))  # and it stopped at the gate
+
+
+def test_ctrl_c_stops_at_once_and_the_rerun_resumes(tmp_path, tracking_uri):
+    """Fits run in driver threads: Ctrl-C (SIGINT) must still end the command promptly, with exit 130
+    and the resume hint, and a rerun finishes the job from the finished rounds."""
+    job_spec = {**TINY_JOB, "name": "interrupted", "train": {"epochs": 30, "lr_drops": [20]}, "imp": {"rounds": 2, "rewind_epoch": 1}}
+    job = write_yaml(tmp_path / "job.yaml", job_spec)
+    cluster = write_yaml(tmp_path / "cluster.yaml", tiny_cluster(tmp_path / "runs"))
+    args = [LP_RAY, "imp", "--job", str(job), "--cluster", str(cluster), "--tracking-uri", tracking_uri]
+    env = {k: v for k, v in os.environ.items() if k not in ("LP_RAY_INJECT_FAILURE", "MLFLOW_TRACKING_URI")}
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            runs = list((tmp_path / "runs").glob("interrupted-*")) if (tmp_path / "runs").exists() else []
+            if runs and _checkpoints(runs[0], 0):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be interrupted: " + proc.stderr.read()[-1500:]
+        proc.send_signal(signal.SIGINT)
+        t0 = time.time()
+        out, err = proc.communicate(timeout=60)
+        assert time.time() - t0 < 30
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == 130, out + err
+    assert "interrupted: finished work is kept; rerun the same command to resume" in err, out + err
+    again = cli("imp", "--job", str(job), "--cluster", str(cluster), "--tracking-uri", tracking_uri, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "round  1  trained" in again.stdout

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 
 import yaml
@@ -109,8 +111,9 @@ def run_imp(job: JobSpec, cluster: ClusterSpec, tracking_uri: str) -> ImpResult:
                 trained.append(r)
                 progress.round_done(f"round {r:2d}  trained: density {100 * meta['density']:6.2f}%  val {100 * meta['val_acc']:.2f}%  "
                                     f"test {100 * meta['test_acc']:.2f}%  ({meta['seconds']:.0f} s)")
-        finally:
-            launcher.close()
+        except BaseException as e:
+            launcher.close(wait=not isinstance(e, KeyboardInterrupt))  # Ctrl-C: leave at once
+            raise
     tracker.finish(parent)
     return ImpResult(run, trained, skipped)
 
@@ -136,15 +139,23 @@ class _RoundLauncher:
     with its own checkpoints, so resuming is unchanged; a failed round cancels the early start."""
 
     def __init__(self, job: JobSpec, cluster: ClusterSpec, run: RunDir, board):
-        from concurrent.futures import ThreadPoolExecutor
-
         self.job, self.cluster, self.run_dir, self.board = job, cluster, run, board
-        self.threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lp-ray-fit")
         self.overlap = _can_overlap(cluster)
-        self.early: tuple[int, object] | None = None
+        self.early: tuple[int, Future] | None = None
 
-    def _start(self, r: int, gated: bool):
-        return self.threads.submit(_fit_round, self.job, self.cluster, self.run_dir, r, self.board, gated)
+    def _start(self, r: int, gated: bool) -> Future:
+        # Daemon threads: on Ctrl-C or an error the driver exits at once, and Ray's own shutdown
+        # (or, on a cluster, the driver's disconnect) ends the fits they were waiting on.
+        future: Future = Future()
+
+        def fit() -> None:
+            try:
+                future.set_result(_fit_round(self.job, self.cluster, self.run_dir, r, self.board, gated))
+            except BaseException as e:  # handed to the waiting driver thread
+                future.set_exception(e)
+
+        threading.Thread(target=fit, name=f"lp-ray-fit-round-{r}", daemon=True).start()
+        return future
 
     def run(self, r: int) -> tuple[dict, bool]:
         """Round r's final checkpoint state, and whether its fit() was started early. Its mask is on
@@ -179,18 +190,20 @@ class _RoundLauncher:
             return False
         return s.get("round") == r
 
-    def close(self) -> None:
-        """Cancel an early start that will not be used (the run failed or was interrupted)."""
+    def close(self, wait: bool = True) -> None:
+        """Cancel an early start that will not be used (the run failed or was interrupted) and, unless
+        told not to, give it a moment to end cleanly at its gate; whatever is left ends with the driver."""
         import ray
 
         if self.early is not None:
             r, future = self.early
+            self.early = None
             try:
                 ray.get(self.board.set_gate.remote(r, "cancel"), timeout=5)
-                future.result(timeout=60)
+                if wait:
+                    future.result(timeout=30)
             except Exception:
                 pass  # a cancelled round ends without a checkpoint; nothing of it is kept
-        self.threads.shutdown(wait=False, cancel_futures=True)
 
 
 def _can_overlap(cluster: ClusterSpec) -> bool:
