@@ -5,7 +5,9 @@
 
 A round is finished when its ticket's meta.json exists; finished rounds are skipped, and an
 interrupted round resumes from its last epoch checkpoint because its Ray Train run name
-(`<job>-<hash>/round_RR`) and storage are the same on every rerun.
+(`<job>-<hash>/round_RR`) and storage are the same on every rerun. Where the cluster can hold two
+rounds' worker groups, round r+1's fit() is started while round r trains and waits at a gate for its
+mask (`_RoundLauncher`), hiding Ray Train's per-fit() start-up.
 """
 
 from __future__ import annotations
