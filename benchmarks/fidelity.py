@@ -87,6 +87,11 @@ def main() -> None:
     (out / "cluster.yaml").write_text(yaml.safe_dump({"storage_path": str(out / "runs"), "num_workers": 1,
                                                       "overlap_rounds": None if a.jobs == 1 else False}))
     evals = max(1, 2 // a.jobs)
+    # Create the MLflow store once: two processes creating a new sqlite store at the same moment race in
+    # its schema migrations (seen here: "No such index" in one of them).
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(f"sqlite:///{out / 'mlflow.db'}").search_experiments()
     t0 = time.time()
     with ThreadPoolExecutor(a.jobs) as pool:
         run_dirs = list(pool.map(lambda s: run_seed(s, out, a.rounds, evals, a.num_samples), seeds))
