@@ -48,12 +48,18 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.uri, self.run_hash = uri, run_hash
-        self.client = MlflowClient(tracking_uri=uri)
-        try:
-            exp = self.client.get_experiment_by_name(experiment)
-            self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
-        except Exception as e:  # any store failure here means MLflow cannot be used at all
-            raise LpRayError(f"MLflow at {uri} is not usable: {str(e).splitlines()[0]}") from None
+        for attempt in range(3):
+            try:  # a new sqlite store runs its schema migrations here
+                self.client = MlflowClient(tracking_uri=uri)
+                exp = self.client.get_experiment_by_name(experiment)
+                self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+                break
+            except Exception as e:  # any store failure here means MLflow cannot be used at all...
+                if attempt == 2 or not uri.startswith("sqlite:"):
+                    raise LpRayError(f"MLflow at {uri} is not usable: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
+                # ...except two commands creating one new sqlite store at once, which race in its
+                # migrations: the loser finds the store complete a moment later.
+                time.sleep(3)
 
     # --- finding or creating runs -------------------------------------------------------------
 

@@ -1,0 +1,20 @@
+"""MLflow store set-up: two commands starting at once on a brand-new sqlite store."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_two_processes_creating_one_new_sqlite_store_both_get_the_experiment(tmp_path):
+    # Both run the store's schema migrations at the same moment; without a retry one of them failed
+    # ("No such index ...") when two fidelity seeds started side by side.
+    code = (f"from lp_ray.tracking import Tracker; "
+            f"print('experiment', Tracker('sqlite:///{tmp_path}/mlflow.db', 'race', 'h').experiment_id)")
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    results = [p.communicate(timeout=120) + (p.returncode,) for p in procs]
+    assert [rc for _, _, rc in results] == [0, 0, 0], [err[-500:] for _, err, _ in results]
+    ids = {out.strip().splitlines()[-1] for out, _, _ in results}
+    assert len(ids) == 1 and ids.pop().startswith("experiment ")
