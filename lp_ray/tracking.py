@@ -8,6 +8,7 @@ created, so a killed and restarted driver logs into the same runs instead of dup
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import Optional
@@ -40,6 +41,24 @@ def _quiet_mlflow() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+@contextlib.contextmanager
+def _store_lock(uri: str):
+    """Two commands creating one new sqlite store at once race in its schema migrations and can leave
+    it broken ("table _alembic_tmp_... already exists"): set-up is serialized with a lock file beside it."""
+    path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else None
+    if path is None or path == ":memory:" or not os.path.isdir(os.path.dirname(path) or "."):
+        yield
+        return
+    import fcntl
+
+    with open(path + ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 class Tracker:
     def __init__(self, uri: str, experiment: str, run_hash: str):
         _quiet_mlflow()
@@ -48,18 +67,13 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.uri, self.run_hash = uri, run_hash
-        for attempt in range(3):
+        with _store_lock(uri):
             try:  # a new sqlite store runs its schema migrations here
                 self.client = MlflowClient(tracking_uri=uri)
                 exp = self.client.get_experiment_by_name(experiment)
                 self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
-                break
-            except Exception as e:  # any store failure here means MLflow cannot be used at all...
-                if attempt == 2 or not uri.startswith("sqlite:"):
-                    raise LpRayError(f"MLflow at {uri} is not usable: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
-                # ...except two commands creating one new sqlite store at once, which race in its
-                # migrations: the loser finds the store complete a moment later.
-                time.sleep(3)
+            except Exception as e:  # any store failure here means MLflow cannot be used at all
+                raise LpRayError(f"MLflow at {uri} is not usable: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
 
     # --- finding or creating runs -------------------------------------------------------------
 

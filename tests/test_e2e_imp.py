@@ -200,8 +200,10 @@ def test_ctrl_c_stops_at_once_and_the_rerun_resumes(tmp_path, tracking_uri):
         assert proc.poll() is None, "the run ended before it could be interrupted: " + proc.stderr.read()[-1500:]
         proc.send_signal(signal.SIGINT)
         t0 = time.time()
-        out, err = proc.communicate(timeout=60)
-        assert time.time() - t0 < 30
+        out, err = proc.communicate(timeout=120)
+        # Not a hang: the early-started round 1 waits at its gate forever, so a driver that waited for its
+        # fit threads would never end. (Ray's shutdown on a loaded 2-core machine takes up to ~30 s.)
+        assert time.time() - t0 < 90
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)

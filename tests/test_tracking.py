@@ -8,8 +8,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_two_processes_creating_one_new_sqlite_store_both_get_the_experiment(tmp_path):
-    # Both run the store's schema migrations at the same moment; without a retry one of them failed
-    # ("No such index ...") when two fidelity seeds started side by side.
+    # All would run the store's schema migrations at the same moment; unserialized, one of them failed
+    # ("No such index ...") when two fidelity seeds started side by side, or all left it broken.
     code = (f"from lp_ray.tracking import Tracker; "
             f"print('experiment', Tracker('sqlite:///{tmp_path}/mlflow.db', 'race', 'h').experiment_id)")
     procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
