@@ -137,21 +137,22 @@ class Evaluator:
             return reprune(state, self.prunable, keep)
         return state, nonzero_mask(state, self.prunable)
 
-    def _load(self, state: Mapping[str, torch.Tensor]) -> None:
+    def load(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Put `state` into the resident model and recalibrate its BatchNorm statistics."""
         self.model.load_state_dict(state)
         recalibrate_bn(self.model, self.data.train, self.bn_idx, self.batch_size, self.device)
 
     def evaluate(self, current, candidate, alpha: float, keep: Optional[int]) -> Evaluation:
         t0 = time.perf_counter()
         state, mask = self.merge(current, candidate, alpha, keep)
-        self._load(state)
+        self.load(state)
         val = accuracy_on(self.model, self.data.train, self.data.val_idx, self.eval_batch, self.device)
         return Evaluation(val, survivors(mask) / self.prunable_size, time.perf_counter() - t0)
 
     def finalize(self, current, keep: Optional[int]) -> Final:
         """The pooled network: re-pruned if asked, BatchNorm recalibrated, scored on val and, once, on test."""
         state, mask = self.merge(current, None, 0.0, keep)
-        self._load(state)
+        self.load(state)
         val = accuracy_on(self.model, self.data.train, self.data.val_idx, self.eval_batch, self.device)
         test = accuracy_on(self.model, self.data.test, torch.arange(len(self.data.test)), self.eval_batch, self.device)
         final_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
