@@ -8,7 +8,8 @@ LT, and at how many sparsities LP beats LT (on the seed mean and over all (round
     .venv/bin/python benchmarks/fidelity.py                    # 3 seeds, 2 at a time
     .venv/bin/python benchmarks/fidelity.py --seeds 0 --rounds 4   # a quick look
 
-Results live in benchmarks/out/fidelity/ (run directories, mlflow.db, fidelity.csv).
+Results live in benchmarks/out/fidelity/ (run directories, mlflow.db, fidelity.txt). To see how much of a
+gain is noise of the examples the choices were made on, run `benchmarks/selection_bias.py` on its runs.
 """
 
 from __future__ import annotations
