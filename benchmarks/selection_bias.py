@@ -32,9 +32,11 @@ import pyarrow.parquet as pq
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from lp_ray.data import load_data  # noqa: E402
+from lp_ray.models import build_model  # noqa: E402
 from lp_ray.pool.chain import Chain, candidate_order  # noqa: E402
 from lp_ray.pool.core import Evaluator, accuracy_on, bn_subset  # noqa: E402
-from lp_ray.pool.driver import merge_states, open_run  # noqa: E402
+from lp_ray.pool.driver import keep_count, merge_states, open_run  # noqa: E402
 
 PROTOCOLS = ("val", "test", "split")
 
@@ -59,9 +61,6 @@ def greedy(ev: Evaluator, pr, target: int, keep, score) -> dict:
 def run_one(run_dir: str, split_seed: int) -> dict:
     torch.set_num_threads(1)
     pr = open_run(run_dir)
-    from lp_ray.data import load_data
-    from lp_ray.models import build_model
-
     data = load_data(pr.job, pr.run)
     model = build_model(pr.job.model, data.num_classes, data.input_shape)
     ev = Evaluator(model, data, pr.prunable, bn_subset(data.train_idx, None, 0), pr.job.train.batch_size)
@@ -76,9 +75,7 @@ def run_one(run_dir: str, split_seed: int) -> dict:
     summary = {r["target"]: r for r in pq.read_table(f"{run_dir}/pool/interpolation/summary.parquet").to_pylist()}
     rows = {}
     for t in pr.rounds:
-        n = sum(m.numel() for m in pr.masks[t].values())
-        s = int(sum(m.sum().item() for m in pr.masks[t].values()))
-        keep = None if s == n else s
+        keep = keep_count(pr.masks[t])
         ev.model.load_state_dict(pr.tickets[t])  # LT as trained, no recalibration
         lt_all, lt_b = acc(everything), acc(half_b)
         row = {"val": (summary[t]["lt_test_acc"], summary[t]["test_acc"])}

@@ -110,6 +110,12 @@ def open_run(run_uri: str) -> PoolRun:
     return PoolRun(run, job, rounds, tickets, masks, metas, prunable)
 
 
+def keep_count(mask) -> Optional[int]:
+    """Survivors to re-prune a target to: its own count; None for a dense target (nothing to prune)."""
+    n = survivors(mask)
+    return None if n == sum(m.numel() for m in mask.values()) else n
+
+
 def merge_states(current, candidate, alpha: float, prunable: list[str], keep: Optional[int]):
     """The driver's copy of an accepted merge (the same pure functions the evaluator ran)."""
     state = interpolate(current, candidate, alpha)
@@ -158,10 +164,7 @@ class PoolDriver:
             run.write_json(rel, ident)
 
     def keep_for(self, target: int) -> Optional[int]:
-        """Survivors to re-prune to: the target's own count; None for the dense target (nothing to prune)."""
-        mask = self.pr.masks[target]
-        n = survivors(mask)
-        return None if n == sum(m.numel() for m in mask.values()) else n
+        return keep_count(self.pr.masks[target])
 
     def _eval_keep(self, target: int) -> Optional[int]:
         return None if self.s.method == "prune_after" else self.keep_for(target)
