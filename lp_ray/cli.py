@@ -36,8 +36,11 @@ def _interruptible(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        from lp_ray.interrupt import recorded_sigint
+
         try:
-            return command(*args, **kwargs)
+            with recorded_sigint():
+                return command(*args, **kwargs)
         except KeyboardInterrupt:
             typer.echo(INTERRUPTED, err=True)
             raise typer.Exit(130) from None

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 import yaml
 
 from lp_ray.data import materialize_data, preflight
+from lp_ray import interrupt
 from lp_ray.errors import LpRayError
 from lp_ray.models import build_model
 from lp_ray.progress import RoundProgress, console, make_board
@@ -178,6 +179,7 @@ class _RoundLauncher:
                 return future.result(timeout=0.2), early
             except TimeoutError:
                 pass
+            interrupt.check()
             if want_early and self.early is None and self._training(r):
                 self.early = (nxt, self._start(nxt, gated=True))
 

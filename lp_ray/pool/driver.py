@@ -18,6 +18,7 @@ from typing import Optional
 import pyarrow as pa
 import torch
 
+from lp_ray import interrupt
 from lp_ray.errors import LpRayError
 from lp_ray.pool.chain import METHODS, Chain, Decision, candidate_order
 from lp_ray.pool.core import Final, interpolate, reprune
@@ -229,6 +230,7 @@ class PoolDriver:
         outstanding = sum(self._submit_next(chain, open_steps) for chain in self.chains.values())
         while outstanding:
             (t, kind, i), result = self.ex.next_done()
+            interrupt.check()
             outstanding -= 1
             self.evaluations_done += 1
             self.on_event("evaluation", target=t)
