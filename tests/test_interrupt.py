@@ -33,6 +33,6 @@ def test_a_swallowed_ctrl_c_is_raised_again_by_check():
 
 def test_a_new_command_starts_without_an_old_ctrl_c():
     with interrupt.recorded_sigint():
-        _ctrl_c_swallowed_by_a_library()
+        assert _ctrl_c_swallowed_by_a_library()
     with interrupt.recorded_sigint():
         interrupt.check()

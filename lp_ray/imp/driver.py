@@ -21,8 +21,8 @@ from dataclasses import dataclass, replace
 
 import yaml
 
-from lp_ray.data import materialize_data, preflight
 from lp_ray import interrupt
+from lp_ray.data import materialize_data, preflight
 from lp_ray.errors import LpRayError
 from lp_ray.models import build_model
 from lp_ray.progress import RoundProgress, console, make_board
