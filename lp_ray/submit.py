@@ -9,12 +9,22 @@ is replaced, and the rerun resumes from the run directory like any rerun.
 from __future__ import annotations
 
 import shlex
-from typing import Optional
 
 from lp_ray.errors import LpRayError
 from lp_ray.spec import ClusterSpec
 
-EXCLUDES = [".venv", ".git", "runs", "mlflow.db", "mlartifacts", "benchmarks/out", "data", "**/__pycache__"]
+EXCLUDES = [
+    ".venv",
+    ".git",
+    "runs",
+    "mlflow.db",
+    "mlflow.db.lock",
+    "mlartifacts",
+    "mlruns",
+    "benchmarks/out",
+    "data",
+    "**/__pycache__",
+]
 
 
 def check_submittable(cluster: ClusterSpec) -> None:
@@ -23,8 +33,10 @@ def check_submittable(cluster: ClusterSpec) -> None:
     import os
 
     if "://" not in cluster.storage_path and not os.path.isabs(cluster.storage_path):
-        raise LpRayError(f"--submit needs storage the cluster shares (s3://... or an absolute NFS path); "
-                         f"storage_path {cluster.storage_path!r} is relative")
+        raise LpRayError(
+            f"--submit needs storage the cluster shares (s3://... or an absolute NFS path); "
+            f"storage_path {cluster.storage_path!r} is relative"
+        )
 
 
 def dashboard_address(cluster: ClusterSpec) -> str:
@@ -57,7 +69,11 @@ def _use_auth_token_if_present() -> None:
 
     if "RAY_AUTH_MODE" in os.environ:
         return
-    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or (Path.home() / ".ray" / "auth_token").is_file():
+    if (
+        os.environ.get("RAY_AUTH_TOKEN")
+        or os.environ.get("RAY_AUTH_TOKEN_PATH")
+        or (Path.home() / ".ray" / "auth_token").is_file()
+    ):
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
@@ -98,7 +114,7 @@ def _submit_when_ready(client, **kwargs) -> None:
             time.sleep(3)
 
 
-def _status(client, submission_id: str) -> Optional[str]:
+def _status(client, submission_id: str) -> str | None:
     try:
         return str(client.get_job_status(submission_id).value)
     except RuntimeError:  # the Jobs API answers "does not exist" with a RuntimeError

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from typing import Optional
+from pathlib import Path
 
 from lp_ray.errors import LpRayError
 
@@ -23,13 +23,13 @@ TAG_PARENT = "mlflow.parentRunId"
 TAG_RUN_DIR = "lp_ray.run_dir"
 
 
-def resolve_tracking_uri(cli_uri: Optional[str], cluster_uri: Optional[str]) -> str:
+def resolve_tracking_uri(cli_uri: str | None, cluster_uri: str | None) -> str:
     """--tracking-uri beats MLFLOW_TRACKING_URI beats the cluster spec beats ./mlflow.db. A relative SQLite
     path is made absolute, so a run directory remembers the same store from any working directory."""
     uri = cli_uri or os.environ.get("MLFLOW_TRACKING_URI") or cluster_uri or DEFAULT_TRACKING_URI
     prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
-        uri = prefix + os.path.abspath(uri[len(prefix):])
+    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
+        uri = prefix + os.path.abspath(uri[len(prefix) :])
     return uri
 
 
@@ -41,11 +41,25 @@ def _quiet_mlflow() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Artifacts of a SQLite store live beside it, in `mlartifacts/<experiment>/`. MLflow's default is
+    `./mlruns` in whatever directory the command happens to run in, which scattered artifacts over
+    working directories (and into git). A tracking server decides for itself (None)."""
+    path = _sqlite_path(uri)
+    if path is None or path == ":memory:":
+        return None
+    return Path(os.path.dirname(path) or ".").resolve().joinpath("mlartifacts", experiment).as_uri()
+
+
+def _sqlite_path(uri: str) -> str | None:
+    return uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else None
+
+
 @contextlib.contextmanager
 def _store_lock(uri: str):
     """Two commands creating one new sqlite store at once race in its schema migrations and can leave
     it broken ("table _alembic_tmp_... already exists"): set-up is serialized with a lock file beside it."""
-    path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else None
+    path = _sqlite_path(uri)
     if path is None or path == ":memory:" or not os.path.isdir(os.path.dirname(path) or "."):
         yield
         return
@@ -71,15 +85,23 @@ class Tracker:
             try:  # a new sqlite store runs its schema migrations here
                 self.client = MlflowClient(tracking_uri=uri)
                 exp = self.client.get_experiment_by_name(experiment)
-                self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+                self.experiment_id = (
+                    exp.experiment_id
+                    if exp
+                    else self.client.create_experiment(experiment, artifact_location=artifact_location(uri, experiment))
+                )
             except Exception as e:  # any store failure here means MLflow cannot be used at all
-                raise LpRayError(f"MLflow at {uri} is not usable: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
+                raise LpRayError(
+                    f"MLflow at {uri} is not usable: {(str(e).splitlines() or [type(e).__name__])[0]}"
+                ) from None
 
     # --- finding or creating runs -------------------------------------------------------------
 
-    def _find(self, tags: dict[str, str]) -> Optional[str]:
+    def _find(self, tags: dict[str, str]) -> str | None:
         clauses = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-        runs = self.client.search_runs([self.experiment_id], filter_string=clauses, max_results=2, order_by=["attributes.start_time ASC"])
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=clauses, max_results=2, order_by=["attributes.start_time ASC"]
+        )
         return runs[0].info.run_id if runs else None
 
     def _find_or_create(self, run_name: str, tags: dict[str, str]) -> str:
@@ -91,7 +113,9 @@ class Tracker:
         return self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
 
     def imp_run(self, params: dict[str, object], run_dir: str) -> str:
-        run_id = self._find_or_create(f"imp {self.run_hash}", {TAG_HASH: self.run_hash, TAG_KIND: "imp", TAG_RUN_DIR: run_dir})
+        run_id = self._find_or_create(
+            f"imp {self.run_hash}", {TAG_HASH: self.run_hash, TAG_KIND: "imp", TAG_RUN_DIR: run_dir}
+        )
         self._log_new_params(run_id, params)
         return run_id
 
@@ -104,10 +128,10 @@ class Tracker:
 
             self.client.log_batch(run_id, params=[Param(k, v) for k, v in new.items()])
 
-    def find_imp_run(self, run_dir: str) -> Optional[str]:
+    def find_imp_run(self, run_dir: str) -> str | None:
         return self._find({TAG_HASH: self.run_hash, TAG_KIND: "imp", TAG_RUN_DIR: run_dir})
 
-    def pool_run(self, name: str, imp_run_id: Optional[str], params: dict[str, object]) -> str:
+    def pool_run(self, name: str, imp_run_id: str | None, params: dict[str, object]) -> str:
         """`pool:<name>`, nested under the IMP parent run when there is one (it links the two in the UI)."""
         tags = {TAG_HASH: self.run_hash, TAG_KIND: f"pool:{name}"}
         if imp_run_id:
@@ -117,7 +141,9 @@ class Tracker:
         return run_id
 
     def child_run(self, parent_id: str, kind: str, key: str, name: str) -> str:
-        return self._find_or_create(name, {TAG_HASH: self.run_hash, TAG_KIND: kind, TAG_ROUND: key, TAG_PARENT: parent_id})
+        return self._find_or_create(
+            name, {TAG_HASH: self.run_hash, TAG_KIND: kind, TAG_ROUND: key, TAG_PARENT: parent_id}
+        )
 
     # --- logging --------------------------------------------------------------------------------
 
@@ -126,8 +152,12 @@ class Tracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, int(row[step_key])) for row in rows for k, v in row.items()
-                   if k != step_key and isinstance(v, (int, float)) and v is not None]
+        metrics = [
+            Metric(k, float(v), now, int(row[step_key]))
+            for row in rows
+            for k, v in row.items()
+            if k != step_key and isinstance(v, (int, float)) and v is not None
+        ]
         for i in range(0, len(metrics), 900):  # MLflow caps a batch at 1000 entries
             self.client.log_batch(run_id, metrics=metrics[i : i + 900])
 
@@ -135,10 +165,13 @@ class Tracker:
         from mlflow.entities import Metric, RunTag
 
         now = int(time.time() * 1000)
-        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None],
-                              tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None],
+            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+        )
 
-    def log_artifact(self, run_id: str, local_path: str, artifact_path: Optional[str] = None) -> None:
+    def log_artifact(self, run_id: str, local_path: str, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, local_path, artifact_path)
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
