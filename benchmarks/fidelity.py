@@ -55,8 +55,19 @@ def run_seed(seed: int, out: Path, rounds: int, parallel_evals: int, num_samples
         run_dir = next(p for p in (out / "runs").iterdir() if p.is_dir() and _seed_of(p) == seed)
         t1 = time.time()
         for m in METHODS:
-            lp_ray("pool", str(run_dir), "--cluster", str(cluster_path), "--method", m, "--parallel-evals", str(parallel_evals),
-                   "--tracking-uri", tracking, log=log)
+            lp_ray(
+                "pool",
+                str(run_dir),
+                "--cluster",
+                str(cluster_path),
+                "--method",
+                m,
+                "--parallel-evals",
+                str(parallel_evals),
+                "--tracking-uri",
+                tracking,
+                log=log,
+            )
         log.write(f"seed {seed}: imp {t1 - t0:.0f} s, pool (4 methods) {time.time() - t1:.0f} s\n")
     return run_dir
 
@@ -76,8 +87,12 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--rounds", type=int, default=11, help="tickets per seed, round 0 included (default job: 11)")
     ap.add_argument("--jobs", type=int, default=2, help="seeds run at the same time")
-    ap.add_argument("--num-samples", type=int, default=None,
-                    help="MNIST-1D samples (default: the job's 10,000; the mnist1d package's own default is 5,000)")
+    ap.add_argument(
+        "--num-samples",
+        type=int,
+        default=None,
+        help="MNIST-1D samples (default: the job's 10,000; the mnist1d package's own default is 5,000)",
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks/out/fidelity"))
     a = ap.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
@@ -85,8 +100,11 @@ def main() -> None:
     (out / "runs").mkdir(parents=True, exist_ok=True)
     # One worker per run, one pool evaluation per run when seeds share the machine.
     # Seeds sharing the machine keep it busy already: no early start of the next round on top.
-    (out / "cluster.yaml").write_text(yaml.safe_dump({"storage_path": str(out / "runs"), "num_workers": 1,
-                                                      "overlap_rounds": None if a.jobs == 1 else False}))
+    (out / "cluster.yaml").write_text(
+        yaml.safe_dump(
+            {"storage_path": str(out / "runs"), "num_workers": 1, "overlap_rounds": None if a.jobs == 1 else False}
+        )
+    )
     evals = max(1, 2 // a.jobs)
     # Create the MLflow store once: two processes creating a new sqlite store at the same moment race in
     # its schema migrations (seen here: "No such index" in one of them).
@@ -117,12 +135,16 @@ def main() -> None:
         gain = statistics.mean(t["interpolation"]) - statistics.mean(t["LT"])
         gains.append(gain)
         wins += gain > 0
-        cell_wins += sum(lp > lt for lp, lt in zip(t["interpolation"], t["LT"]))
+        cell_wins += sum(lp > lt for lp, lt in zip(t["interpolation"], t["LT"], strict=True))
         cells += len(t["LT"])
-        lines.append(f"{r:>5} {100 * density[r]:>9.2f} " + " ".join(f"{fmt(t[c]):>15}" for c in cols) + f" {100 * gain:>+7.2f}")
-    lines.append(f"seeds {seeds}; LP(interpolation) - LT: mean gain {100 * statistics.mean(gains):+.2f} pt; "
-                 f"LP > LT at {wins}/{len(gains)} sparsities (seed means), {cell_wins}/{cells} (round, seed) cells; "
-                 f"wall {wall / 60:.1f} min")
+        lines.append(
+            f"{r:>5} {100 * density[r]:>9.2f} " + " ".join(f"{fmt(t[c]):>15}" for c in cols) + f" {100 * gain:>+7.2f}"
+        )
+    lines.append(
+        f"seeds {seeds}; LP(interpolation) - LT: mean gain {100 * statistics.mean(gains):+.2f} pt; "
+        f"LP > LT at {wins}/{len(gains)} sparsities (seed means), {cell_wins}/{cells} (round, seed) cells; "
+        f"wall {wall / 60:.1f} min"
+    )
     print("\n".join(lines))
     (out / "fidelity.txt").write_text("\n".join(lines) + "\n")
 

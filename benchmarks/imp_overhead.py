@@ -72,13 +72,28 @@ def lp_ray_imp(job_path: Path, out: Path, rounds: int) -> tuple[float, list[floa
     cluster = out / "cluster.yaml"
     cluster.write_text(yaml.safe_dump({"storage_path": str(storage)}))  # cluster/local.yaml otherwise
     t0 = time.perf_counter()
-    subprocess.run([str(Path(sys.executable).parent / "lp-ray"), "imp", "--job", str(job_path), "--cluster", str(cluster),
-                    "--rounds", str(rounds), "--tracking-uri", f"sqlite:///{out / 'mlflow.db'}"], check=True)
+    subprocess.run(
+        [
+            str(Path(sys.executable).parent / "lp-ray"),
+            "imp",
+            "--job",
+            str(job_path),
+            "--cluster",
+            str(cluster),
+            "--rounds",
+            str(rounds),
+            "--tracking-uri",
+            f"sqlite:///{out / 'mlflow.db'}",
+        ],
+        check=True,
+    )
     wall = time.perf_counter() - t0
     import json
 
     run = next(p for p in storage.iterdir() if p.is_dir())
-    per_round = [json.loads((run / "rounds" / f"round_{r:02d}" / "meta.json").read_text())["seconds"] for r in range(rounds)]
+    per_round = [
+        json.loads((run / "rounds" / f"round_{r:02d}" / "meta.json").read_text())["seconds"] for r in range(rounds)
+    ]
     return wall, per_round
 
 
@@ -86,8 +101,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--job", default=str(ROOT / "jobs/default.yaml"))
     ap.add_argument("--rounds", type=int, default=None, help="tickets to train (default: the job's)")
-    ap.add_argument("--repeats", type=int, default=2,
-                    help="alternate bare and lp-ray this many times (the machine's speed drifts; medians)")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        help="alternate bare and lp-ray this many times (the machine's speed drifts; medians)",
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks/out/imp_overhead"))
     a = ap.parse_args()
     out = Path(a.out)
@@ -113,10 +132,14 @@ def main() -> None:
     print()
     print(f"{'':10} {'median wall s':>14} {'median round s':>15}   (walls: each run)")
     print(f"{'bare':10} {med(bare_walls):14.1f} {med(bare_rounds):15.1f}   {', '.join(f'{w:.1f}' for w in bare_walls)}")
-    print(f"{'lp-ray':10} {med(ours_walls):14.1f} {med(ours_rounds):15.1f}   {', '.join(f'{w:.1f}' for w in ours_walls)}")
-    pair = [o / b for o, b in zip(ours_walls, bare_walls)]
-    print(f"ratio lp-ray / bare: wall {med(ours_walls) / med(bare_walls):.2f}x (per pair: {', '.join(f'{p:.2f}' for p in pair)}), "
-          f"median round {med(ours_rounds) / med(bare_rounds):.2f}x (target <= 1.3x)")
+    print(
+        f"{'lp-ray':10} {med(ours_walls):14.1f} {med(ours_rounds):15.1f}   {', '.join(f'{w:.1f}' for w in ours_walls)}"
+    )
+    pair = [o / b for o, b in zip(ours_walls, bare_walls, strict=True)]
+    print(
+        f"ratio lp-ray / bare: wall {med(ours_walls) / med(bare_walls):.2f}x (per pair: {', '.join(f'{p:.2f}' for p in pair)}), "
+        f"median round {med(ours_rounds) / med(bare_rounds):.2f}x (target <= 1.3x)"
+    )
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """Pool speed benchmark (not a test), on a finished run of the default job, in one run:
 
- (a) evaluations/s with --parallel-evals 1 and 2 (Ray executor; target >= 1.7x on 2 cores)
- (b) pool wall time / IMP wall time for the full interpolation search, with BatchNorm recalibrated on
-     the whole training split and on a fixed 10% subset (--bn-samples), and the accuracy of both
+(a) evaluations/s with --parallel-evals 1 and 2 (Ray executor; target >= 1.7x on 2 cores)
+(b) pool wall time / IMP wall time for the full interpolation search, with BatchNorm recalibrated on
+    the whole training split and on a fixed 10% subset (--bn-samples), and the accuracy of both
 
-    .venv/bin/python benchmarks/pool_speed.py RUN_DIR     # e.g. runs/default-44136fa355 after `make demo`
+   .venv/bin/python benchmarks/pool_speed.py RUN_DIR     # e.g. runs/default-44136fa355 after `make demo`
 """
 
 from __future__ import annotations
@@ -34,19 +34,33 @@ def main() -> None:
     rounds = finished_rounds(run)
     metas = [run.read_json(f"{round_dir(r)}/meta.json") for r in rounds]
     imp_seconds = sum(m["seconds"] for m in metas)
-    train_size = len(__import__("safetensors.torch", fromlist=["load"]).load(run.read_bytes("split.safetensors"))["train_idx"])
+    train_size = len(
+        __import__("safetensors.torch", fromlist=["load"]).load(run.read_bytes("split.safetensors"))["train_idx"]
+    )
 
     # (a) throughput at 1 and 2 evaluations in flight, same targets, same work
     targets = [int(t) for t in a.speed_targets.split(",")]
     rates = {}
     for p in (1, 2, 1, 2):
-        out = run_pool(run.uri, PoolSettings(targets=targets, name=f"bench-speed-p{p}"), cluster, None,
-                       parallel_evals=p, overwrite=True)
+        out = run_pool(
+            run.uri,
+            PoolSettings(targets=targets, name=f"bench-speed-p{p}"),
+            cluster,
+            None,
+            parallel_evals=p,
+            overwrite=True,
+        )
         rates.setdefault(p, []).append(out.evaluations / out.seconds)
     # (b) full search, full vs 10% BN recalibration
     full = run_pool(run.uri, PoolSettings(name="bench-bn-full"), cluster, None, parallel_evals=2, overwrite=True)
-    sub = run_pool(run.uri, PoolSettings(name="bench-bn-10pct", bn_samples=train_size // 10), cluster, None,
-                   parallel_evals=2, overwrite=True)
+    sub = run_pool(
+        run.uri,
+        PoolSettings(name="bench-bn-10pct", bn_samples=train_size // 10),
+        cluster,
+        None,
+        parallel_evals=2,
+        overwrite=True,
+    )
 
     def gains(o):
         g = [r.gain for r in o.results.values()]
@@ -54,14 +68,24 @@ def main() -> None:
 
     r1, r2 = statistics.median(rates[1]), statistics.median(rates[2])
     print()
-    print(f"(a) evaluations/s: parallel 1: {r1:.2f}, parallel 2: {r2:.2f}  (medians of {len(rates[1])}); speed-up {r2 / r1:.2f}x (target >= 1.7x)")
+    print(
+        f"(a) evaluations/s: parallel 1: {r1:.2f}, parallel 2: {r2:.2f}  (medians of {len(rates[1])}); speed-up {r2 / r1:.2f}x (target >= 1.7x)"
+    )
     print(f"(b) IMP wall (sum of rounds): {imp_seconds:.0f} s")
     for label, o in (("full BN recal", full), (f"BN recal on {train_size // 10} samples", sub)):
         mg, wins, n = gains(o)
-        print(f"    {label:28}: pool {o.seconds:6.0f} s = {o.seconds / imp_seconds:.3f}x IMP; mean gain {100 * mg:+.2f} pt, "
-              f"LP > LT at {wins}/{n} sparsities")
-    result = {"evals_per_s": {"1": r1, "2": r2}, "imp_seconds": imp_seconds, "pool_full_seconds": full.seconds,
-              "pool_subset_seconds": sub.seconds, "gain_full": gains(full)[0], "gain_subset": gains(sub)[0]}
+        print(
+            f"    {label:28}: pool {o.seconds:6.0f} s = {o.seconds / imp_seconds:.3f}x IMP; mean gain {100 * mg:+.2f} pt, "
+            f"LP > LT at {wins}/{n} sparsities"
+        )
+    result = {
+        "evals_per_s": {"1": r1, "2": r2},
+        "imp_seconds": imp_seconds,
+        "pool_full_seconds": full.seconds,
+        "pool_subset_seconds": sub.seconds,
+        "gain_full": gains(full)[0],
+        "gain_subset": gains(sub)[0],
+    }
     Path(ROOT / "benchmarks/out").mkdir(parents=True, exist_ok=True)
     (ROOT / "benchmarks/out/pool_speed.json").write_text(json.dumps(result, indent=2))
 

@@ -33,8 +33,21 @@ def lp_ray(*args, env=None) -> str:
 
 
 def pool_rate(run_dir: str, cluster: Path, name: str, targets: str) -> float:
-    out = lp_ray("pool", run_dir, "--cluster", str(cluster), "--parallel-evals", "2", "--targets", targets, "--name", name,
-                 "--overwrite", "--tracking-uri", f"sqlite:///{cluster.parent / 'mlflow.db'}")
+    out = lp_ray(
+        "pool",
+        run_dir,
+        "--cluster",
+        str(cluster),
+        "--parallel-evals",
+        "2",
+        "--targets",
+        targets,
+        "--name",
+        name,
+        "--overwrite",
+        "--tracking-uri",
+        f"sqlite:///{cluster.parent / 'mlflow.db'}",
+    )
     line = next(l for l in out.splitlines() if l.startswith("pooled networks:"))
     n, secs = line.split("(")[1].split(" evaluations in ")
     return int(n) / float(secs.split(" s")[0])
@@ -66,8 +79,13 @@ def main() -> None:
     local = d / "local.yaml"
     local.write_text(yaml.safe_dump({"storage_path": storage}))
     rates_local = [pool_rate(a.run_dir, local, "scale-1node", a.targets) for _ in range(2)]
-    cluster_proc = subprocess.Popen([sys.executable, "-c", MULTI_NODE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                    start_new_session=True)
+    cluster_proc = subprocess.Popen(
+        [sys.executable, "-c", MULTI_NODE],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         address = json.loads(cluster_proc.stdout.readline())["address"]
         multi = d / "multi.yaml"
@@ -84,14 +102,22 @@ def main() -> None:
     for workers in (1, 2):
         c = d / f"w{workers}.yaml"
         c.write_text(yaml.safe_dump({"num_workers": workers, "storage_path": str(d / f"runs-w{workers}")}))
-        lp_ray("imp", "--job", str(d / "job.yaml"), "--cluster", str(c), "--tracking-uri", f"sqlite:///{d / 'mlflow.db'}")
+        lp_ray(
+            "imp", "--job", str(d / "job.yaml"), "--cluster", str(c), "--tracking-uri", f"sqlite:///{d / 'mlflow.db'}"
+        )
         run = next((d / f"runs-w{workers}").iterdir())
-        round_s[workers] = [json.loads((run / "rounds" / f"round_{r:02d}" / "meta.json").read_text())["seconds"] for r in (0, 1)]
+        round_s[workers] = [
+            json.loads((run / "rounds" / f"round_{r:02d}" / "meta.json").read_text())["seconds"] for r in (0, 1)
+        ]
 
     ml, mm = max(rates_local), max(rates_multi)
-    print(f"(a) pool evaluations/s, 2 in parallel: 1 node {ml:.2f}, 2 worker nodes {mm:.2f} (best of 2); ratio {mm / ml:.2f}x")
+    print(
+        f"(a) pool evaluations/s, 2 in parallel: 1 node {ml:.2f}, 2 worker nodes {mm:.2f} (best of 2); ratio {mm / ml:.2f}x"
+    )
     for w in (1, 2):
-        print(f"(b) IMP with {w} DDP worker(s): round 0 {round_s[w][0]:.0f} s (10 epochs), round 1 {round_s[w][1]:.0f} s (9 epochs)")
+        print(
+            f"(b) IMP with {w} DDP worker(s): round 0 {round_s[w][0]:.0f} s (10 epochs), round 1 {round_s[w][1]:.0f} s (9 epochs)"
+        )
     print(f"    2 workers / 1 worker, round time: {round_s[2][0] / round_s[1][0]:.2f}x")
 
 

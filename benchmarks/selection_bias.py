@@ -67,7 +67,7 @@ def run_one(run_dir: str, split_seed: int) -> dict:
     test = data.test
     everything = torch.arange(len(test))
     perm = torch.randperm(len(test), generator=torch.Generator().manual_seed(split_seed))
-    half_a, half_b = perm[: len(test) // 2].sort().values, perm[len(test) // 2:].sort().values
+    half_a, half_b = perm[: len(test) // 2].sort().values, perm[len(test) // 2 :].sort().values
 
     def acc(idx):
         return accuracy_on(ev.model, test, idx, 2000)
@@ -79,13 +79,19 @@ def run_one(run_dir: str, split_seed: int) -> dict:
         ev.model.load_state_dict(pr.tickets[t])  # LT as trained, no recalibration
         lt_all, lt_b = acc(everything), acc(half_b)
         row = {"val": (summary[t]["lt_test_acc"], summary[t]["test_acc"])}
-        for name, decide_on, report_on, lt in (("test", everything, everything, lt_all), ("split", half_a, half_b, lt_b)):
-            final = greedy(ev, pr, t, keep, lambda: acc(decide_on))
+        for name, decide_on, report_on, lt in (
+            ("test", everything, everything, lt_all),
+            ("split", half_a, half_b, lt_b),
+        ):
+            final = greedy(ev, pr, t, keep, lambda decide_on=decide_on: acc(decide_on))
             ev.load(ev.merge(final, None, 0.0, keep)[0])
             row[name] = (lt, acc(report_on))
         rows[t] = row
-        print(f"  {Path(run_dir).name} target {t:2d}: " + "  ".join(
-            f"{p} {100 * (lp - lt):+.2f}" for p, (lt, lp) in row.items()), flush=True)
+        print(
+            f"  {Path(run_dir).name} target {t:2d}: "
+            + "  ".join(f"{p} {100 * (lp - lt):+.2f}" for p, (lt, lp) in row.items()),
+            flush=True,
+        )
     return rows
 
 
@@ -100,12 +106,17 @@ def main() -> None:
         results = list(pool.map(run_one, a.run_dirs, [a.split_seed] * len(a.run_dirs)))
 
     lines = [f"{'protocol':>8} {'decides on':>22} {'reports on':>20} {'mean LP-LT':>11} {'LP > LT':>9} {'LP < LT':>9}"]
-    where = {"val": ("validation split", "test set"), "test": ("test set", "the same test set"),
-             "split": ("half of the test set", "the other half")}
+    where = {
+        "val": ("validation split", "test set"),
+        "test": ("test set", "the same test set"),
+        "split": ("half of the test set", "the other half"),
+    }
     for p in PROTOCOLS:
         gains = [lp - lt for rows in results for (lt, lp) in (row[p] for row in rows.values())]
-        lines.append(f"{p:>8} {where[p][0]:>22} {where[p][1]:>20} {100 * statistics.mean(gains):>+10.2f}  "
-                     f"{sum(g > 0 for g in gains):>4}/{len(gains):<4} {sum(g < 0 for g in gains):>4}/{len(gains):<4}")
+        lines.append(
+            f"{p:>8} {where[p][0]:>22} {where[p][1]:>20} {100 * statistics.mean(gains):>+10.2f}  "
+            f"{sum(g > 0 for g in gains):>4}/{len(gains):<4} {sum(g < 0 for g in gains):>4}/{len(gains):<4}"
+        )
     lines.append(f"{len(a.run_dirs)} runs, (round, run) cells; wall {(time.time() - t0) / 60:.1f} min")
     print("\n".join(lines))
 

@@ -7,19 +7,30 @@ import functools
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from lp_ray.errors import LpRayError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Lottery Pools on Ray: IMP with rewinding, then greedy interpolation of the tickets.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Lottery Pools on Ray: IMP with rewinding, then greedy interpolation of the tickets.",
+)
 
 JobOpt = typer.Option(None, "--job", "-j", help="Job spec YAML (default: the embedded default job, jobs/default.yaml).")
 ClusterOpt = typer.Option(None, "--cluster", "-c", help="Cluster spec YAML (default: cluster/local.yaml's settings).")
-SubmitOpt = typer.Option(False, "--submit", help="Send this command to the cluster through the Ray Jobs API and return (see `lp-ray status` / `lp-ray logs`).")
-TrackingOpt = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, the cluster spec, then sqlite:///mlflow.db).")
+SubmitOpt = typer.Option(
+    False,
+    "--submit",
+    help="Send this command to the cluster through the Ray Jobs API and return (see `lp-ray status` / `lp-ray logs`).",
+)
+TrackingOpt = typer.Option(
+    None,
+    "--tracking-uri",
+    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, the cluster spec, then sqlite:///mlflow.db).",
+)
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -50,9 +61,15 @@ def _interruptible(command):
 
 @app.command()
 @_interruptible
-def imp(job: Optional[Path] = JobOpt, cluster: Optional[Path] = ClusterOpt,
-        rounds: Optional[int] = typer.Option(None, "--rounds", help="Number of tickets (round 0 dense included); more than a finished run extends it."),
-        tracking_uri: Optional[str] = TrackingOpt, submit: bool = SubmitOpt) -> None:
+def imp(
+    job: Path | None = JobOpt,
+    cluster: Path | None = ClusterOpt,
+    rounds: int | None = typer.Option(
+        None, "--rounds", help="Number of tickets (round 0 dense included); more than a finished run extends it."
+    ),
+    tracking_uri: str | None = TrackingOpt,
+    submit: bool = SubmitOpt,
+) -> None:
     """Train IMP with rewinding on Ray Train: one checkpointed, resumable fit() per round."""
     from lp_ray.imp.driver import run_imp
     from lp_ray.spec import load_cluster, load_job, run_name
@@ -70,8 +87,10 @@ def imp(job: Optional[Path] = JobOpt, cluster: Optional[Path] = ClusterOpt,
 
 
 @app.command()
-def tickets(run_dir: str = typer.Argument(..., help="A run directory (local path or URI)."),
-            layers: bool = typer.Option(False, "--layers", help="Also print per-layer density of each ticket.")) -> None:
+def tickets(
+    run_dir: str = typer.Argument(..., help="A run directory (local path or URI)."),
+    layers: bool = typer.Option(False, "--layers", help="Also print per-layer density of each ticket."),
+) -> None:
     """Table of a run's tickets: round, density, validation and test accuracy, path."""
     from rich.table import Table
 
@@ -89,8 +108,13 @@ def tickets(run_dir: str = typer.Argument(..., help="A run directory (local path
         table.add_column(col, justify="left" if col == "path" else "right")
     for r in rounds:
         m = run.read_json(f"{round_dir(r)}/meta.json")
-        table.add_row(str(r), f"{100 * m['density']:.2f}", f"{100 * m['val_acc']:.2f}", f"{100 * m['test_acc']:.2f}",
-                      run.uri_of(f"{round_dir(r)}/ticket.safetensors"))
+        table.add_row(
+            str(r),
+            f"{100 * m['density']:.2f}",
+            f"{100 * m['val_acc']:.2f}",
+            f"{100 * m['test_acc']:.2f}",
+            run.uri_of(f"{round_dir(r)}/ticket.safetensors"),
+        )
     console.print(table)
     if layers:
         from lp_ray.sparsity import density_report
@@ -98,10 +122,12 @@ def tickets(run_dir: str = typer.Argument(..., help="A run directory (local path
         for r in rounds[1:]:
             console.print(f"round {r}:")
             for row in density_report(read_mask(run, f"{round_dir(r)}/mask.safetensors")):
-                console.print(f"  {row['layer']:<40} {row['survivors']:>10} / {row['size']:<10} {100 * row['density']:6.2f}%")
+                console.print(
+                    f"  {row['layer']:<40} {row['survivors']:>10} / {row['size']:<10} {100 * row['density']:6.2f}%"
+                )
 
 
-def _ints(text: Optional[str], what: str) -> Optional[list[int]]:
+def _ints(text: str | None, what: str) -> list[int] | None:
     if text is None:
         return None
     try:
@@ -110,7 +136,7 @@ def _ints(text: Optional[str], what: str) -> Optional[list[int]]:
         raise LpRayError(f"{what}: expected comma-separated integers, got {text!r}") from None
 
 
-def _floats(text: Optional[str], what: str) -> Optional[list[float]]:
+def _floats(text: str | None, what: str) -> list[float] | None:
     if text is None:
         return None
     try:
@@ -122,7 +148,7 @@ def _floats(text: Optional[str], what: str) -> Optional[list[float]]:
     return values
 
 
-def _run_tracking_uri(cli_uri: Optional[str], cluster_uri: Optional[str], run_dir: str) -> str:
+def _run_tracking_uri(cli_uri: str | None, cluster_uri: str | None, run_dir: str) -> str:
     """For commands on an existing run: an explicit URI wins, else where that run's IMP logged."""
     import os
 
@@ -137,8 +163,20 @@ def _run_tracking_uri(cli_uri: Optional[str], cluster_uri: Optional[str], run_di
     return resolve_tracking_uri(None, None)
 
 
-def _pool(run_dir, cluster, method, parallel_evals, targets, coefficients, search_num, bn_samples, name, overwrite,
-          serial, tracking_uri):
+def _pool(
+    run_dir,
+    cluster,
+    method,
+    parallel_evals,
+    targets,
+    coefficients,
+    search_num,
+    bn_samples,
+    name,
+    overwrite,
+    serial,
+    tracking_uri,
+):
     from lp_ray.pool.command import run_pool
     from lp_ray.pool.driver import settings_from_job
     from lp_ray.spec import load_cluster
@@ -147,14 +185,28 @@ def _pool(run_dir, cluster, method, parallel_evals, targets, coefficients, searc
     c = load_cluster(cluster)
     run = RunDir(run_dir)
     job = read_job(run)
-    settings = settings_from_job(job, method=method, coefficients=_floats(coefficients, "--coefficients"),
-                                 search_num=search_num, bn_samples=bn_samples, targets=_ints(targets, "--targets"), name=name)
+    settings = settings_from_job(
+        job,
+        method=method,
+        coefficients=_floats(coefficients, "--coefficients"),
+        search_num=search_num,
+        bn_samples=bn_samples,
+        targets=_ints(targets, "--targets"),
+        name=name,
+    )
     if search_num is not None and search_num < 1:
         raise LpRayError(f"--search-num must be at least 1, got {search_num}")
     if bn_samples is not None and bn_samples < 1:
         raise LpRayError(f"--bn-samples must be at least 1, got {bn_samples}")
-    return run_pool(run.uri, settings, c, _run_tracking_uri(tracking_uri, c.tracking_uri, run.uri),
-                    parallel_evals=parallel_evals, executor="serial" if serial else "ray", overwrite=overwrite)
+    return run_pool(
+        run.uri,
+        settings,
+        c,
+        _run_tracking_uri(tracking_uri, c.tracking_uri, run.uri),
+        parallel_evals=parallel_evals,
+        executor="serial" if serial else "ray",
+        overwrite=overwrite,
+    )
 
 
 RunArg = typer.Argument(..., help="A run directory (local path or URI), as printed by `lp-ray imp`.")
@@ -162,36 +214,66 @@ RunArg = typer.Argument(..., help="A run directory (local path or URI), as print
 
 @app.command()
 @_interruptible
-def pool(run_dir: str = RunArg, cluster: Optional[Path] = ClusterOpt,
-         method: Optional[str] = typer.Option(None, "--method", "-m", help="interpolation (default), average, swa, ema or prune_after."),
-         parallel_evals: int = typer.Option(2, "--parallel-evals", "-p", help="Evaluations in flight at once (capped by the cluster's resources)."),
-         targets: Optional[str] = typer.Option(None, "--targets", help="Comma-separated target rounds (default: every round)."),
-         coefficients: Optional[str] = typer.Option(None, "--coefficients", help="Comma-separated coefficient pool, e.g. 0.05,0.5,0.95."),
-         search_num: Optional[int] = typer.Option(None, "--search-num", help="Try at most this many candidates per target (default: all)."),
-         bn_samples: Optional[int] = typer.Option(None, "--bn-samples", help="Recalibrate BatchNorm on a fixed seeded subset of this many training examples (default: all)."),
-         name: Optional[str] = typer.Option(None, "--name", help="Output folder under pool/ (default: the method)."),
-         overwrite: bool = typer.Option(False, "--overwrite", help="Discard an earlier search in the same folder."),
-         serial: bool = typer.Option(False, "--serial", help="Evaluate in this process, without Ray."),
-         tracking_uri: Optional[str] = TrackingOpt, submit: bool = SubmitOpt) -> None:
+def pool(
+    run_dir: str = RunArg,
+    cluster: Path | None = ClusterOpt,
+    method: str | None = typer.Option(
+        None, "--method", "-m", help="interpolation (default), average, swa, ema or prune_after."
+    ),
+    parallel_evals: int = typer.Option(
+        2, "--parallel-evals", "-p", help="Evaluations in flight at once (capped by the cluster's resources)."
+    ),
+    targets: str | None = typer.Option(None, "--targets", help="Comma-separated target rounds (default: every round)."),
+    coefficients: str | None = typer.Option(
+        None, "--coefficients", help="Comma-separated coefficient pool, e.g. 0.05,0.5,0.95."
+    ),
+    search_num: int | None = typer.Option(
+        None, "--search-num", help="Try at most this many candidates per target (default: all)."
+    ),
+    bn_samples: int | None = typer.Option(
+        None,
+        "--bn-samples",
+        help="Recalibrate BatchNorm on a fixed seeded subset of this many training examples (default: all).",
+    ),
+    name: str | None = typer.Option(None, "--name", help="Output folder under pool/ (default: the method)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Discard an earlier search in the same folder."),
+    serial: bool = typer.Option(False, "--serial", help="Evaluate in this process, without Ray."),
+    tracking_uri: str | None = TrackingOpt,
+    submit: bool = SubmitOpt,
+) -> None:
     """Lottery Pools: greedily interpolate each target ticket with the others, evaluated in parallel on Ray."""
     if submit:
         from lp_ray.spec import load_cluster
 
         folder = run_dir.partition("?")[0].rstrip("/").rsplit("/", 1)[-1]
         return _submit(f"lp-ray-pool-{folder}-{name or method or 'interpolation'}", load_cluster(cluster))
-    out = _pool(run_dir, cluster, method, parallel_evals, targets, coefficients, search_num, bn_samples, name, overwrite,
-                serial, tracking_uri)
-    typer.echo(f"pooled networks: {out.folder} ({out.evaluations} evaluations in {out.seconds:.0f} s"
-               f"{f', {out.replayed} replayed from the trace' if out.replayed else ''})")
+    out = _pool(
+        run_dir,
+        cluster,
+        method,
+        parallel_evals,
+        targets,
+        coefficients,
+        search_num,
+        bn_samples,
+        name,
+        overwrite,
+        serial,
+        tracking_uri,
+    )
+    typer.echo(
+        f"pooled networks: {out.folder} ({out.evaluations} evaluations in {out.seconds:.0f} s"
+        f"{f', {out.replayed} replayed from the trace' if out.replayed else ''})"
+    )
 
 
 @app.command()
-def report(run_dir: str = RunArg, tracking_uri: Optional[str] = TrackingOpt) -> None:
+def report(run_dir: str = RunArg, tracking_uri: str | None = TrackingOpt) -> None:
     """Table and plot of LT against every pooled method, per sparsity (report.csv/.parquet/.png)."""
     _report(run_dir, tracking_uri)
 
 
-def _report(run_dir: str, tracking_uri: Optional[str]) -> None:
+def _report(run_dir: str, tracking_uri: str | None) -> None:
     from lp_ray.progress import console
     from lp_ray.report import print_report, write_report
     from lp_ray.store import RunDir
@@ -227,23 +309,34 @@ def _log_report(run, paths: dict, tracking_uri: str) -> None:
 
 
 @app.command("eval")
-def eval_(uri: str = typer.Argument(..., help="A ticket or pooled network (path or URI as logged in MLflow's network_uri/ticket_uri tag), or runs:/<run id>."),
-          tracking_uri: Optional[str] = TrackingOpt) -> None:
+def eval_(
+    uri: str = typer.Argument(
+        ...,
+        help="A ticket or pooled network (path or URI as logged in MLflow's network_uri/ticket_uri tag), or runs:/<run id>.",
+    ),
+    tracking_uri: str | None = TrackingOpt,
+) -> None:
     """Load a ticket or pooled network and print its validation and test accuracy and density."""
     from lp_ray.evaluate import evaluate_uri
     from lp_ray.progress import console
 
     out = evaluate_uri(uri, tracking_uri)
-    console.print(f"{out['path']}\n  density {100 * out['density']:.2f}%  val acc {100 * out['val_acc']:.2f}%  "
-                  f"test acc {100 * out['test_acc']:.2f}%")
+    console.print(
+        f"{out['path']}\n  density {100 * out['density']:.2f}%  val acc {100 * out['val_acc']:.2f}%  "
+        f"test acc {100 * out['test_acc']:.2f}%"
+    )
 
 
 @app.command()
 @_interruptible
-def run(job: Optional[Path] = JobOpt, cluster: Optional[Path] = ClusterOpt,
-        method: Optional[str] = typer.Option(None, "--method", "-m", help="Pool method (default: the job's, interpolation)."),
-        parallel_evals: int = typer.Option(2, "--parallel-evals", "-p", help="Pool evaluations in flight at once."),
-        tracking_uri: Optional[str] = TrackingOpt, submit: bool = SubmitOpt) -> None:
+def run(
+    job: Path | None = JobOpt,
+    cluster: Path | None = ClusterOpt,
+    method: str | None = typer.Option(None, "--method", "-m", help="Pool method (default: the job's, interpolation)."),
+    parallel_evals: int = typer.Option(2, "--parallel-evals", "-p", help="Pool evaluations in flight at once."),
+    tracking_uri: str | None = TrackingOpt,
+    submit: bool = SubmitOpt,
+) -> None:
     """The main job: imp, then pool, then report (what `make demo` runs on the default job)."""
     from lp_ray.imp.driver import run_imp
     from lp_ray.spec import load_cluster, load_job, run_name
@@ -270,7 +363,9 @@ def _submit(submission_id: str, cluster) -> None:
 
 
 @app.command()
-def status(submission_id: str = typer.Argument(..., help="As printed by --submit."), cluster: Optional[Path] = ClusterOpt) -> None:
+def status(
+    submission_id: str = typer.Argument(..., help="As printed by --submit."), cluster: Path | None = ClusterOpt
+) -> None:
     """Status of a submitted command (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED)."""
     from lp_ray.spec import load_cluster
     from lp_ray.submit import status as job_status
@@ -279,7 +374,9 @@ def status(submission_id: str = typer.Argument(..., help="As printed by --submit
 
 
 @app.command()
-def logs(submission_id: str = typer.Argument(..., help="As printed by --submit."), cluster: Optional[Path] = ClusterOpt) -> None:
+def logs(
+    submission_id: str = typer.Argument(..., help="As printed by --submit."), cluster: Path | None = ClusterOpt
+) -> None:
     """Output of a submitted command so far."""
     from lp_ray.spec import load_cluster
     from lp_ray.submit import logs as job_logs

@@ -41,8 +41,7 @@ def connect(cluster: ClusterSpec, extra_env: dict[str, str] | None = None) -> No
 
     if ray.is_initialized():
         return
-    kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
-                  configure_logging=True)
+    kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING, configure_logging=True)
     address = os.environ.get("LP_RAY_ADDRESS", cluster.address)  # set by --submit: inside the cluster, "auto"
     if address == "local":
         # address="local" always starts a private instance; plain ray.init() would join any cluster
@@ -50,7 +49,9 @@ def connect(cluster: ClusterSpec, extra_env: dict[str, str] | None = None) -> No
         try:
             ray.init(address="local", num_cpus=os.cpu_count(), **kwargs)
         except Exception as e:  # e.g. raylet/GCS start-up timing out on an overloaded machine
-            raise LpRayError(f"could not start a private Ray on this machine: {(str(e).strip().splitlines() or [type(e).__name__])[0]}") from None
+            raise LpRayError(
+                f"could not start a private Ray on this machine: {(str(e).strip().splitlines() or [type(e).__name__])[0]}"
+            ) from None
         return
     if address != "auto":
         _check_port(address)
@@ -92,7 +93,8 @@ def check_storage(cluster: ClusterSpec, uri: str) -> None:
         raise LpRayError(
             f"storage_path {cluster.storage_path!r} is a node-local path but the Ray cluster has {len(nodes)} nodes: "
             "use s3://... (with storage_endpoint for S3-compatible servers), or an NFS mount present on every node "
-            "and set shared_storage: true in the cluster spec")
+            "and set shared_storage: true in the cluster spec"
+        )
 
 
 def disconnect() -> None:

@@ -3,16 +3,15 @@ score it as stored (no BatchNorm recalibration: the file holds the statistics it
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
+
 from lp_ray.errors import LpRayError
 from lp_ray.store import RunDir, decode_weights, read_job
 
 URI_TAGS = ("network_uri", "ticket_uri")
 
 
-def resolve_network_uri(uri: str, tracking_uri: Optional[str]) -> str:
+def resolve_network_uri(uri: str, tracking_uri: str | None) -> str:
     """`runs:/<run id>` names an MLflow run whose network_uri (pooled) or ticket_uri (IMP round) tag
     says where the weights are."""
     if not uri.startswith("runs:/"):
@@ -21,7 +20,7 @@ def resolve_network_uri(uri: str, tracking_uri: Optional[str]) -> str:
 
     from lp_ray.tracking import resolve_tracking_uri
 
-    run_id = uri[len("runs:/"):].strip("/").split("/")[0]
+    run_id = uri[len("runs:/") :].strip("/").split("/")[0]
     try:
         tags = MlflowClient(resolve_tracking_uri(tracking_uri, None)).get_run(run_id).data.tags
     except Exception as e:
@@ -44,7 +43,7 @@ def find_run_dir(uri: str) -> tuple[RunDir, str]:
     raise LpRayError(f"{uri}: not inside an lp-ray run directory (no job.yaml above it)")
 
 
-def evaluate_uri(uri: str, tracking_uri: Optional[str] = None) -> dict:
+def evaluate_uri(uri: str, tracking_uri: str | None = None) -> dict:
     from lp_ray.data import load_data
     from lp_ray.models import build_model
     from lp_ray.pool.core import accuracy_on

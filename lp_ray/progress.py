@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Optional
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 # Off a terminal (logs, CI) rich would wrap at 80 columns; a wider fixed width keeps one line per event.
-console = Console(stderr=False, highlight=False, width=None if sys.stdout.isatty() else 160, soft_wrap=not sys.stdout.isatty())
+console = Console(
+    stderr=False, highlight=False, width=None if sys.stdout.isatty() else 160, soft_wrap=not sys.stdout.isatty()
+)
 
 
 class ProgressBoard:
@@ -51,13 +52,19 @@ class RoundProgress:
         self.board = board
         self.live = console.is_terminal
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), console=console, transient=False, disable=not self.live,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+            disable=not self.live,
         )
         self.rounds = self.progress.add_task("rounds", total=total_rounds, info="")
         self.epoch = self.progress.add_task("epoch", total=1, info="", visible=False)
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
 
     def __enter__(self):
         self.progress.start()
@@ -86,7 +93,9 @@ class RoundProgress:
             if "val_acc" in s:
                 info += f"  train {100 * s['train_acc']:.1f}%  val {100 * s['val_acc']:.1f}%"
             desc = f"round {s['round']} epoch {min(s['epoch'] + 1, s['epochs'])}/{s['epochs']}"
-            self.progress.update(self.epoch, description=desc, completed=s["step"], total=s["steps"], info=info, visible=True)
+            self.progress.update(
+                self.epoch, description=desc, completed=s["step"], total=s["steps"], info=info, visible=True
+            )
 
     def round_started(self, r: int) -> None:
         self.progress.update(self.rounds, description=f"round {r}")

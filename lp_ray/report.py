@@ -4,7 +4,6 @@ and a plot like the paper's Figure 3 (test accuracy against weights remaining)."
 from __future__ import annotations
 
 import io
-from typing import Optional
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -67,9 +66,9 @@ def _plot(table: pa.Table, out) -> None:
     ax.plot(x, d["lt_test_acc"], "o-", color="black", label="LT (target ticket)")
     for key in d:
         if key.endswith("_test_acc") and key != "lt_test_acc":
-            pts = [(a, b) for a, b in zip(x, d[key]) if b is not None]
+            pts = [(a, b) for a, b in zip(x, d[key], strict=True) if b is not None]
             if pts:
-                ax.plot(*zip(*pts), "s--", label=f"LP {key[: -len('_test_acc')]}")
+                ax.plot(*zip(*pts, strict=True), "s--", label=f"LP {key[: -len('_test_acc')]}")
     ax.set_xscale("log")
     ax.invert_xaxis()  # denser on the left, as the paper plots sparsity increasing to the right
     ax.set_xlabel("weights remaining (%)")
@@ -81,7 +80,7 @@ def _plot(table: pa.Table, out) -> None:
     plt.close(fig)
 
 
-def print_report(table: pa.Table, title: Optional[str] = None) -> None:
+def print_report(table: pa.Table, title: str | None = None) -> None:
     from rich.table import Table
 
     from lp_ray.progress import console
@@ -89,17 +88,25 @@ def print_report(table: pa.Table, title: Optional[str] = None) -> None:
     d = table.to_pydict()
     methods = [k[: -len("_test_acc")] for k in d if k.endswith("_test_acc") and k != "lt_test_acc"]
     t = Table(title=title)
-    for col in ["round", "weights remaining %", "LT test acc %"] + [c for m in methods for c in (f"LP {m} test acc %", "gain")]:
+    for col in ["round", "weights remaining %", "LT test acc %"] + [
+        c for m in methods for c in (f"LP {m} test acc %", "gain")
+    ]:
         t.add_column(col, justify="right")
     for i, r in enumerate(d["round"]):
         cells = [str(r), f"{d['weights_remaining'][i]:.2f}", f"{d['lt_test_acc'][i]:.2f}"]
         for m in methods:
             acc, gain = d[f"{m}_test_acc"][i], d[f"{m}_gain"][i]
-            cells += ["-", "-"] if acc is None else [f"{acc:.2f}", f"[{'green' if gain > 0 else 'red' if gain < 0 else 'white'}]{gain:+.2f}[/]"]
+            cells += (
+                ["-", "-"]
+                if acc is None
+                else [f"{acc:.2f}", f"[{'green' if gain > 0 else 'red' if gain < 0 else 'white'}]{gain:+.2f}[/]"]
+            )
         t.add_row(*cells)
     console.print(t)
     for m in methods:
         gains = [g for g in d[f"{m}_gain"] if g is not None]
         if gains:
-            console.print(f"{m}: mean gain {sum(gains) / len(gains):+.2f} pt; better than LT at {sum(g > 0 for g in gains)} "
-                          f"of {len(gains)} sparsities")
+            console.print(
+                f"{m}: mean gain {sum(gains) / len(gains):+.2f} pt; better than LT at {sum(g > 0 for g in gains)} "
+                f"of {len(gains)} sparsities"
+            )

@@ -9,7 +9,7 @@ so the same weights always give the same mask on every machine.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 import torch.nn as nn
@@ -93,5 +93,7 @@ def density_report(mask: Mask) -> list[dict]:
         {"layer": n, "size": m.numel(), "survivors": int(m.sum().item()), "density": float(m.mean().item())}
         for n, m in sorted(mask.items())
     ]
-    rows.append({"layer": "(all prunable)", "size": mask_size(mask), "survivors": survivors(mask), "density": density(mask)})
+    rows.append(
+        {"layer": "(all prunable)", "size": mask_size(mask), "survivors": survivors(mask), "density": density(mask)}
+    )
     return rows

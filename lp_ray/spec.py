@@ -9,10 +9,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
@@ -33,14 +34,14 @@ class DataSpec:
     # mnist1d: samples generated offline (80% train / 20% test, as the mnist1d package splits).
     num_samples: int = 10000
     # cifar10/cifar100: the official python archive; imagenet: a folder with train/ and val/.
-    path: Optional[str] = None
+    path: str | None = None
     # Held-out validation split carved from train (paper Appendix D: 10%), seeded by `split_seed`.
     val_fraction: float = 0.1
     split_seed: int = 0
     augment: bool = True
     # synthetic: random tensors of this shape (per sample) and class count.
-    shape: Optional[list[int]] = None
-    num_classes: Optional[int] = None
+    shape: list[int] | None = None
+    num_classes: int | None = None
     num_train: int = 512
     num_test: int = 256
 
@@ -49,7 +50,7 @@ class DataSpec:
 class ModelSpec:
     name: str = "conv1d"
     width: int = 64  # conv1d only
-    num_classes: Optional[int] = None  # default: the data set's
+    num_classes: int | None = None  # default: the data set's
 
 
 @dataclass
@@ -79,11 +80,11 @@ class ImpSpec:
 @dataclass
 class PoolSpec:
     method: str = "interpolation"
-    coefficients: Optional[list[float]] = None  # default: the method's
-    search_num: Optional[int] = None  # default: every other ticket
-    bn_samples: Optional[int] = None  # default: the whole training split
+    coefficients: list[float] | None = None  # default: the method's
+    search_num: int | None = None  # default: every other ticket
+    bn_samples: int | None = None  # default: the whole training split
     ema_decay: float = 0.95
-    targets: Optional[list[int]] = None  # default: every round
+    targets: list[int] | None = None  # default: every round
 
 
 @dataclass
@@ -153,13 +154,13 @@ class ClusterSpec:
     storage_path: str = "./runs"
     # S3-compatible storage: endpoint (host:port or http(s)://host:port) and region; credentials come
     # from the usual AWS environment variables or instance profile.
-    storage_endpoint: Optional[str] = None
-    storage_region: Optional[str] = None
+    storage_endpoint: str | None = None
+    storage_region: str | None = None
     # A local storage_path on a multi-node cluster must be a shared mount (NFS): say so here.
     shared_storage: bool = False
-    tracking_uri: Optional[str] = None
+    tracking_uri: str | None = None
     # Ray Jobs API (for --submit): default http://<head host>:8265.
-    dashboard_address: Optional[str] = None
+    dashboard_address: str | None = None
     max_failures: int = 3
     torch_threads: int = 1
     # A checkpoint at the end of every epoch, except that one younger than this many seconds is not
@@ -171,7 +172,7 @@ class ClusterSpec:
     # imports, process group) is hidden; its workers wait for their mask. "auto": when the cluster can
     # hold two worker groups at once (a 2-core laptop can; a cluster whose GPUs one round fills cannot).
     # Unset (null) means auto; true or false force it.
-    overlap_rounds: Optional[bool] = None
+    overlap_rounds: bool | None = None
 
 
 def storage_uri(cluster: ClusterSpec) -> str:
@@ -272,7 +273,7 @@ def _coerce(value: Any, tp: Any, where: str, path: tuple[str, ...]) -> Any:
         return _build(tp, value, where, path)
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
-    if origin is typing.Union:  # Optional[X]
+    if origin in (typing.Union, types.UnionType):  # X | None
         if value is None:
             return None
         return _coerce(value, [a for a in args if a is not type(None)][0], where, path)
@@ -361,7 +362,11 @@ def _check_cluster(c: ClusterSpec, where: str) -> None:
     if c.num_workers < 1:
         _fail(where, "num_workers", f"must be at least 1, got {c.num_workers}")
     if c.placement_strategy not in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"):
-        _fail(where, "placement_strategy", f"must be PACK, SPREAD, STRICT_PACK or STRICT_SPREAD, got {c.placement_strategy!r}")
+        _fail(
+            where,
+            "placement_strategy",
+            f"must be PACK, SPREAD, STRICT_PACK or STRICT_SPREAD, got {c.placement_strategy!r}",
+        )
     if c.address.startswith("ray://"):
         _fail(where, "address", "ray:// (Ray Client) is not supported for Ray Train; use 'auto' or host:port")
     if c.checkpoint_interval_s < 0:

@@ -22,14 +22,16 @@ import io
 import json
 import os
 import uuid
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load as st_load, save as st_save
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
 
 from lp_ray.errors import LpRayError
 
@@ -166,8 +168,11 @@ def round_dir(r: int) -> str:
     return f"rounds/round_{r:02d}"
 
 
-def encode_weights(state: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor] | None = None,
-                   metadata: dict[str, str] | None = None) -> bytes:
+def encode_weights(
+    state: Mapping[str, torch.Tensor],
+    mask: Mapping[str, torch.Tensor] | None = None,
+    metadata: dict[str, str] | None = None,
+) -> bytes:
     tensors = {f"state/{k}": v.detach().cpu().contiguous().clone() for k, v in state.items()}
     for k, v in (mask or {}).items():
         tensors[f"mask/{k}"] = v.detach().cpu().to(torch.float32).contiguous().clone()
@@ -177,16 +182,17 @@ def encode_weights(state: Mapping[str, torch.Tensor], mask: Mapping[str, torch.T
     return st_save(tensors, metadata={"lp_ray": meta})
 
 
-def decode_weights(data: bytes, where: str, expected: Mapping[str, torch.Tensor] | None = None,
-                   expected_mask: set[str] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def decode_weights(
+    data: bytes, where: str, expected: Mapping[str, torch.Tensor] | None = None, expected_mask: set[str] | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Decode a weights file and check it against the model it must fit. Any problem is one error that
     names the file: truncated or corrupt bytes, a different architecture, a wrong shape."""
     try:
         tensors = st_load(data)
     except (SafetensorError, Exception) as e:  # safetensors raises several types on bad bytes
         raise LpRayError(f"{where}: corrupt or truncated weights file ({str(e).splitlines()[0]})") from None
-    state = {k[len("state/"):]: v for k, v in tensors.items() if k.startswith("state/")}
-    mask = {k[len("mask/"):]: v for k, v in tensors.items() if k.startswith("mask/")}
+    state = {k[len("state/") :]: v for k, v in tensors.items() if k.startswith("state/")}
+    mask = {k[len("mask/") :]: v for k, v in tensors.items() if k.startswith("mask/")}
     if not state:
         raise LpRayError(f"{where}: not an lp-ray weights file (no state/ tensors)")
     if expected is not None:
@@ -194,10 +200,14 @@ def decode_weights(data: bytes, where: str, expected: Mapping[str, torch.Tensor]
         extra = sorted(set(state) - set(expected))
         if missing or extra:
             what = f"missing {missing[0]}" if missing else f"unexpected {extra[0]}"
-            raise LpRayError(f"{where}: does not match the model ({what}; {len(missing)} missing, {len(extra)} unexpected tensors)")
+            raise LpRayError(
+                f"{where}: does not match the model ({what}; {len(missing)} missing, {len(extra)} unexpected tensors)"
+            )
         for k, v in expected.items():
             if tuple(state[k].shape) != tuple(v.shape):
-                raise LpRayError(f"{where}: does not match the model ({k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)})")
+                raise LpRayError(
+                    f"{where}: does not match the model ({k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)})"
+                )
         for k, m in mask.items():
             if k not in state or m.shape != state[k].shape:
                 raise LpRayError(f"{where}: mask {k} does not match the weights")
@@ -218,7 +228,7 @@ def read_mask(run: RunDir, rel: str) -> dict[str, torch.Tensor]:
         raise
     except Exception as e:
         raise LpRayError(f"{run.path(rel)}: corrupt or truncated mask file ({str(e).splitlines()[0]})") from None
-    return {k[len("mask/"):]: v for k, v in tensors.items() if k.startswith("mask/")}
+    return {k[len("mask/") :]: v for k, v in tensors.items() if k.startswith("mask/")}
 
 
 def sha256(data: bytes) -> str:
@@ -256,6 +266,8 @@ def write_rounds_table(run: RunDir) -> pa.Table:
     rows = [run.read_json(f"{round_dir(r)}/meta.json") for r in finished_rounds(run)]
     cols = ["round", "density", "val_acc", "test_acc", "epochs", "seconds", "ticket_sha256"]
     table = pa.table({c: [row.get(c) for row in rows] for c in cols})
-    table = table.append_column("path", pa.array([run.uri_of(f"{round_dir(row['round'])}/ticket.safetensors") for row in rows], pa.string()))
+    table = table.append_column(
+        "path", pa.array([run.uri_of(f"{round_dir(row['round'])}/ticket.safetensors") for row in rows], pa.string())
+    )
     run.write_table("rounds.parquet", table)
     return table

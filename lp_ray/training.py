@@ -3,7 +3,7 @@ Pure torch: distributed reduction is passed in, so nothing here imports Ray."""
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -27,7 +27,9 @@ def epoch_seed(seed: int, round_: int, epoch: int) -> int:
     return (seed * 1_000_003 + round_ * 10_007 + epoch) % (2**63)
 
 
-def shard_batches(idx: torch.Tensor, batch_size: int, rank: int, world: int, gen: Optional[torch.Generator]) -> Iterator[torch.Tensor]:
+def shard_batches(
+    idx: torch.Tensor, batch_size: int, rank: int, world: int, gen: torch.Generator | None
+) -> Iterator[torch.Tensor]:
     """Shuffle (if `gen`), pad to a multiple of `world` by wrapping (as DistributedSampler does) so every
     rank runs the same number of steps, take this rank's share, and cut it into batches."""
     order = idx[torch.randperm(len(idx), generator=gen)] if gen is not None else idx
@@ -39,10 +41,19 @@ def shard_batches(idx: torch.Tensor, batch_size: int, rank: int, world: int, gen
         yield mine[start : start + batch_size]
 
 
-def masked_sgd_epoch(model: nn.Module, opt: torch.optim.Optimizer, source: Source, idx: torch.Tensor,
-                     batch_size: int, masks: dict[str, torch.Tensor], gen: torch.Generator,
-                     device: torch.device, rank: int = 0, world: int = 1,
-                     on_step: Optional[Callable[[int, float], None]] = None) -> tuple[float, float]:
+def masked_sgd_epoch(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    source: Source,
+    idx: torch.Tensor,
+    batch_size: int,
+    masks: dict[str, torch.Tensor],
+    gen: torch.Generator,
+    device: torch.device,
+    rank: int = 0,
+    world: int = 1,
+    on_step: Callable[[int, float], None] | None = None,
+) -> tuple[float, float]:
     """One epoch of SGD in which pruned weights stay exactly zero: gradients are masked before the step
     (so momentum never grows there) and weights after it. Returns (mean loss, accuracy) on this rank."""
     model.train()
@@ -80,8 +91,15 @@ def _has_mask_effect(m: torch.Tensor) -> bool:
 
 
 @torch.no_grad()
-def count_correct(model: nn.Module, source: Source, idx: torch.Tensor, device: torch.device,
-                  batch_size: int = 1000, rank: int = 0, world: int = 1) -> tuple[int, int]:
+def count_correct(
+    model: nn.Module,
+    source: Source,
+    idx: torch.Tensor,
+    device: torch.device,
+    batch_size: int = 1000,
+    rank: int = 0,
+    world: int = 1,
+) -> tuple[int, int]:
     """(correct, total) over this rank's share of `idx`, in eval mode, without augmentation.
     Shares do not overlap (no padding), so summing over ranks gives the exact accuracy."""
     model.eval()

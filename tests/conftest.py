@@ -29,8 +29,14 @@ def tiny_cluster(storage) -> dict:
     """Two DDP workers (gloo) at half a CPU each, so that two rounds' worker groups fit on a 2-core
     machine and the next round's fit() starts early (overlap_rounds auto); evaluations at half a CPU
     so four fit; a checkpoint after every (0.1 s) epoch, so tests can kill a round between two."""
-    return {"num_workers": 2, "resources_per_worker": {"CPU": 0.5}, "storage_path": str(storage),
-            "eval_resources": {"num_cpus": 0.5}, "max_failures": 2, "checkpoint_interval_s": 0}
+    return {
+        "num_workers": 2,
+        "resources_per_worker": {"CPU": 0.5},
+        "storage_path": str(storage),
+        "eval_resources": {"num_cpus": 0.5},
+        "max_failures": 2,
+        "checkpoint_interval_s": 0,
+    }
 
 
 def write_yaml(path: Path, data: dict) -> Path:
@@ -38,7 +44,9 @@ def write_yaml(path: Path, data: dict) -> Path:
     return path
 
 
-def cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def cli(
+    *args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     full_env.pop("MLFLOW_TRACKING_URI", None)
     full_env.pop("LP_RAY_INJECT_FAILURE", None)
@@ -58,9 +66,25 @@ def base_run(tmp_path_factory, tracking_uri):
     d = tmp_path_factory.mktemp("base")
     job = write_yaml(d / "tiny.yaml", TINY_JOB)
     cluster = write_yaml(d / "cluster.yaml", tiny_cluster(d / "runs"))
-    proc = cli("run", "--job", str(job), "--cluster", str(cluster), "--tracking-uri", tracking_uri, cwd=d,
-               env={"LP_RAY_INJECT_FAILURE": "1:2"})
+    proc = cli(
+        "run",
+        "--job",
+        str(job),
+        "--cluster",
+        str(cluster),
+        "--tracking-uri",
+        tracking_uri,
+        cwd=d,
+        env={"LP_RAY_INJECT_FAILURE": "1:2"},
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     runs = [p for p in (d / "runs").iterdir() if p.is_dir()]
     assert len(runs) == 1
-    return {"dir": d, "run": runs[0], "job": job, "cluster": cluster, "stdout": proc.stdout, "tracking_uri": tracking_uri}
+    return {
+        "dir": d,
+        "run": runs[0],
+        "job": job,
+        "cluster": cluster,
+        "stdout": proc.stdout,
+        "tracking_uri": tracking_uri,
+    }

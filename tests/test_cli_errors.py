@@ -32,7 +32,9 @@ def test_impossible_value_names_key_and_file(tmp_path):
 
 def test_bad_cluster_spec(tmp_path):
     c = write_yaml(tmp_path / "c.yaml", {"num_workers": "two"})
-    one_line_error(cli("imp", "--cluster", str(c), cwd=tmp_path), "c.yaml: num_workers: expected an integer, got str 'two'")
+    one_line_error(
+        cli("imp", "--cluster", str(c), cwd=tmp_path), "c.yaml: num_workers: expected an integer, got str 'two'"
+    )
 
 
 def test_unreachable_mlflow_fails_fast(tmp_path):
@@ -56,8 +58,12 @@ def test_bad_pool_options(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     write_yaml(run / "job.yaml", {"name": "x"})
-    one_line_error(cli("pool", str(run), "--coefficients", "0.5,abc"), "--coefficients: expected comma-separated numbers")
-    one_line_error(cli("pool", str(run), "--coefficients", "0.5,1.5"), "--coefficients: coefficients must be numbers in (0, 1)")
+    one_line_error(
+        cli("pool", str(run), "--coefficients", "0.5,abc"), "--coefficients: expected comma-separated numbers"
+    )
+    one_line_error(
+        cli("pool", str(run), "--coefficients", "0.5,1.5"), "--coefficients: coefficients must be numbers in (0, 1)"
+    )
     one_line_error(cli("pool", str(run), "--method", "magic"), "unknown pool method 'magic'")
     one_line_error(cli("pool", str(run), "--targets", "1,x"), "--targets: expected comma-separated integers")
 
@@ -67,5 +73,8 @@ def test_missing_cifar_archive_says_where_and_creates_nothing(tmp_path):
 
     job = Path(__file__).resolve().parent.parent / "jobs" / "cifar10-resnet18.yaml"
     proc = cli("imp", "--job", str(job), cwd=tmp_path)
-    one_line_error(proc, f"{tmp_path}/data/cifar-10-python.tar.gz: no such file; download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html")
+    one_line_error(
+        proc,
+        f"{tmp_path}/data/cifar-10-python.tar.gz: no such file; download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html",
+    )
     assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()

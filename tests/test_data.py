@@ -25,7 +25,9 @@ def test_split_disjoint_stable_and_ten_percent():
 
 
 def test_split_is_stored_with_the_run(tmp_path):
-    job = job_from_dict({"data": {"dataset": "synthetic", "shape": [4], "num_classes": 3, "num_train": 200, "num_test": 50}})
+    job = job_from_dict(
+        {"data": {"dataset": "synthetic", "shape": [4], "num_classes": 3, "num_train": 200, "num_test": 50}}
+    )
     run = RunDir(str(tmp_path / "run"))
     first = materialize_data(job, run)
     assert run.exists("split.safetensors")
@@ -33,7 +35,18 @@ def test_split_is_stored_with_the_run(tmp_path):
     from lp_ray.data import registry
 
     registry._CACHE.clear()
-    job2 = job_from_dict({"data": {"dataset": "synthetic", "shape": [4], "num_classes": 3, "num_train": 200, "num_test": 50, "split_seed": 7}})
+    job2 = job_from_dict(
+        {
+            "data": {
+                "dataset": "synthetic",
+                "shape": [4],
+                "num_classes": 3,
+                "num_train": 200,
+                "num_test": 50,
+                "split_seed": 7,
+            }
+        }
+    )
     second = load_data(job2, run)
     assert torch.equal(first.val_idx, second.val_idx)
     registry._CACHE.clear()
@@ -60,9 +73,12 @@ def _cifar_archive(path, n_per_batch=4, dataset="cifar10"):
     else:
         folder, files, key = "cifar-100-python", ["train", "test"], b"fine_labels"
     with tarfile.open(path, "w:gz") as tar:
-        for i, name in enumerate(files):
-            d = {b"data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
-                 key: [int(v) for v in rng.integers(0, 10, n_per_batch)], b"batch_label": b"x"}
+        for name in files:
+            d = {
+                b"data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
+                key: [int(v) for v in rng.integers(0, 10, n_per_batch)],
+                b"batch_label": b"x",
+            }
             raw = pickle.dumps(d, protocol=2)
             info = tarfile.TarInfo(f"{folder}/{name}")
             info.size = len(raw)
@@ -92,7 +108,9 @@ def test_cifar100_archive_reader(tmp_path):
 
 def test_cifar_missing_and_malicious_archives(tmp_path):
     job = job_from_dict({"data": {"dataset": "cifar10", "path": str(tmp_path / "nowhere")}})
-    with pytest.raises(LpRayError, match=r"no such file; download cifar-10-python.tar.gz from https://www.cs.toronto.edu"):
+    with pytest.raises(
+        LpRayError, match=r"no such file; download cifar-10-python.tar.gz from https://www.cs.toronto.edu"
+    ):
         materialize_data(job, RunDir(str(tmp_path / "run")))
     # A pickle that would run code is refused, not executed.
     evil = tmp_path / "evil" / "cifar-10-python.tar.gz"
@@ -130,6 +148,7 @@ def test_imagenet_without_torchvision_says_how_to_fix():
 
     try:
         import torchvision  # noqa: F401
+
         pytest.skip("torchvision is importable here")
     except Exception:
         pass

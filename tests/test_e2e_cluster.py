@@ -12,9 +12,8 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
-from mlflow.tracking import MlflowClient
-
 from conftest import BIN, TINY_JOB, cli, write_yaml
+from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.e2e
 
@@ -44,8 +43,13 @@ def wait_http(url: str, timeout: float = 60) -> None:
 
 
 def start(args, env=None, log=None):
-    return subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=log or subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        args,
+        env={**os.environ, **(env or {})},
+        stdout=log or subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def stop(proc):
@@ -71,9 +75,24 @@ def s3_server(tmp_path_factory):
 def mlflow_server(tmp_path_factory):
     d = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
-    proc = start([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-                  "--backend-store-uri", f"sqlite:///{d / 'server.db'}", "--artifacts-destination", str(d / "artifacts")],
-                 {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, open(d / "server.log", "w"))
+    proc = start(
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{d / 'server.db'}",
+            "--artifacts-destination",
+            str(d / "artifacts"),
+        ],
+        {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        open(d / "server.log", "w"),
+    )
     try:
         wait_http(f"http://127.0.0.1:{port}/health", timeout=120)
         yield f"http://127.0.0.1:{port}"
@@ -86,14 +105,23 @@ def make_bucket(endpoint: str, name: str) -> None:
 
     for k, v in S3_ENV.items():
         os.environ.setdefault(k, v)
-    pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", region="us-east-1", allow_bucket_creation=True).create_dir(name)
+    pafs.S3FileSystem(
+        endpoint_override=endpoint, scheme="http", region="us-east-1", allow_bucket_creation=True
+    ).create_dir(name)
 
 
 def test_s3_storage_and_mlflow_server_full_run(tmp_path, s3_server, mlflow_server):
     make_bucket(s3_server, "lp-ray-test")
     job = write_yaml(tmp_path / "job.yaml", {**TINY_JOB, "name": "s3job", "imp": {"rounds": 2, "rewind_epoch": 1}})
-    cluster = write_yaml(tmp_path / "cluster.yaml", {"storage_path": "s3://lp-ray-test/runs", "storage_endpoint": f"http://{s3_server}",
-                                                     "storage_region": "us-east-1", "tracking_uri": mlflow_server})
+    cluster = write_yaml(
+        tmp_path / "cluster.yaml",
+        {
+            "storage_path": "s3://lp-ray-test/runs",
+            "storage_endpoint": f"http://{s3_server}",
+            "storage_region": "us-east-1",
+            "tracking_uri": mlflow_server,
+        },
+    )
     proc = cli("run", "--job", str(job), "--cluster", str(cluster), cwd=tmp_path, env=S3_ENV)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()  # nothing local
@@ -127,17 +155,29 @@ def test_s3_storage_and_mlflow_server_full_run(tmp_path, s3_server, mlflow_serve
     assert len(client.get_metric_history(rounds[0].info.run_id, "train_loss")) >= 3
     assert rounds[0].data.tags["ticket_uri"].startswith("s3://lp-ray-test/runs/s3job-")
     pool_run = next(r for r in runs if r.data.tags["lp_ray.kind"] == "pool:interpolation")
-    assert {"trace.parquet", "summary.parquet", "accuracy_vs_sparsity.png"} <= {a.path for a in client.list_artifacts(pool_run.info.run_id)}
-    assert {"report/report.csv", "report/report.png"} <= {a.path for a in client.list_artifacts(imp.info.run_id, "report")}
+    assert {"trace.parquet", "summary.parquet", "accuracy_vs_sparsity.png"} <= {
+        a.path for a in client.list_artifacts(pool_run.info.run_id)
+    }
+    assert {"report/report.csv", "report/report.png"} <= {
+        a.path for a in client.list_artifacts(imp.info.run_id, "report")
+    }
 
 
 def test_missing_bucket_and_unreachable_ray(tmp_path, s3_server):
     job = write_yaml(tmp_path / "job.yaml", TINY_JOB)
-    c = write_yaml(tmp_path / "c.yaml", {"storage_path": "s3://no-such-bucket/runs", "storage_endpoint": f"http://{s3_server}"})
+    c = write_yaml(
+        tmp_path / "c.yaml", {"storage_path": "s3://no-such-bucket/runs", "storage_endpoint": f"http://{s3_server}"}
+    )
     proc = cli("imp", "--job", str(job), "--cluster", str(c), cwd=tmp_path, env=S3_ENV)
-    assert proc.returncode == 1 and proc.stderr.strip() == "error: s3://no-such-bucket/runs: bucket 'no-such-bucket' does not exist; create it first"
+    assert (
+        proc.returncode == 1
+        and proc.stderr.strip()
+        == "error: s3://no-such-bucket/runs: bucket 'no-such-bucket' does not exist; create it first"
+    )
 
-    c = write_yaml(tmp_path / "c2.yaml", {"address": f"127.0.0.1:{free_port()}", "storage_path": str(tmp_path / "runs")})
+    c = write_yaml(
+        tmp_path / "c2.yaml", {"address": f"127.0.0.1:{free_port()}", "storage_path": str(tmp_path / "runs")}
+    )
     t0 = time.time()
     proc = cli("imp", "--job", str(job), "--cluster", str(c), cwd=tmp_path)
     assert proc.returncode == 1 and "error: cannot reach the Ray cluster at '127.0.0.1:" in proc.stderr
@@ -161,8 +201,13 @@ c.shutdown()
 @pytest.fixture(scope="module")
 def three_node_cluster(tmp_path_factory):
     """A head without CPUs and two 1-CPU worker nodes, each a separate raylet."""
-    proc = subprocess.Popen([sys.executable, "-c", MULTI_NODE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", MULTI_NODE],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         line = proc.stdout.readline()
         yield json.loads(line)["address"]
@@ -178,14 +223,25 @@ def three_node_cluster(tmp_path_factory):
 def test_multi_node_imp_and_pool_match_single_node(tmp_path, three_node_cluster, base_run, tracking_uri):
     job = write_yaml(tmp_path / "job.yaml", {**TINY_JOB, "imp": {"rounds": 2, "rewind_epoch": 1}})
     # A node-local path on a multi-node cluster is refused, before anything is written.
-    local = write_yaml(tmp_path / "local.yaml", {"address": three_node_cluster, "num_workers": 2, "storage_path": str(tmp_path / "runs")})
+    local = write_yaml(
+        tmp_path / "local.yaml",
+        {"address": three_node_cluster, "num_workers": 2, "storage_path": str(tmp_path / "runs")},
+    )
     proc = cli("imp", "--job", str(job), "--cluster", str(local), "--tracking-uri", tracking_uri, cwd=tmp_path)
     assert proc.returncode == 1 and "is a node-local path but the Ray cluster has 3 nodes" in proc.stderr
     assert not (tmp_path / "runs").exists()
 
     # Every node of this simulated cluster sees the same disk: a shared path, as NFS would be.
-    cluster = write_yaml(tmp_path / "cluster.yaml", {"address": three_node_cluster, "num_workers": 2, "placement_strategy": "STRICT_SPREAD",
-                                                     "storage_path": str(tmp_path / "runs"), "shared_storage": True})
+    cluster = write_yaml(
+        tmp_path / "cluster.yaml",
+        {
+            "address": three_node_cluster,
+            "num_workers": 2,
+            "placement_strategy": "STRICT_SPREAD",
+            "storage_path": str(tmp_path / "runs"),
+            "shared_storage": True,
+        },
+    )
     proc = cli("imp", "--job", str(job), "--cluster", str(cluster), "--tracking-uri", tracking_uri, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run = next((tmp_path / "runs").iterdir())
@@ -201,8 +257,13 @@ def test_multi_node_imp_and_pool_match_single_node(tmp_path, three_node_cluster,
     assert len({row["node"] for row in trace}) == 2  # evaluations ran on both worker nodes
     serial = cli("pool", str(run), "--serial", "--name", "serial", "--tracking-uri", tracking_uri)
     assert serial.returncode == 0, serial.stderr
-    strip = lambda rows: sorted(({k: v for k, v in r.items() if k not in ("seconds", "node")} for r in rows),  # noqa: E731
-                                key=lambda r: (r["target"], r["step"], r["alpha"]))
+
+    def strip(rows):
+        return sorted(
+            ({k: v for k, v in r.items() if k not in ("seconds", "node")} for r in rows),
+            key=lambda r: (r["target"], r["step"], r["alpha"]),
+        )
+
     assert strip(trace) == strip(pq.read_table(run / "pool" / "serial" / "trace.parquet").to_pylist())
 
 
@@ -211,16 +272,48 @@ def test_submit_through_jobs_api_is_idempotent(tmp_path, tracking_uri):
     env = {"PATH": f"{BIN}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"}
     # Every port on free ones: the other clusters of this test session may still hold Ray's defaults
     # (a head whose dashboard agent cannot bind answers "No available agent" forever).
-    ports = [f"--{name}={free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
-                                                    "runtime-env-agent-port", "ray-client-server-port", "node-manager-port",
-                                                    "object-manager-port")]
-    head = start([str(BIN / "ray"), "start", "--head", "--port", str(port), "--dashboard-port", str(dash), "--dashboard-host", "127.0.0.1",
-                  "--num-cpus", "2", *ports, "--block"], env, open(tmp_path / "head.log", "w"))
+    ports = [
+        f"--{name}={free_port()}"
+        for name in (
+            "dashboard-agent-listen-port",
+            "dashboard-agent-grpc-port",
+            "metrics-export-port",
+            "runtime-env-agent-port",
+            "ray-client-server-port",
+            "node-manager-port",
+            "object-manager-port",
+        )
+    ]
+    head = start(
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--port",
+            str(port),
+            "--dashboard-port",
+            str(dash),
+            "--dashboard-host",
+            "127.0.0.1",
+            "--num-cpus",
+            "2",
+            *ports,
+            "--block",
+        ],
+        env,
+        open(tmp_path / "head.log", "w"),
+    )
     try:
         wait_http(f"http://127.0.0.1:{dash}/api/version", timeout=120)
         write_yaml(tmp_path / "job.yaml", {**TINY_JOB, "name": "submitted", "imp": {"rounds": 1, "rewind_epoch": 1}})
-        cluster = write_yaml(tmp_path / "cluster.yaml", {"address": f"127.0.0.1:{port}", "storage_path": str(tmp_path / "runs"),
-                                                         "dashboard_address": f"http://127.0.0.1:{dash}"})
+        cluster = write_yaml(
+            tmp_path / "cluster.yaml",
+            {
+                "address": f"127.0.0.1:{port}",
+                "storage_path": str(tmp_path / "runs"),
+                "dashboard_address": f"http://127.0.0.1:{dash}",
+            },
+        )
         args = ["imp", "--job", "job.yaml", "--cluster", "cluster.yaml", "--tracking-uri", tracking_uri, "--submit"]
         first = cli(*args, cwd=tmp_path)
         assert first.returncode == 0, first.stdout + first.stderr
@@ -241,10 +334,13 @@ def test_submit_through_jobs_api_is_idempotent(tmp_path, tracking_uri):
         assert (next((tmp_path / "runs").iterdir()) / "rounds" / "round_00" / "meta.json").exists()
 
         # (in a fresh process: this one imported Ray before token auth was on)
-        code = (f"from ray.job_submission import JobSubmissionClient as C; "
-                f"print([j.submission_id for j in C('http://127.0.0.1:{dash}').list_jobs()])")
-        listed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                env={**os.environ, "RAY_AUTH_MODE": "token"})
+        code = (
+            f"from ray.job_submission import JobSubmissionClient as C; "
+            f"print([j.submission_id for j in C('http://127.0.0.1:{dash}').list_jobs()])"
+        )
+        listed = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "RAY_AUTH_MODE": "token"}
+        )
         assert listed.stdout.strip() == str([sid]), listed.stderr  # the second submission started nothing
         assert cli(*args, cwd=tmp_path).stdout.startswith(f"{sid}: already submitted (SUCCEEDED)")
         missing = cli("status", "nope", "--cluster", str(cluster))

@@ -9,9 +9,9 @@ import time
 
 import pytest
 import torch
+from conftest import LP_RAY, TINY_JOB, cli, tiny_cluster, write_yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import LP_RAY, TINY_JOB, cli, tiny_cluster, write_yaml
 from lp_ray.store import decode_weights
 
 pytestmark = pytest.mark.e2e
@@ -72,10 +72,16 @@ def test_mlflow_one_parent_and_a_child_per_round(base_run):
     client = MlflowClient(base_run["tracking_uri"])
     exp = client.get_experiment_by_name("tiny")
     run_hash = meta(base_run["run"], 0)["run_hash"]
-    parents = client.search_runs([exp.experiment_id], f"tags.`lp_ray.kind` = 'imp' and tags.`lp_ray.run_hash` = '{run_hash}' "
-                                                      f"and tags.`lp_ray.run_dir` = '{base_run['run']}'")
+    parents = client.search_runs(
+        [exp.experiment_id],
+        f"tags.`lp_ray.kind` = 'imp' and tags.`lp_ray.run_hash` = '{run_hash}' "
+        f"and tags.`lp_ray.run_dir` = '{base_run['run']}'",
+    )
     assert len(parents) == 1
-    children = client.search_runs([exp.experiment_id], f"tags.`lp_ray.kind` = 'imp_round' and tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
+    children = client.search_runs(
+        [exp.experiment_id],
+        f"tags.`lp_ray.kind` = 'imp_round' and tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'",
+    )
     assert sorted(int(c.data.tags["lp_ray.round"]) for c in children) == [0, 1, 2]
     stored = json.loads((base_run["run"] / "tracking.json").read_text())
     assert stored["imp_run_id"] == parents[0].info.run_id
@@ -109,13 +115,16 @@ def test_driver_sigkill_in_round_2_then_rerun_resumes_and_extends(tmp_path, trac
     cluster = write_yaml(tmp_path / "cluster.yaml", tiny_cluster(tmp_path / "runs"))
     args = [LP_RAY, "imp", "--job", str(job), "--cluster", str(cluster), "--tracking-uri", tracking_uri]
     env = {k: v for k, v in os.environ.items() if k not in ("LP_RAY_INJECT_FAILURE", "MLFLOW_TRACKING_URI")}
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
     run_dir = None
     deadline = time.time() + 400
     try:
         while time.time() < deadline and proc.poll() is None:
-            runs = [p for p in (tmp_path / "runs").glob("killed-*") if p.is_dir()] if (tmp_path / "runs").exists() else []
+            runs = (
+                [p for p in (tmp_path / "runs").glob("killed-*") if p.is_dir()] if (tmp_path / "runs").exists() else []
+            )
             if runs and len(_checkpoints(runs[0], 2)) >= 2:
                 run_dir = runs[0]
                 break
@@ -133,8 +142,13 @@ def test_driver_sigkill_in_round_2_then_rerun_resumes_and_extends(tmp_path, trac
     assert not (run_dir / "rounds" / "round_02" / "meta.json").exists()
     # Round 1's fit() was started while round 0 trained (two half-CPU worker groups fit on 2 cores).
     assert [meta(run_dir, r)["started_early"] for r in (0, 1)] == [False, True]
-    before = {r: ((run_dir / "rounds" / f"round_{r:02d}" / "ticket.safetensors").stat().st_mtime_ns, meta(run_dir, r)["ticket_sha256"])
-              for r in (0, 1)}
+    before = {
+        r: (
+            (run_dir / "rounds" / f"round_{r:02d}" / "ticket.safetensors").stat().st_mtime_ns,
+            meta(run_dir, r)["ticket_sha256"],
+        )
+        for r in (0, 1)
+    }
 
     again = cli("imp", "--job", str(job), "--cluster", str(cluster), "--tracking-uri", tracking_uri, cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
@@ -155,7 +169,18 @@ def test_driver_sigkill_in_round_2_then_rerun_resumes_and_extends(tmp_path, trac
     assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
 
     # Extending the finished run by one round reuses the three tickets.
-    more = cli("imp", "--job", str(job), "--cluster", str(cluster), "--tracking-uri", tracking_uri, "--rounds", "4", cwd=tmp_path)
+    more = cli(
+        "imp",
+        "--job",
+        str(job),
+        "--cluster",
+        str(cluster),
+        "--tracking-uri",
+        tracking_uri,
+        "--rounds",
+        "4",
+        cwd=tmp_path,
+    )
     assert more.returncode == 0, more.stdout + more.stderr
     assert more.stdout.count("done already") == 3 and "round  3  trained" in more.stdout
     assert meta(run_dir, 3)["density"] == pytest.approx(expected_survivors(4)[3] / CONV_WEIGHTS)
@@ -168,8 +193,18 @@ def test_a_failed_round_cancels_the_early_start_of_the_next(tmp_path, tracking_u
     job_spec = {**TINY_JOB, "name": "cancelled", "train": {"epochs": 30, "lr_drops": [20]}}
     job = write_yaml(tmp_path / "job.yaml", job_spec)
     cluster = write_yaml(tmp_path / "cluster.yaml", {**tiny_cluster(tmp_path / "runs"), "max_failures": 0})
-    proc = cli("imp", "--job", str(job), "--cluster", str(cluster), "--tracking-uri", tracking_uri, cwd=tmp_path,
-               env={"LP_RAY_INJECT_FAILURE": "1:20"}, timeout=300)
+    proc = cli(
+        "imp",
+        "--job",
+        str(job),
+        "--cluster",
+        str(cluster),
+        "--tracking-uri",
+        tracking_uri,
+        cwd=tmp_path,
+        env={"LP_RAY_INJECT_FAILURE": "1:20"},
+        timeout=300,
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "error: round 1 failed after 0 restarts" in proc.stderr and "Traceback" not in proc.stderr
     run_dir = next((tmp_path / "runs").glob("cancelled-*"))
@@ -183,13 +218,19 @@ def test_a_failed_round_cancels_the_early_start_of_the_next(tmp_path, tracking_u
 def test_ctrl_c_stops_at_once_and_the_rerun_resumes(tmp_path, tracking_uri):
     """Fits run in driver threads: Ctrl-C (SIGINT) must still end the command promptly, with exit 130
     and the resume hint, and a rerun finishes the job from the finished rounds."""
-    job_spec = {**TINY_JOB, "name": "interrupted", "train": {"epochs": 30, "lr_drops": [20]}, "imp": {"rounds": 2, "rewind_epoch": 1}}
+    job_spec = {
+        **TINY_JOB,
+        "name": "interrupted",
+        "train": {"epochs": 30, "lr_drops": [20]},
+        "imp": {"rounds": 2, "rewind_epoch": 1},
+    }
     job = write_yaml(tmp_path / "job.yaml", job_spec)
     cluster = write_yaml(tmp_path / "cluster.yaml", tiny_cluster(tmp_path / "runs"))
     args = [LP_RAY, "imp", "--job", str(job), "--cluster", str(cluster), "--tracking-uri", tracking_uri]
     env = {k: v for k, v in os.environ.items() if k not in ("LP_RAY_INJECT_FAILURE", "MLFLOW_TRACKING_URI")}
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None:

@@ -9,9 +9,9 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import LP_RAY, cli
 from mlflow.tracking import MlflowClient
 
-from conftest import LP_RAY, cli
 from lp_ray.store import decode_weights
 
 pytestmark = pytest.mark.e2e
@@ -19,15 +19,23 @@ pytestmark = pytest.mark.e2e
 
 def trace(run, name):
     rows = pq.read_table(run / "pool" / name / "trace.parquet").to_pylist()
-    return sorted(({k: v for k, v in r.items() if k not in ("seconds", "node")} for r in rows), key=lambda r: (r["target"], r["step"], r["alpha"]))
+    return sorted(
+        ({k: v for k, v in r.items() if k not in ("seconds", "node")} for r in rows),
+        key=lambda r: (r["target"], r["step"], r["alpha"]),
+    )
 
 
 def summary(run, name):
-    return [{k: v for k, v in r.items() if k != "path"} for r in pq.read_table(run / "pool" / name / "summary.parquet").to_pylist()]
+    return [
+        {k: v for k, v in r.items() if k != "path"}
+        for r in pq.read_table(run / "pool" / name / "summary.parquet").to_pylist()
+    ]
 
 
 def pool(base, *args):
-    proc = cli("pool", str(base["run"]), "--cluster", str(base["cluster"]), "--tracking-uri", base["tracking_uri"], *args)
+    proc = cli(
+        "pool", str(base["run"]), "--cluster", str(base["cluster"]), "--tracking-uri", base["tracking_uri"], *args
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
 
@@ -51,7 +59,9 @@ def test_pooled_tickets_have_exactly_the_target_density(base_run):
         state, mask = decode_weights((run / "pool" / "interpolation" / f"target_{t:02d}.safetensors").read_bytes(), "p")
         want = sum(int(v.sum()) for v in target_mask.values())
         assert sum(int((state[n] != 0).sum()) for n in mask) == want
-        assert json.loads((run / "pool" / "interpolation" / f"target_{t:02d}.json").read_text())["result"]["density"] == pytest.approx(m["density"])
+        assert json.loads((run / "pool" / "interpolation" / f"target_{t:02d}.json").read_text())["result"][
+            "density"
+        ] == pytest.approx(m["density"])
     dens = {r["target"]: r["density"] for r in trace(run, "interpolation")}
     assert dens[0] == 1.0
 
@@ -72,8 +82,19 @@ def test_serial_and_ray_traces_identical_for_1_2_and_4_parallel(base_run):
 def test_sigkill_mid_search_then_rerun_reevaluates_nothing(base_run):
     run = base_run["run"]
     reference = trace(run, "interpolation")
-    args = [LP_RAY, "pool", str(run), "--cluster", str(base_run["cluster"]), "--tracking-uri", base_run["tracking_uri"],
-            "--parallel-evals", "2", "--name", "killed"]
+    args = [
+        LP_RAY,
+        "pool",
+        str(run),
+        "--cluster",
+        str(base_run["cluster"]),
+        "--tracking-uri",
+        base_run["tracking_uri"],
+        "--parallel-evals",
+        "2",
+        "--name",
+        "killed",
+    ]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     path = run / "pool" / "killed" / "trace.parquet"
@@ -121,10 +142,15 @@ def test_dense_target_average_and_eval(base_run):
 def test_mlflow_pool_run_children_and_eval_from_mlflow(base_run):
     client = MlflowClient(base_run["tracking_uri"])
     exp = client.get_experiment_by_name("tiny")
-    imps = client.search_runs([exp.experiment_id], f"tags.`lp_ray.kind` = 'imp' and tags.`lp_ray.run_dir` = '{base_run['run']}'")
+    imps = client.search_runs(
+        [exp.experiment_id], f"tags.`lp_ray.kind` = 'imp' and tags.`lp_ray.run_dir` = '{base_run['run']}'"
+    )
     assert len(imps) == 1  # another run directory of the same job (the multi-node test) is another MLflow run
     imp = imps[0]
-    pools = client.search_runs([exp.experiment_id], f"tags.`lp_ray.kind` = 'pool:interpolation' and tags.`mlflow.parentRunId` = '{imp.info.run_id}'")
+    pools = client.search_runs(
+        [exp.experiment_id],
+        f"tags.`lp_ray.kind` = 'pool:interpolation' and tags.`mlflow.parentRunId` = '{imp.info.run_id}'",
+    )
     assert len(pools) == 1 and pools[0].data.tags["mlflow.parentRunId"] == imp.info.run_id
     artifacts = {a.path for a in client.list_artifacts(pools[0].info.run_id)}
     assert {"trace.parquet", "summary.parquet", "accuracy_vs_sparsity.png"} <= artifacts

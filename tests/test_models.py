@@ -10,12 +10,15 @@ def n_params(m):
     return sum(p.numel() for p in m.parameters())
 
 
-@pytest.mark.parametrize("name, classes, shape, count", [
-    ("conv1d", 10, (40,), 28682),
-    ("cifar_resnet18", 10, (3, 32, 32), 11173962),
-    ("cifar_resnet18", 100, (3, 32, 32), 11220132),
-    ("cifar_vgg16", 10, (3, 32, 32), 14728266),
-])
+@pytest.mark.parametrize(
+    "name, classes, shape, count",
+    [
+        ("conv1d", 10, (40,), 28682),
+        ("cifar_resnet18", 10, (3, 32, 32), 11173962),
+        ("cifar_resnet18", 100, (3, 32, 32), 11220132),
+        ("cifar_vgg16", 10, (3, 32, 32), 14728266),
+    ],
+)
 def test_parameter_counts_pinned(name, classes, shape, count):
     m = build_model(ModelSpec(name=name), classes, shape)
     assert n_params(m) == count

@@ -90,13 +90,25 @@ def run_chain(chain, oracle):
 
 def test_greedy_rule_strict_improvement_first_alpha_on_ties_and_order():
     coeffs = [0.2, 0.5, 0.8]
-    oracle = {(2, 0.0): 0.70,
-              (1, 0.2): 0.69, (1, 0.5): 0.72, (1, 0.8): 0.72,   # tie: first alpha (0.5) wins, accepted
-              (3, 0.2): 0.72, (3, 0.5): 0.71, (3, 0.8): 0.60,   # equal to best: NOT accepted (strict >)
-              (0, 0.2): 0.75, (0, 0.5): 0.74, (0, 0.8): 0.76}   # best alpha 0.8, accepted
+    oracle = {
+        (2, 0.0): 0.70,
+        (1, 0.2): 0.69,
+        (1, 0.5): 0.72,
+        (1, 0.8): 0.72,  # tie: first alpha (0.5) wins, accepted
+        (3, 0.2): 0.72,
+        (3, 0.5): 0.71,
+        (3, 0.8): 0.60,  # equal to best: NOT accepted (strict >)
+        (0, 0.2): 0.75,
+        (0, 0.5): 0.74,
+        (0, 0.8): 0.76,
+    }  # best alpha 0.8, accepted
     chain = run_chain(Chain(2, candidate_order(2, [0, 1, 2, 3]), coefficients=coeffs), oracle)
     assert [d.step.candidate for d in chain.decisions] == [2, 1, 3, 0]
-    assert [(d.step.candidate, d.alpha, d.accepted) for d in chain.decisions[1:]] == [(1, 0.5, True), (3, 0.2, False), (0, 0.8, True)]
+    assert [(d.step.candidate, d.alpha, d.accepted) for d in chain.decisions[1:]] == [
+        (1, 0.5, True),
+        (3, 0.2, False),
+        (0, 0.8, True),
+    ]
     assert chain.best == 0.76
     assert [d.step.candidate for d in chain.accepted] == [1, 0]
 

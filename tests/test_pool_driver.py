@@ -14,9 +14,13 @@ from lp_ray.sparsity import dense_mask, prunable_names, prune_fraction, survivor
 from lp_ray.spec import job_from_dict, job_to_dict
 from lp_ray.store import RunDir, decode_weights, write_ticket
 
-JOB = {"name": "fake", "data": {"dataset": "synthetic", "shape": [40], "num_classes": 4, "num_train": 300, "num_test": 100},
-       "model": {"name": "conv1d", "width": 8}, "train": {"epochs": 4, "lr_drops": [2], "batch_size": 50},
-       "imp": {"rounds": 4, "rewind_epoch": 1}}
+JOB = {
+    "name": "fake",
+    "data": {"dataset": "synthetic", "shape": [40], "num_classes": 4, "num_train": 300, "num_test": 100},
+    "model": {"name": "conv1d", "width": 8},
+    "train": {"epochs": 4, "lr_drops": [2], "batch_size": 50},
+    "imp": {"rounds": 4, "rewind_epoch": 1},
+}
 
 
 def make_run(path) -> str:
@@ -35,15 +39,27 @@ def make_run(path) -> str:
             mask = prune_fraction(state, mask, 0.2)
         w = {k: (v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v.clone()) for k, v in state.items()}
         w = {k: (v * mask[k] if k in mask else v) for k, v in w.items()}
-        write_ticket(run, r, w, mask, {"round": r, "density": survivors(mask) / sum(m.numel() for m in mask.values()),
-                                       "val_acc": 0.3, "test_acc": 0.3})
+        write_ticket(
+            run,
+            r,
+            w,
+            mask,
+            {
+                "round": r,
+                "density": survivors(mask) / sum(m.numel() for m in mask.values()),
+                "val_acc": 0.3,
+                "test_acc": 0.3,
+            },
+        )
     return run.uri
 
 
 def pool(uri, settings, events=None):
     pr = open_run(uri)
     ex = SerialExecutor(build_evaluator(job_to_dict(pr.job), uri, settings.bn_samples, 1))
-    driver = PoolDriver(pr, settings, ex, on_event=(lambda kind, **kw: events.append(kind)) if events is not None else None)
+    driver = PoolDriver(
+        pr, settings, ex, on_event=(lambda kind, **kw: events.append(kind)) if events is not None else None
+    )
     return driver, driver.run()
 
 
@@ -52,7 +68,7 @@ def test_pooled_tickets_have_exactly_target_density(tmp_path):
     driver, results = pool(uri, PoolSettings(coefficients=[0.3, 0.7]))
     pr = open_run(uri)
     assert sorted(results) == [0, 1, 2, 3]
-    for t, res in results.items():
+    for t in results:
         state, mask = decode_weights(RunDir(uri).read_bytes(f"pool/interpolation/target_{t:02d}.safetensors"), "x")
         target_survivors = survivors(pr.masks[t])
         nonzero = sum(int((state[n] != 0).sum()) for n in pr.prunable)
@@ -90,7 +106,9 @@ def test_resume_from_partial_trace_reevaluates_nothing(tmp_path):
         assert results2[t] == results[t]
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "node")} for r in rows]  # noqa: E731
     key = lambda r: (r["target"], r["step"], r["alpha"])  # noqa: E731
-    assert sorted(strip(run.read_table("pool/interpolation/trace.parquet").to_pylist()), key=key) == sorted(strip(trace), key=key)
+    assert sorted(strip(run.read_table("pool/interpolation/trace.parquet").to_pylist()), key=key) == sorted(
+        strip(trace), key=key
+    )
 
 
 def test_changed_settings_refused(tmp_path):

@@ -36,7 +36,7 @@ def test_prune_fraction_of_remaining_only_among_survivors():
     for _ in range(5):
         expected.append(expected[-1] - math.ceil(0.2 * expected[-1]))
     assert counts == expected
-    assert abs(density(mask) - 0.8 ** 5) < 0.002
+    assert abs(density(mask) - 0.8**5) < 0.002
 
 
 def test_pruned_weights_are_the_smallest():

@@ -9,21 +9,27 @@ def write(tmp_path, text, name="job.yaml"):
     return p
 
 
-@pytest.mark.parametrize("text, message", [
-    ("train: {epochs: 10, lr_drops: [5]}\nimp: {rate: 1.5}\n", "imp.rate: must be in (0, 1), got 1.5"),
-    ("train: {epochs: 10, lr_drops: [5]}\nimp: {rewind_epoch: 10}\n", "imp.rewind_epoch: must be in [0, train.epochs=10), got 10"),
-    ("train: {epochs: ten}\n", "train.epochs: expected an integer, got str 'ten'"),
-    ("train: {epochz: 3}\n", "unknown key 'train.epochz'"),
-    ("bogus: 1\n", "unknown key 'bogus'"),
-    ("data: {dataset: mnist2d}\n", "data.dataset: unknown data set 'mnist2d'"),
-    ("train: {lr_drops: [30, 20]}\n", "train.lr_drops: must be increasing"),
-    ("train: [1, 2]\n", "train: expected a mapping, got list"),
-    ("imp: {rounds: 0}\n", "imp.rounds: must be at least 1"),
-    ("pool: {coefficients: [0.5, 1.5]}\n", "pool.coefficients: must be a non-empty list of numbers in (0, 1)"),
-    ("pool: {method: magic}\n", "pool.method: unknown method 'magic'"),
-    ("train: {augment: yes please}\n", "unknown key 'train.augment'"),
-    ("data: {augment: 3}\n", "data.augment: expected true or false, got int 3"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("train: {epochs: 10, lr_drops: [5]}\nimp: {rate: 1.5}\n", "imp.rate: must be in (0, 1), got 1.5"),
+        (
+            "train: {epochs: 10, lr_drops: [5]}\nimp: {rewind_epoch: 10}\n",
+            "imp.rewind_epoch: must be in [0, train.epochs=10), got 10",
+        ),
+        ("train: {epochs: ten}\n", "train.epochs: expected an integer, got str 'ten'"),
+        ("train: {epochz: 3}\n", "unknown key 'train.epochz'"),
+        ("bogus: 1\n", "unknown key 'bogus'"),
+        ("data: {dataset: mnist2d}\n", "data.dataset: unknown data set 'mnist2d'"),
+        ("train: {lr_drops: [30, 20]}\n", "train.lr_drops: must be increasing"),
+        ("train: [1, 2]\n", "train: expected a mapping, got list"),
+        ("imp: {rounds: 0}\n", "imp.rounds: must be at least 1"),
+        ("pool: {coefficients: [0.5, 1.5]}\n", "pool.coefficients: must be a non-empty list of numbers in (0, 1)"),
+        ("pool: {method: magic}\n", "pool.method: unknown method 'magic'"),
+        ("train: {augment: yes please}\n", "unknown key 'train.augment'"),
+        ("data: {augment: 3}\n", "data.augment: expected true or false, got int 3"),
+    ],
+)
 def test_job_errors_name_file_and_key(tmp_path, text, message):
     p = write(tmp_path, text)
     with pytest.raises(SpecError) as e:
@@ -78,9 +84,15 @@ def test_run_hash_pinned():
     # These values must never change: a changed hash orphans every existing run directory.
     assert run_hash(JobSpec()) == "44136fa355"
     assert run_name(JobSpec()) == "default-44136fa355"
-    tiny = job_from_dict({"name": "tiny", "data": {"dataset": "mnist1d", "num_samples": 2000},
-                          "model": {"name": "conv1d", "width": 16}, "train": {"epochs": 3, "lr_drops": [2]},
-                          "imp": {"rounds": 3, "rewind_epoch": 1}})
+    tiny = job_from_dict(
+        {
+            "name": "tiny",
+            "data": {"dataset": "mnist1d", "num_samples": 2000},
+            "model": {"name": "conv1d", "width": 16},
+            "train": {"epochs": 3, "lr_drops": [2]},
+            "imp": {"rounds": 3, "rewind_epoch": 1},
+        }
+    )
     assert run_hash(tiny) == "391a12c376"
 
 

@@ -51,7 +51,10 @@ def test_corrupt_truncated_and_mismatched_tickets(tmp_path, model):
 
     path.write_bytes(good)
     wider = build_model(ModelSpec(name="conv1d", width=16), 10, (40,)).state_dict()
-    with pytest.raises(LpRayError, match=r"ticket.safetensors: does not match the model \(features.0.weight has shape \(8, 1, 5\), expected \(16, 1, 5\)\)"):
+    with pytest.raises(
+        LpRayError,
+        match=r"ticket.safetensors: does not match the model \(features.0.weight has shape \(8, 1, 5\), expected \(16, 1, 5\)\)",
+    ):
         read_ticket(run, 0, wider)
     other_arch = build_model(ModelSpec(name="cifar_vgg16"), 10, (3, 32, 32)).state_dict()
     with pytest.raises(LpRayError, match=r"does not match the model \(missing"):
@@ -77,8 +80,10 @@ def test_identical_weights_give_identical_files_across_processes(tmp_path, model
     import subprocess
     import sys
 
-    code = ("import torch, hashlib; from lp_ray.store import encode_weights; torch.manual_seed(0); "
-            "w={'a': torch.randn(3), 'b': torch.randn(2)}; "
-            "print(hashlib.sha256(encode_weights(w, {'a': torch.ones(3)}, {'round': '1', 'method': 'x', 'z': 'y'})).hexdigest())")
+    code = (
+        "import torch, hashlib; from lp_ray.store import encode_weights; torch.manual_seed(0); "
+        "w={'a': torch.randn(3), 'b': torch.randn(2)}; "
+        "print(hashlib.sha256(encode_weights(w, {'a': torch.ones(3)}, {'round': '1', 'method': 'x', 'z': 'y'})).hexdigest())"
+    )
     digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout for _ in range(4)}
     assert len(digests) == 1 and len(next(iter(digests)).strip()) == 64

@@ -10,10 +10,16 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_two_processes_creating_one_new_sqlite_store_both_get_the_experiment(tmp_path):
     # All would run the store's schema migrations at the same moment; unserialized, one of them failed
     # ("No such index ...") when two fidelity seeds started side by side, or all left it broken.
-    code = (f"from lp_ray.tracking import Tracker; "
-            f"print('experiment', Tracker('sqlite:///{tmp_path}/mlflow.db', 'race', 'h').experiment_id)")
-    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(3)]
+    code = (
+        f"from lp_ray.tracking import Tracker; "
+        f"print('experiment', Tracker('sqlite:///{tmp_path}/mlflow.db', 'race', 'h').experiment_id)"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
     results = [p.communicate(timeout=120) + (p.returncode,) for p in procs]
     assert [rc for _, _, rc in results] == [0, 0, 0], [err[-500:] for _, err, _ in results]
     ids = {out.strip().splitlines()[-1] for out, _, _ in results}

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional, Protocol
+from typing import Protocol
 
 import torch
 
@@ -16,7 +17,9 @@ class Source(Protocol):
 
     def __len__(self) -> int: ...
 
-    def batch(self, idx: torch.Tensor, augment: bool, gen: Optional[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def batch(
+        self, idx: torch.Tensor, augment: bool, gen: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -29,7 +32,7 @@ class TensorSource:
     x: torch.Tensor
     y: torch.Tensor
     num_classes: int
-    augmentation: Optional[Augment] = None
+    augmentation: Augment | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -71,7 +74,7 @@ def random_crop_flip(pad: int) -> Augment:
         flip = torch.rand(n, generator=gen) < 0.5
         # Gather crops with one advanced-indexing call instead of a Python loop over the batch.
         rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None]
-        cols = (dx[:, None] + torch.arange(w)[None, :])
+        cols = dx[:, None] + torch.arange(w)[None, :]
         cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, None, :]
         batch = torch.arange(n)[:, None, None, None]
         chan = torch.arange(x.shape[1])[None, :, None, None]

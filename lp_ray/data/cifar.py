@@ -20,7 +20,14 @@ from lp_ray.errors import LpRayError
 from lp_ray.spec import DataSpec
 
 ARCHIVES = {
-    "cifar10": ("cifar-10-python.tar.gz", "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels", 10),
+    "cifar10": (
+        "cifar-10-python.tar.gz",
+        "cifar-10-batches-py",
+        [f"data_batch_{i}" for i in range(1, 6)],
+        ["test_batch"],
+        b"labels",
+        10,
+    ),
     "cifar100": ("cifar-100-python.tar.gz", "cifar-100-python", ["train"], ["test"], b"fine_labels", 100),
 }
 SOURCE_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
@@ -61,6 +68,7 @@ def read_archive(path: Path, dataset: str) -> tuple[np.ndarray, np.ndarray, np.n
     _, folder, train_names, test_names, label_key, _ = ARCHIVES[dataset]
     try:
         with tarfile.open(path, "r:gz") as tar:
+
             def part(names):
                 xs, ys = [], []
                 for name in names:

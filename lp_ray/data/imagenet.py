@@ -56,6 +56,8 @@ def load(spec: DataSpec):
     root = Path(spec.path).expanduser()
     for sub in ("train", "val"):
         if not (root / sub).is_dir():
-            raise LpRayError(f"{root / sub}: no such folder; data.path must hold ImageNet's train/ and val/ class folders")
+            raise LpRayError(
+                f"{root / sub}: no such folder; data.path must hold ImageNet's train/ and val/ class folders"
+            )
     train, test = ImageFolderSource(root / "train", True), ImageFolderSource(root / "val", False)
     return train, test, train.num_classes, (3, 224, 224)

@@ -3,10 +3,11 @@ its split into the run directory once; workers and evaluators load them from the
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
-from safetensors.torch import load as st_load, save as st_save
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
 
 from lp_ray.data.base import DataBundle, make_split
 from lp_ray.errors import LpRayError

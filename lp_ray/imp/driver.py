@@ -28,8 +28,21 @@ from lp_ray.models import build_model
 from lp_ray.progress import RoundProgress, console, make_board
 from lp_ray.sparsity import dense_mask, density, prunable_names, prune_fraction
 from lp_ray.spec import ClusterSpec, JobSpec, job_to_dict, run_hash, run_name, storage_uri
-from lp_ray.store import (RunDir, check_storage_reachable, decode_weights, join_uri, read_job, encode_weights, read_mask, read_ticket, round_dir, ticket_done,
-                          write_mask, write_rounds_table, write_ticket)
+from lp_ray.store import (
+    RunDir,
+    check_storage_reachable,
+    decode_weights,
+    encode_weights,
+    join_uri,
+    read_job,
+    read_mask,
+    read_ticket,
+    round_dir,
+    ticket_done,
+    write_mask,
+    write_rounds_table,
+    write_ticket,
+)
 from lp_ray.tracking import Tracker
 
 
@@ -70,7 +83,9 @@ def run_imp(job: JobSpec, cluster: ClusterSpec, tracking_uri: str) -> ImpResult:
     from lp_ray.cluster import connect
 
     if job.train.batch_size % cluster.num_workers:
-        raise LpRayError(f"train.batch_size={job.train.batch_size} is not divisible by num_workers={cluster.num_workers}")
+        raise LpRayError(
+            f"train.batch_size={job.train.batch_size} is not divisible by num_workers={cluster.num_workers}"
+        )
     from lp_ray.cluster import check_address, check_storage
 
     # Everything that can be wrong with the environment fails here, before anything is created.
@@ -86,10 +101,14 @@ def run_imp(job: JobSpec, cluster: ClusterSpec, tracking_uri: str) -> ImpResult:
     prunable = prunable_names(build_model(job.model, data.num_classes, data.input_shape), job.imp.prune_linear)
 
     parent = tracker.imp_run(flat_params(job), run.uri)
-    run.write_json("tracking.json", {"tracking_uri": tracking_uri, "experiment_id": tracker.experiment_id, "imp_run_id": parent})
+    run.write_json(
+        "tracking.json", {"tracking_uri": tracking_uri, "experiment_id": tracker.experiment_id, "imp_run_id": parent}
+    )
 
-    console.print(f"[bold]lp-ray imp[/] {run_name(job)}: {job.imp.rounds} rounds of {job.train.epochs} epochs, "
-                  f"{cluster.num_workers} worker(s) -> {run.uri}")
+    console.print(
+        f"[bold]lp-ray imp[/] {run_name(job)}: {job.imp.rounds} rounds of {job.train.epochs} epochs, "
+        f"{cluster.num_workers} worker(s) -> {run.uri}"
+    )
     trained, skipped = [], []
     board = make_board()
     launcher = _RoundLauncher(job, cluster, run, board)
@@ -100,8 +119,10 @@ def run_imp(job: JobSpec, cluster: ClusterSpec, tracking_uri: str) -> ImpResult:
                     meta = run.read_json(f"{round_dir(r)}/meta.json")
                     _ensure_logged(tracker, parent, r, meta, run)
                     skipped.append(r)
-                    progress.round_done(f"round {r:2d}  done already: density {100 * meta['density']:6.2f}%  "
-                                        f"val {100 * meta['val_acc']:.2f}%  test {100 * meta['test_acc']:.2f}%")
+                    progress.round_done(
+                        f"round {r:2d}  done already: density {100 * meta['density']:6.2f}%  "
+                        f"val {100 * meta['val_acc']:.2f}%  test {100 * meta['test_acc']:.2f}%"
+                    )
                     continue
                 progress.round_started(r)
                 mask = _round_mask(run, r, job, template, prunable)
@@ -112,8 +133,10 @@ def run_imp(job: JobSpec, cluster: ClusterSpec, tracking_uri: str) -> ImpResult:
                 _log_round(tracker, child, run, meta, history)
                 write_rounds_table(run)
                 trained.append(r)
-                progress.round_done(f"round {r:2d}  trained: density {100 * meta['density']:6.2f}%  val {100 * meta['val_acc']:.2f}%  "
-                                    f"test {100 * meta['test_acc']:.2f}%  ({meta['seconds']:.0f} s)")
+                progress.round_done(
+                    f"round {r:2d}  trained: density {100 * meta['density']:6.2f}%  val {100 * meta['val_acc']:.2f}%  "
+                    f"test {100 * meta['test_acc']:.2f}%  ({meta['seconds']:.0f} s)"
+                )
         except BaseException as e:
             launcher.close(wait=not isinstance(e, KeyboardInterrupt))  # Ctrl-C: leave at once
             raise
@@ -231,22 +254,32 @@ def _fit_round(job: JobSpec, cluster: ClusterSpec, run: RunDir, r: int, board, g
 
     inject = os.environ.get("LP_RAY_INJECT_FAILURE")
     config = {
-        "job": job_to_dict(job), "run_uri": run.uri, "round": r, "torch_threads": cluster.torch_threads,
+        "job": job_to_dict(job),
+        "run_uri": run.uri,
+        "round": r,
+        "torch_threads": cluster.torch_threads,
         "checkpoint_interval_s": cluster.checkpoint_interval_s,
-        "progress": board, "inject_failure": [int(x) for x in inject.split(":")] if inject else None,
+        "progress": board,
+        "inject_failure": [int(x) for x in inject.split(":")] if inject else None,
         "gated": gated,
     }
     storage_root = run.path().rsplit("/", 1)[0]
     trainer = TorchTrainer(
         train_round,
         train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=cluster.num_workers, use_gpu=cluster.use_gpu,
-                                     resources_per_worker=cluster.resources_per_worker,
-                                     placement_strategy=cluster.placement_strategy),
-        run_config=RunConfig(name=f"{run_name(job)}/round_{r:02d}", storage_path=storage_root,
-                             storage_filesystem=run.fs if run.scheme else None,
-                             failure_config=FailureConfig(max_failures=cluster.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        scaling_config=ScalingConfig(
+            num_workers=cluster.num_workers,
+            use_gpu=cluster.use_gpu,
+            resources_per_worker=cluster.resources_per_worker,
+            placement_strategy=cluster.placement_strategy,
+        ),
+        run_config=RunConfig(
+            name=f"{run_name(job)}/round_{r:02d}",
+            storage_path=storage_root,
+            storage_filesystem=run.fs if run.scheme else None,
+            failure_config=FailureConfig(max_failures=cluster.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
     )
     try:
         result = trainer.fit()
@@ -276,9 +309,15 @@ def _finish_round(job, run, r, mask, state, seconds, template, started_early: bo
     history = state["history"]
     last = history["epochs"][-1]
     meta = {
-        "round": r, "density": density(mask), "val_acc": last.get("selected_val_acc", last["val_acc"]),
-        "test_acc": last["test_acc"], "epochs": len(history["epochs"]), "seconds": seconds,
-        "starts": history["starts"], "rewind_epoch": job.imp.rewind_epoch, "run_hash": run_hash(job),
+        "round": r,
+        "density": density(mask),
+        "val_acc": last.get("selected_val_acc", last["val_acc"]),
+        "test_acc": last["test_acc"],
+        "epochs": len(history["epochs"]),
+        "seconds": seconds,
+        "starts": history["starts"],
+        "rewind_epoch": job.imp.rewind_epoch,
+        "run_hash": run_hash(job),
         "started_early": started_early,
     }
     write_ticket(run, r, weights, mask, meta)
@@ -288,9 +327,15 @@ def _finish_round(job, run, r, mask, state, seconds, template, started_early: bo
 
 def _log_round(tracker: Tracker, child: str, run: RunDir, meta: dict, history: dict) -> None:
     tracker.log_metrics(child, history["epochs"], "epoch")
-    tracker.log_final(child, {"final_val_acc": meta["val_acc"], "final_test_acc": meta["test_acc"], "density": meta["density"]},
-                      {"ticket_uri": run.uri_of(f"{round_dir(meta['round'])}/ticket.safetensors"),
-                       "ticket_sha256": meta["ticket_sha256"], "density": f"{meta['density']:.6f}"})
+    tracker.log_final(
+        child,
+        {"final_val_acc": meta["val_acc"], "final_test_acc": meta["test_acc"], "density": meta["density"]},
+        {
+            "ticket_uri": run.uri_of(f"{round_dir(meta['round'])}/ticket.safetensors"),
+            "ticket_sha256": meta["ticket_sha256"],
+            "density": f"{meta['density']:.6f}",
+        },
+    )
     tracker.finish(child)
 
 

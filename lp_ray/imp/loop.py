@@ -23,8 +23,7 @@ from lp_ray.models import build_model
 from lp_ray.sparsity import apply_mask, dense_mask, prunable_names
 from lp_ray.spec import job_from_dict
 from lp_ray.store import RunDir, decode_weights, encode_weights, read_mask, round_dir
-from lp_ray.training import (count_correct, epoch_seed, lr_at, make_optimizer, masked_sgd_epoch,
-                             set_lr)
+from lp_ray.training import count_correct, epoch_seed, lr_at, make_optimizer, masked_sgd_epoch, set_lr
 
 REWIND_FILE = "rewind.safetensors"
 
@@ -57,13 +56,21 @@ def train_round(cfg: dict) -> None:
             model.load_state_dict(load_file(os.path.join(d, "model.safetensors")))
             opt_state = load_file(os.path.join(d, "optimizer.safetensors"))
             state = json.load(open(os.path.join(d, "state.json")))
-            best = load_file(os.path.join(d, "best.safetensors")) if os.path.exists(os.path.join(d, "best.safetensors")) else None
+            best = (
+                load_file(os.path.join(d, "best.safetensors"))
+                if os.path.exists(os.path.join(d, "best.safetensors"))
+                else None
+            )
         history, start = state["history"], state["epoch"] + 1
     else:
         if r > 0:  # rewind: the weights after epoch k, masked
             rewind, _ = decode_weights(run.read_bytes(REWIND_FILE), run.path(REWIND_FILE), model.state_dict())
             model.load_state_dict(apply_mask(rewind, mask))
-        history, start, best = {"epochs": [], "starts": [], "best_val": -1.0}, (0 if r == 0 else job.imp.rewind_epoch), None
+        history, start, best = (
+            {"epochs": [], "starts": [], "best_val": -1.0},
+            (0 if r == 0 else job.imp.rewind_epoch),
+            None,
+        )
     history["starts"].append(start)
 
     model.to(device)
@@ -84,22 +91,31 @@ def train_round(cfg: dict) -> None:
         t0 = time.perf_counter()
         set_lr(opt, lr_at(T, epoch))
         gen = torch.Generator().manual_seed(epoch_seed(T.seed, r, epoch))
-        last = [0.0]
 
-        def on_step(step, loss):
+        def on_step(step, loss, epoch=epoch, last=[0.0]):  # noqa: B006 (bound per epoch: when it last pushed)
             if board is not None and rank == 0 and (time.perf_counter() - last[0] > 0.5 or step == steps - 1):
                 last[0] = time.perf_counter()
-                board.update.remote({"round": r, "epoch": epoch, "epochs": T.epochs, "step": step + 1, "steps": steps, "loss": loss})
+                board.update.remote(
+                    {"round": r, "epoch": epoch, "epochs": T.epochs, "step": step + 1, "steps": steps, "loss": loss}
+                )
 
-        loss, acc = masked_sgd_epoch(net, opt, data.train, train_idx, per_worker_batch, mask, gen, device, rank, world, on_step)
+        loss, acc = masked_sgd_epoch(
+            net, opt, data.train, train_idx, per_worker_batch, mask, gen, device, rank, world, on_step
+        )
         due = epoch == T.epochs - 1 or time.monotonic() - last_checkpoint >= interval
         # one all-reduce carries the epoch's metrics and rank 0's checkpoint decision (every rank must
         # call report() the same number of times)
         loss, acc, due = _sum_over_ranks([loss, acc, float(due) if rank == 0 else 0.0], world)
         loss, acc, due = loss / world, acc / world, due > 0
         val_acc = _accuracy(net, data.train, val_idx, device, rank, world)
-        row = {"epoch": epoch, "train_loss": loss, "train_acc": acc, "val_acc": val_acc, "lr": lr_at(T, epoch),
-               "seconds": time.perf_counter() - t0}
+        row = {
+            "epoch": epoch,
+            "train_loss": loss,
+            "train_acc": acc,
+            "val_acc": val_acc,
+            "lr": lr_at(T, epoch),
+            "seconds": time.perf_counter() - t0,
+        }
         if T.select == "best_val" and val_acc > history["best_val"]:
             history["best_val"], best = val_acc, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         if epoch == T.epochs - 1:  # the test set is touched once, for the report
@@ -109,8 +125,18 @@ def train_round(cfg: dict) -> None:
             row["selected_val_acc"] = history["best_val"] if best is not None else val_acc
         history["epochs"].append(row)
         if board is not None and rank == 0:
-            board.update.remote({"round": r, "epoch": epoch + 1, "epochs": T.epochs, "step": steps, "steps": steps,
-                                 "loss": loss, "train_acc": acc, "val_acc": val_acc})
+            board.update.remote(
+                {
+                    "round": r,
+                    "epoch": epoch + 1,
+                    "epochs": T.epochs,
+                    "step": steps,
+                    "steps": steps,
+                    "loss": loss,
+                    "train_acc": acc,
+                    "val_acc": val_acc,
+                }
+            )
         if due:
             _report(model, opt, history, epoch, best, rank, row)
             last_checkpoint = time.monotonic()
@@ -132,7 +158,10 @@ def _report(model, opt, history, epoch, best, rank, metrics) -> None:
         ray.train.report(metrics, checkpoint=None)
         return
     with tempfile.TemporaryDirectory() as d:
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, os.path.join(d, "model.safetensors"))
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+            os.path.join(d, "model.safetensors"),
+        )
         save_file(_momentum(opt, model), os.path.join(d, "optimizer.safetensors"))
         if best is not None:
             save_file({k: v.contiguous() for k, v in best.items()}, os.path.join(d, "best.safetensors"))

@@ -28,7 +28,7 @@ class CifarResNet(nn.Module):
         self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         layers, cin = [], 64
-        for i, (n, cout) in enumerate(zip(blocks, (64, 128, 256, 512))):
+        for i, (n, cout) in enumerate(zip(blocks, (64, 128, 256, 512), strict=True)):
             for j in range(n):
                 layers.append(BasicBlock(cin, cout, 2 if (i > 0 and j == 0) else 1))
                 cin = cout

@@ -9,9 +9,15 @@ class Conv1dBN(nn.Module):
     def __init__(self, num_classes: int = 10, width: int = 64, length: int = 40):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv1d(1, width, 5, stride=2, padding=1), nn.BatchNorm1d(width), nn.ReLU(),
-            nn.Conv1d(width, width, 3, stride=2, padding=1), nn.BatchNorm1d(width), nn.ReLU(),
-            nn.Conv1d(width, width, 3, stride=2, padding=1), nn.BatchNorm1d(width), nn.ReLU(),
+            nn.Conv1d(1, width, 5, stride=2, padding=1),
+            nn.BatchNorm1d(width),
+            nn.ReLU(),
+            nn.Conv1d(width, width, 3, stride=2, padding=1),
+            nn.BatchNorm1d(width),
+            nn.ReLU(),
+            nn.Conv1d(width, width, 3, stride=2, padding=1),
+            nn.BatchNorm1d(width),
+            nn.ReLU(),
         )
         with torch.no_grad():
             flat = self.features(torch.zeros(2, 1, length)).flatten(1).shape[1]

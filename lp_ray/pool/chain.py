@@ -13,14 +13,13 @@ accuracies always give the same chain, whatever order evaluations finish in.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 # Paper Table 3's interpolation pool.
 INTERPOLATION_POOL = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
 METHODS = ("interpolation", "average", "swa", "ema", "prune_after")
 
 
-def candidate_order(target: int, rounds: list[int], search_num: Optional[int] = None) -> list[int]:
+def candidate_order(target: int, rounds: list[int], search_num: int | None = None) -> list[int]:
     """Other tickets by adjacency: t-1, t+1, t-2, t+2, ... (the denser neighbour first), capped at
     `search_num` candidates (all of them by default; the paper's code silently dropped the last)."""
     others = set(rounds) - {target}
@@ -53,10 +52,10 @@ class Chain:
     target: int
     candidates: list[int]
     method: str = "interpolation"
-    coefficients: Optional[list[float]] = None  # overrides the method's pool (interpolation/average/prune_after)
+    coefficients: list[float] | None = None  # overrides the method's pool (interpolation/average/prune_after)
     ema_decay: float = 0.95
     index: int = 0
-    best: Optional[float] = None
+    best: float | None = None
     merged: int = 1  # tickets averaged into `current` so far (for swa)
     decisions: list[Decision] = field(default_factory=list)
 
@@ -81,7 +80,7 @@ class Chain:
             return tuple(self.coefficients)
         return (0.5,) if self.method == "average" else tuple(INTERPOLATION_POOL)
 
-    def open_step(self) -> Optional[Step]:
+    def open_step(self) -> Step | None:
         if self.done:
             return None
         if self.index == 0:

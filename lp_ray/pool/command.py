@@ -6,7 +6,6 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Optional
 
 from lp_ray.errors import LpRayError
 from lp_ray.pool.driver import PoolDriver, PoolRun, PoolSettings, TargetResult, open_run
@@ -24,8 +23,15 @@ class PoolOutcome:
     parallel: int
 
 
-def run_pool(run_uri: str, settings: PoolSettings, cluster: ClusterSpec, tracking_uri: Optional[str],
-             parallel_evals: int = 2, executor: str = "ray", overwrite: bool = False) -> PoolOutcome:
+def run_pool(
+    run_uri: str,
+    settings: PoolSettings,
+    cluster: ClusterSpec,
+    tracking_uri: str | None,
+    parallel_evals: int = 2,
+    executor: str = "ray",
+    overwrite: bool = False,
+) -> PoolOutcome:
     from lp_ray.pool.executors import RayExecutor, SerialExecutor, build_evaluator
 
     if parallel_evals < 1:
@@ -38,23 +44,27 @@ def run_pool(run_uri: str, settings: PoolSettings, cluster: ClusterSpec, trackin
     if executor == "serial":
         ex = SerialExecutor(build_evaluator(job_dict, pr.run.uri, settings.bn_samples, cluster.torch_threads))
     elif executor == "ray":
-        from lp_ray.cluster import connect
-
-        from lp_ray.cluster import check_storage
+        from lp_ray.cluster import check_storage, connect
 
         connect(cluster, {"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else None)
         check_storage(cluster, pr.run.uri)
-        ex = RayExecutor(job_dict, pr.run.uri, settings.bn_samples, cluster.torch_threads, parallel_evals, cluster.eval_resources)
+        ex = RayExecutor(
+            job_dict, pr.run.uri, settings.bn_samples, cluster.torch_threads, parallel_evals, cluster.eval_resources
+        )
         if ex.parallel < parallel_evals:
-            console.print(f"note: the cluster fits {ex.parallel} evaluation(s) of {cluster.eval_resources} at once; "
-                          f"running {ex.parallel} in parallel instead of {parallel_evals}")
+            console.print(
+                f"note: the cluster fits {ex.parallel} evaluation(s) of {cluster.eval_resources} at once; "
+                f"running {ex.parallel} in parallel instead of {parallel_evals}"
+            )
     else:
         raise LpRayError(f"unknown executor {executor!r} (serial or ray)")
 
     view = SearchView(settings)
     driver = PoolDriver(pr, settings, ex, on_event=view.event)
-    console.print(f"[bold]lp-ray pool[/] {settings.method} on {pr.run.uri}: {len(driver.targets)} target(s), "
-                  f"{ex.parallel} evaluation(s) in parallel -> {pr.run.uri_of(settings.folder)}")
+    console.print(
+        f"[bold]lp-ray pool[/] {settings.method} on {pr.run.uri}: {len(driver.targets)} target(s), "
+        f"{ex.parallel} evaluation(s) in parallel -> {pr.run.uri_of(settings.folder)}"
+    )
     t0 = time.time()
     try:
         with view:
@@ -64,8 +74,14 @@ def run_pool(run_uri: str, settings: PoolSettings, cluster: ClusterSpec, trackin
     seconds = time.time() - t0
     if tracker is not None:
         _log_pool(tracker, pr, settings, results)
-    return PoolOutcome(results, pr.run.uri_of(settings.folder), seconds, driver.evaluations_done,
-                       driver.evaluations_replayed, ex.parallel)
+    return PoolOutcome(
+        results,
+        pr.run.uri_of(settings.folder),
+        seconds,
+        driver.evaluations_done,
+        driver.evaluations_replayed,
+        ex.parallel,
+    )
 
 
 class SearchView:
@@ -76,9 +92,15 @@ class SearchView:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.live = console.is_terminal
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
-                                 disable=not self.live)
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not self.live,
+        )
         self.task = self.progress.add_task(f"pool {settings.method}", total=1, info="")
         self.accepted = self.targets_done = self.targets = self.done = 0
         self.t0 = time.time()
@@ -92,8 +114,11 @@ class SearchView:
 
     def _refresh(self):
         rate = self.done / max(time.time() - self.t0, 1e-9)
-        self.progress.update(self.task, completed=self.done,
-                             info=f"targets {self.targets_done}/{self.targets}  {rate:.1f} eval/s  accepted {self.accepted}")
+        self.progress.update(
+            self.task,
+            completed=self.done,
+            info=f"targets {self.targets_done}/{self.targets}  {rate:.1f} eval/s  accepted {self.accepted}",
+        )
 
     def event(self, kind: str, **kw) -> None:
         if kind == "start":
@@ -112,8 +137,10 @@ class SearchView:
             if not kw["skipped"]:
                 self.targets_done += 1
             how = "done already" if kw["skipped"] else "pooled"
-            console.print(f"target {r.target:2d}  {how}: density {100 * r.density:6.2f}%  LT test {100 * r.lt_test:.2f}%  "
-                          f"pooled test {100 * r.test_acc:.2f}% ({100 * r.gain:+.2f})  accepted {r.accepted or '-'}")
+            console.print(
+                f"target {r.target:2d}  {how}: density {100 * r.density:6.2f}%  LT test {100 * r.lt_test:.2f}%  "
+                f"pooled test {100 * r.test_acc:.2f}% ({100 * r.gain:+.2f})  accepted {r.accepted or '-'}"
+            )
         self._refresh()
 
 
@@ -121,7 +148,7 @@ class SearchView:
 # MLflow
 
 
-def _tracker(pr: PoolRun, tracking_uri: Optional[str]):
+def _tracker(pr: PoolRun, tracking_uri: str | None):
     from lp_ray.tracking import Tracker
 
     if tracking_uri is None:
@@ -129,7 +156,7 @@ def _tracker(pr: PoolRun, tracking_uri: Optional[str]):
     return Tracker(tracking_uri, pr.job.name, run_hash(pr.job))
 
 
-def _imp_run_id(tracker, pr: PoolRun) -> Optional[str]:
+def _imp_run_id(tracker, pr: PoolRun) -> str | None:
     info = pr.run.read_json("tracking.json") if pr.run.exists("tracking.json") else {}
     if info.get("tracking_uri") == tracker.uri:
         return info.get("imp_run_id")
@@ -144,10 +171,24 @@ def _log_pool(tracker, pr: PoolRun, settings: PoolSettings, results: dict[int, T
     pool_run = tracker.pool_run(name, parent, {f"pool.{k}": v for k, v in settings.identity(pr.rounds).items()})
     for t, r in sorted(results.items()):
         child = tracker.child_run(pool_run, "pool_target", str(t), f"{name} target {t:02d}")
-        tracker.log_final(child, {"val_acc": r.val_acc, "test_acc": r.test_acc, "lt_test_acc": r.lt_test,
-                                  "lt_val_acc": r.lt_val, "gain": r.gain, "density": r.density},
-                          {"network_uri": r.path, "network_sha256": r.sha256, "accepted_rounds": ",".join(map(str, r.accepted)),
-                           "alphas": ",".join(f"{a:g}" for a in r.alphas), "target": str(t)})
+        tracker.log_final(
+            child,
+            {
+                "val_acc": r.val_acc,
+                "test_acc": r.test_acc,
+                "lt_test_acc": r.lt_test,
+                "lt_val_acc": r.lt_val,
+                "gain": r.gain,
+                "density": r.density,
+            },
+            {
+                "network_uri": r.path,
+                "network_sha256": r.sha256,
+                "accepted_rounds": ",".join(map(str, r.accepted)),
+                "alphas": ",".join(f"{a:g}" for a in r.alphas),
+                "target": str(t),
+            },
+        )
         tracker.finish(child)
     with tempfile.TemporaryDirectory() as d:
         for rel in ("trace.parquet", "summary.parquet"):

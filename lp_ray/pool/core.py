@@ -11,8 +11,8 @@ executor compute bit-identical results.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, Optional
 
 import torch
 import torch.nn as nn
@@ -55,8 +55,9 @@ def has_batchnorm(model: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, source: Source, idx: torch.Tensor, batch_size: int,
-                   device: torch.device = torch.device("cpu")) -> None:
+def recalibrate_bn(
+    model: nn.Module, source: Source, idx: torch.Tensor, batch_size: int, device: torch.device = torch.device("cpu")
+) -> None:
     """Recompute BatchNorm running statistics: reset them, use a cumulative average (momentum None),
     and run forward passes in train mode over `idx` in the given order, without augmentation.
     This is what torch.optim.swa_utils.update_bn does, on our batch sources."""
@@ -78,14 +79,15 @@ def recalibrate_bn(model: nn.Module, source: Source, idx: torch.Tensor, batch_si
     model.train(was_training)
 
 
-def accuracy_on(model: nn.Module, source: Source, idx: torch.Tensor, batch_size: int,
-                device: torch.device = torch.device("cpu")) -> float:
+def accuracy_on(
+    model: nn.Module, source: Source, idx: torch.Tensor, batch_size: int, device: torch.device = torch.device("cpu")
+) -> float:
     """Eval-mode accuracy without augmentation: the same counting the training loop reports."""
     correct, total = count_correct(model, source, idx, device, batch_size=batch_size)
     return correct / total
 
 
-def bn_subset(train_idx: torch.Tensor, bn_samples: Optional[int], seed: int) -> torch.Tensor:
+def bn_subset(train_idx: torch.Tensor, bn_samples: int | None, seed: int) -> torch.Tensor:
     """The recalibration examples: the whole training split, or a fixed seeded subset of it, in a fixed
     (sorted) order so every evaluation sees the same batches."""
     if bn_samples is None or bn_samples >= len(train_idx):
@@ -119,16 +121,28 @@ class Evaluator:
     count: same inputs, same bits, in any process.
     """
 
-    def __init__(self, model: nn.Module, data: DataBundle, prunable: list[str], bn_idx: torch.Tensor,
-                 batch_size: int, device: torch.device = torch.device("cpu")):
+    def __init__(
+        self,
+        model: nn.Module,
+        data: DataBundle,
+        prunable: list[str],
+        bn_idx: torch.Tensor,
+        batch_size: int,
+        device: torch.device = torch.device("cpu"),
+    ):
         self.model = model.to(device)
         self.data, self.prunable, self.bn_idx = data, sorted(prunable), bn_idx
         self.batch_size, self.device = batch_size, device
         self.eval_batch = max(batch_size, 1000)
         self.prunable_size = sum(p.numel() for n, p in model.state_dict().items() if n in self.prunable)
 
-    def merge(self, current: Mapping[str, torch.Tensor], candidate: Optional[Mapping[str, torch.Tensor]],
-              alpha: float, keep: Optional[int]) -> tuple[State, Mask]:
+    def merge(
+        self,
+        current: Mapping[str, torch.Tensor],
+        candidate: Mapping[str, torch.Tensor] | None,
+        alpha: float,
+        keep: int | None,
+    ) -> tuple[State, Mask]:
         """The merged weights an evaluation scores, and their mask: interpolate, then re-prune to `keep`
         survivors (None: no re-pruning, for the dense target and the prune-after ablation; the mask is
         then the nonzero positions)."""
@@ -142,14 +156,14 @@ class Evaluator:
         self.model.load_state_dict(state)
         recalibrate_bn(self.model, self.data.train, self.bn_idx, self.batch_size, self.device)
 
-    def evaluate(self, current, candidate, alpha: float, keep: Optional[int]) -> Evaluation:
+    def evaluate(self, current, candidate, alpha: float, keep: int | None) -> Evaluation:
         t0 = time.perf_counter()
         state, mask = self.merge(current, candidate, alpha, keep)
         self.load(state)
         val = accuracy_on(self.model, self.data.train, self.data.val_idx, self.eval_batch, self.device)
         return Evaluation(val, survivors(mask) / self.prunable_size, time.perf_counter() - t0)
 
-    def finalize(self, current, keep: Optional[int]) -> Final:
+    def finalize(self, current, keep: int | None) -> Final:
         """The pooled network: re-pruned if asked, BatchNorm recalibrated, scored on val and, once, on test."""
         state, mask = self.merge(current, None, 0.0, keep)
         self.load(state)

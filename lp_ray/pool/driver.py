@@ -13,7 +13,6 @@ restart (decisions are a function of the recorded accuracies), so nothing finish
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Optional
 
 import pyarrow as pa
 import torch
@@ -28,16 +27,15 @@ from lp_ray.spec import JobSpec
 from lp_ray.store import RunDir, encode_weights, finished_rounds, read_job, read_ticket, round_dir, sha256
 
 
-
 @dataclass
 class PoolSettings:
     method: str = "interpolation"
-    coefficients: Optional[list[float]] = None
-    search_num: Optional[int] = None
-    bn_samples: Optional[int] = None
+    coefficients: list[float] | None = None
+    search_num: int | None = None
+    bn_samples: int | None = None
     ema_decay: float = 0.95
-    targets: Optional[list[int]] = None
-    name: Optional[str] = None  # output folder under pool/ (default: the method)
+    targets: list[int] | None = None
+    name: str | None = None  # output folder under pool/ (default: the method)
 
     @property
     def folder(self) -> str:
@@ -111,13 +109,13 @@ def open_run(run_uri: str) -> PoolRun:
     return PoolRun(run, job, rounds, tickets, masks, metas, prunable)
 
 
-def keep_count(mask) -> Optional[int]:
+def keep_count(mask) -> int | None:
     """Survivors to re-prune a target to: its own count; None for a dense target (nothing to prune)."""
     n = survivors(mask)
     return None if n == sum(m.numel() for m in mask.values()) else n
 
 
-def merge_states(current, candidate, alpha: float, prunable: list[str], keep: Optional[int]):
+def merge_states(current, candidate, alpha: float, prunable: list[str], keep: int | None):
     """The driver's copy of an accepted merge (the same pure functions the evaluator ran)."""
     state = interpolate(current, candidate, alpha)
     return reprune(state, prunable, keep)[0] if keep is not None else state
@@ -141,8 +139,11 @@ class PoolDriver:
             raise LpRayError(f"--targets: round(s) {missing} have no finished ticket (finished: {pr.rounds})")
         self.targets = sorted(targets)
         self._check_settings(run)
-        self.trace_rows: list[dict] = run.read_table(f"{self.folder}/trace.parquet").to_pylist() \
-            if run.exists(f"{self.folder}/trace.parquet") else []
+        self.trace_rows: list[dict] = (
+            run.read_table(f"{self.folder}/trace.parquet").to_pylist()
+            if run.exists(f"{self.folder}/trace.parquet")
+            else []
+        )
         self.results: dict[int, TargetResult] = {}
         self.chains: dict[int, Chain] = {}
         self.current: dict[int, dict] = {}
@@ -159,15 +160,17 @@ class PoolDriver:
             old = run.read_json(rel)
             if old != ident:
                 diff = sorted(k for k in set(old) | set(ident) if old.get(k) != ident.get(k))
-                raise LpRayError(f"{run.path(self.folder)}: holds a search with different settings ({', '.join(diff)}); "
-                                 f"pass --overwrite to start it over or --name to keep both")
+                raise LpRayError(
+                    f"{run.path(self.folder)}: holds a search with different settings ({', '.join(diff)}); "
+                    f"pass --overwrite to start it over or --name to keep both"
+                )
         else:
             run.write_json(rel, ident)
 
-    def keep_for(self, target: int) -> Optional[int]:
+    def keep_for(self, target: int) -> int | None:
         return keep_count(self.pr.masks[target])
 
-    def _eval_keep(self, target: int) -> Optional[int]:
+    def _eval_keep(self, target: int) -> int | None:
         return None if self.s.method == "prune_after" else self.keep_for(target)
 
     def remaining_evaluations(self) -> int:
@@ -180,8 +183,13 @@ class PoolDriver:
         return n
 
     def _new_chain(self, t: int) -> Chain:
-        return Chain(t, candidate_order(t, self.pr.rounds, self.s.search_num), self.s.method,
-                     self.s.coefficients, self.s.ema_decay)
+        return Chain(
+            t,
+            candidate_order(t, self.pr.rounds, self.s.search_num),
+            self.s.method,
+            self.s.coefficients,
+            self.s.ema_decay,
+        )
 
     def _set_current(self, t: int, state) -> None:
         self.version[t] = self.version.get(t, -1) + 1
@@ -201,10 +209,14 @@ class PoolDriver:
             by_step.setdefault(r["step"], []).append(r)
         while not chain.done and chain.index in by_step:
             step = chain.open_step()
-            got = sorted(by_step[chain.index], key=lambda r: step.alphas.index(r["alpha"]) if r["alpha"] in step.alphas else -1)
+            got = sorted(
+                by_step[chain.index], key=lambda r: step.alphas.index(r["alpha"]) if r["alpha"] in step.alphas else -1
+            )
             if [r["alpha"] for r in got] != list(step.alphas) or any(r["candidate"] != step.candidate for r in got):
-                raise LpRayError(f"{self.pr.run.path(self.folder)}/trace.parquet: step {step.index} of target {chain.target} "
-                                 f"does not match these settings; pass --overwrite to start over")
+                raise LpRayError(
+                    f"{self.pr.run.path(self.folder)}/trace.parquet: step {step.index} of target {chain.target} "
+                    f"does not match these settings; pass --overwrite to start over"
+                )
             d = chain.decide([r["val_acc"] for r in got])
             self.evaluations_replayed += len(got)
             if d.accepted:
@@ -224,8 +236,13 @@ class PoolDriver:
             self._set_current(t, self.pr.tickets[t])
             self._replay(chain)
             self.chains[t] = chain
-        self.on_event("start", total=self.remaining_evaluations(), replayed=self.evaluations_replayed,
-                      targets=len(self.targets), finished=len(self.results))
+        self.on_event(
+            "start",
+            total=self.remaining_evaluations(),
+            replayed=self.evaluations_replayed,
+            targets=len(self.targets),
+            finished=len(self.results),
+        )
         open_steps: dict[int, _Open] = {}
         outstanding = sum(self._submit_next(chain, open_steps) for chain in self.chains.values())
         while outstanding:
@@ -271,24 +288,36 @@ class PoolDriver:
         # Nothing beat the target: the pooled network is the ticket itself, as trained.
         self.on_event("total", delta=-1)
         m = self.pr.metas[t]
-        self._write_target(chain, Final(self.pr.tickets[t], self.pr.masks[t], m["val_acc"], m["test_acc"], m["density"]))
+        self._write_target(
+            chain, Final(self.pr.tickets[t], self.pr.masks[t], m["val_acc"], m["test_acc"], m["density"])
+        )
         open_steps.pop(t, None)
         return 0
 
     def _accept(self, chain: Chain, d: Decision, replay: bool = False) -> None:
         t = chain.target
-        new = merge_states(self.current[t], self.pr.tickets[d.step.candidate], d.alpha, self.pr.prunable, self._eval_keep(t))
+        new = merge_states(
+            self.current[t], self.pr.tickets[d.step.candidate], d.alpha, self.pr.prunable, self._eval_keep(t)
+        )
         self._set_current(t, new)
         if not replay:
             self.on_event("accepted", target=t, candidate=d.step.candidate, alpha=d.alpha)
 
     def _record(self, d: Decision, evals) -> None:
-        for alpha, e in zip(d.step.alphas, evals):
-            self.trace_rows.append({
-                "target": d.step.target, "step": d.step.index, "candidate": d.step.candidate, "alpha": alpha,
-                "val_acc": e.val_acc, "accepted": bool(d.accepted and alpha == d.alpha), "density": e.density,
-                "seconds": e.seconds, "node": e.node,
-            })
+        for alpha, e in zip(d.step.alphas, evals, strict=True):
+            self.trace_rows.append(
+                {
+                    "target": d.step.target,
+                    "step": d.step.index,
+                    "candidate": d.step.candidate,
+                    "alpha": alpha,
+                    "val_acc": e.val_acc,
+                    "accepted": bool(d.accepted and alpha == d.alpha),
+                    "density": e.density,
+                    "seconds": e.seconds,
+                    "node": e.node,
+                }
+            )
         self.pr.run.write_table(f"{self.folder}/trace.parquet", trace_table(self.trace_rows))
 
     def _write_target(self, chain: Chain, final: Final) -> None:
@@ -296,14 +325,36 @@ class PoolDriver:
         rel = f"{self.folder}/target_{t:02d}.safetensors"
         data = encode_weights(final.state, final.mask, {"target": str(t), "method": self.s.method})
         run.write_bytes(rel, data)
-        result = TargetResult(t, final.density, m["val_acc"], m["test_acc"], final.val_acc, final.test_acc,
-                              [d.step.candidate for d in chain.accepted], [d.alpha for d in chain.accepted],
-                              run.uri_of(rel), sha256(data))
-        run.write_json(f"{self.folder}/target_{t:02d}.json", {
-            "result": asdict(result), "method": self.s.method, "gain": result.gain,
-            "steps": [{"step": d.step.index, "candidate": d.step.candidate, "alpha": d.alpha,
-                       "val_acc": d.val_acc, "accepted": d.accepted} for d in chain.decisions],
-        })
+        result = TargetResult(
+            t,
+            final.density,
+            m["val_acc"],
+            m["test_acc"],
+            final.val_acc,
+            final.test_acc,
+            [d.step.candidate for d in chain.accepted],
+            [d.alpha for d in chain.accepted],
+            run.uri_of(rel),
+            sha256(data),
+        )
+        run.write_json(
+            f"{self.folder}/target_{t:02d}.json",
+            {
+                "result": asdict(result),
+                "method": self.s.method,
+                "gain": result.gain,
+                "steps": [
+                    {
+                        "step": d.step.index,
+                        "candidate": d.step.candidate,
+                        "alpha": d.alpha,
+                        "val_acc": d.val_acc,
+                        "accepted": d.accepted,
+                    }
+                    for d in chain.decisions
+                ],
+            },
+        )
         self.results[t] = result
         self.on_event("target_done", target=t, result=result, skipped=False)
 
@@ -313,20 +364,35 @@ class PoolDriver:
 
 
 def trace_table(rows: list[dict]) -> pa.Table:
-    schema = pa.schema([("target", pa.int32()), ("step", pa.int32()), ("candidate", pa.int32()), ("alpha", pa.float64()),
-                        ("val_acc", pa.float64()), ("accepted", pa.bool_()), ("density", pa.float64()), ("seconds", pa.float64()),
-                        ("node", pa.string())])
+    schema = pa.schema(
+        [
+            ("target", pa.int32()),
+            ("step", pa.int32()),
+            ("candidate", pa.int32()),
+            ("alpha", pa.float64()),
+            ("val_acc", pa.float64()),
+            ("accepted", pa.bool_()),
+            ("density", pa.float64()),
+            ("seconds", pa.float64()),
+            ("node", pa.string()),
+        ]
+    )
     return pa.Table.from_pylist(rows, schema=schema)
 
 
 def summary_table(rows: list[TargetResult]) -> pa.Table:
-    return pa.table({
-        "target": pa.array([r.target for r in rows], pa.int32()),
-        "density": [r.density for r in rows],
-        "lt_val_acc": [r.lt_val for r in rows], "lt_test_acc": [r.lt_test for r in rows],
-        "val_acc": [r.val_acc for r in rows], "test_acc": [r.test_acc for r in rows],
-        "gain": [r.gain for r in rows],
-        "accepted": pa.array([r.accepted for r in rows], pa.list_(pa.int32())),
-        "alphas": pa.array([r.alphas for r in rows], pa.list_(pa.float64())),
-        "path": [r.path for r in rows], "sha256": [r.sha256 for r in rows],
-    })
+    return pa.table(
+        {
+            "target": pa.array([r.target for r in rows], pa.int32()),
+            "density": [r.density for r in rows],
+            "lt_val_acc": [r.lt_val for r in rows],
+            "lt_test_acc": [r.lt_test for r in rows],
+            "val_acc": [r.val_acc for r in rows],
+            "test_acc": [r.test_acc for r in rows],
+            "gain": [r.gain for r in rows],
+            "accepted": pa.array([r.accepted for r in rows], pa.list_(pa.int32())),
+            "alphas": pa.array([r.alphas for r in rows], pa.list_(pa.float64())),
+            "path": [r.path for r in rows],
+            "sha256": [r.sha256 for r in rows],
+        }
+    )

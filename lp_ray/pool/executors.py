@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import collections
 import math
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any, Hashable, Optional, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -23,15 +24,15 @@ from lp_ray.pool.core import Evaluation, Evaluator, Final
 @dataclass(frozen=True)
 class EvalRequest:
     current: Hashable  # key of a weights set given to put()
-    candidate: Optional[Hashable]
+    candidate: Hashable | None
     alpha: float
-    keep: Optional[int]
+    keep: int | None
 
 
 @dataclass(frozen=True)
 class FinalRequest:
     current: Hashable
-    keep: Optional[int]
+    keep: int | None
 
 
 class Executor(Protocol):
@@ -48,7 +49,7 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-def build_evaluator(job_dict: dict, run_uri: str, bn_samples: Optional[int], torch_threads: int) -> Evaluator:
+def build_evaluator(job_dict: dict, run_uri: str, bn_samples: int | None, torch_threads: int) -> Evaluator:
     """An evaluator for a run, built the same way in the driver's process and in every actor."""
     from lp_ray.data import load_data
     from lp_ray.models import build_model
@@ -63,8 +64,14 @@ def build_evaluator(job_dict: dict, run_uri: str, bn_samples: Optional[int], tor
     data = load_data(job, run)
     model = build_model(job.model, data.num_classes, data.input_shape)
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    return Evaluator(model, data, prunable_names(model, job.imp.prune_linear),
-                     bn_subset(data.train_idx, bn_samples, job.data.split_seed), job.train.batch_size, device)
+    return Evaluator(
+        model,
+        data,
+        prunable_names(model, job.imp.prune_linear),
+        bn_subset(data.train_idx, bn_samples, job.data.split_seed),
+        job.train.batch_size,
+        device,
+    )
 
 
 def _run(evaluator: Evaluator, request, current, candidate):
@@ -107,7 +114,7 @@ def _to_numpy(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in state.items()}
 
 
-def _to_torch(arrays: Optional[dict[str, np.ndarray]]) -> Optional[dict[str, torch.Tensor]]:
+def _to_torch(arrays: dict[str, np.ndarray] | None) -> dict[str, torch.Tensor] | None:
     # Object-store arrays are read-only views: copy before torch may touch them.
     return None if arrays is None else {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}
 
@@ -139,8 +146,15 @@ def eval_capacity(eval_resources: dict[str, float]) -> int:
 
 
 class RayExecutor:
-    def __init__(self, job_dict: dict, run_uri: str, bn_samples: Optional[int], torch_threads: int,
-                 parallel: int, eval_resources: dict[str, float]):
+    def __init__(
+        self,
+        job_dict: dict,
+        run_uri: str,
+        bn_samples: int | None,
+        torch_threads: int,
+        parallel: int,
+        eval_resources: dict[str, float],
+    ):
         import ray
 
         self.parallel = max(1, min(parallel, eval_capacity(eval_resources)))
