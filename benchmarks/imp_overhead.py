@@ -33,7 +33,7 @@ from lp_ray.data import materialize_data  # noqa: E402
 from lp_ray.models import build_model  # noqa: E402
 from lp_ray.sparsity import apply_mask, dense_mask, prunable_names, prune_fraction  # noqa: E402
 from lp_ray.spec import load_job  # noqa: E402
-from lp_ray.store import RunDir  # noqa: E402
+from lp_ray.store import RunDir, read_ticket_meta  # noqa: E402
 from lp_ray.training import accuracy, epoch_seed, lr_at, make_optimizer, masked_sgd_epoch, set_lr  # noqa: E402
 
 
@@ -88,12 +88,8 @@ def lp_ray_imp(job_path: Path, out: Path, rounds: int) -> tuple[float, list[floa
         check=True,
     )
     wall = time.perf_counter() - t0
-    import json
-
-    run = next(p for p in storage.iterdir() if p.is_dir())
-    per_round = [
-        json.loads((run / "rounds" / f"round_{r:02d}" / "meta.json").read_text())["seconds"] for r in range(rounds)
-    ]
+    run = RunDir(str(next(p for p in storage.iterdir() if p.is_dir())))
+    per_round = [read_ticket_meta(run, r).seconds for r in range(rounds)]
     return wall, per_round
 
 

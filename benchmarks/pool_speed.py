@@ -18,10 +18,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from lp_ray import layout  # noqa: E402
 from lp_ray.pool.command import run_pool  # noqa: E402
-from lp_ray.pool.driver import PoolSettings  # noqa: E402
-from lp_ray.spec import ClusterSpec  # noqa: E402
-from lp_ray.store import RunDir, finished_rounds, round_dir  # noqa: E402
+from lp_ray.spec import ClusterSpec, PoolSpec  # noqa: E402
+from lp_ray.store import RunDir, finished_rounds, read_ticket_meta  # noqa: E402
 
 
 def main() -> None:
@@ -32,11 +32,9 @@ def main() -> None:
     run = RunDir(a.run_dir)
     cluster = ClusterSpec()
     rounds = finished_rounds(run)
-    metas = [run.read_json(f"{round_dir(r)}/meta.json") for r in rounds]
-    imp_seconds = sum(m["seconds"] for m in metas)
-    train_size = len(
-        __import__("safetensors.torch", fromlist=["load"]).load(run.read_bytes("split.safetensors"))["train_idx"]
-    )
+    metas = [read_ticket_meta(run, r) for r in rounds]
+    imp_seconds = sum(m.seconds for m in metas)
+    train_size = len(__import__("safetensors.torch", fromlist=["load"]).load(run.read_bytes(layout.SPLIT))["train_idx"])
 
     # (a) throughput at 1 and 2 evaluations in flight, same targets, same work
     targets = [int(t) for t in a.speed_targets.split(",")]
@@ -44,20 +42,22 @@ def main() -> None:
     for p in (1, 2, 1, 2):
         out = run_pool(
             run.uri,
-            PoolSettings(targets=targets, name=f"bench-speed-p{p}"),
+            PoolSpec(targets=targets),
             cluster,
             None,
+            name=f"bench-speed-p{p}",
             parallel_evals=p,
             overwrite=True,
         )
         rates.setdefault(p, []).append(out.evaluations / out.seconds)
     # (b) full search, full vs 10% BN recalibration
-    full = run_pool(run.uri, PoolSettings(name="bench-bn-full"), cluster, None, parallel_evals=2, overwrite=True)
+    full = run_pool(run.uri, PoolSpec(), cluster, None, name="bench-bn-full", parallel_evals=2, overwrite=True)
     sub = run_pool(
         run.uri,
-        PoolSettings(name="bench-bn-10pct", bn_samples=train_size // 10),
+        PoolSpec(bn_samples=train_size // 10),
         cluster,
         None,
+        name="bench-bn-10pct",
         parallel_evals=2,
         overwrite=True,
     )

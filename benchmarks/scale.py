@@ -21,6 +21,8 @@ from pathlib import Path
 
 import yaml
 
+from lp_ray.store import RunDir, read_ticket_meta
+
 ROOT = Path(__file__).resolve().parent.parent
 LP_RAY = str(Path(sys.executable).parent / "lp-ray")
 
@@ -105,10 +107,8 @@ def main() -> None:
         lp_ray(
             "imp", "--job", str(d / "job.yaml"), "--cluster", str(c), "--tracking-uri", f"sqlite:///{d / 'mlflow.db'}"
         )
-        run = next((d / f"runs-w{workers}").iterdir())
-        round_s[workers] = [
-            json.loads((run / "rounds" / f"round_{r:02d}" / "meta.json").read_text())["seconds"] for r in (0, 1)
-        ]
+        run = RunDir(str(next((d / f"runs-w{workers}").iterdir())))
+        round_s[workers] = [read_ticket_meta(run, r).seconds for r in (0, 1)]
 
     ml, mm = max(rates_local), max(rates_multi)
     print(

@@ -2,7 +2,7 @@
 
 Lottery Pools makes up to (candidates × coefficients) comparisons per target and keeps the best, so an
 accuracy measured on the same examples the choices were made on is biased upwards (the winner's curse).
-The paper's code made its choices on the test set in places (DESIGN §2, "Known defects"); lp-ray decides
+The paper's code made its choices on the test set in places (docs/architecture.md, "Lottery Pools"); lp-ray decides
 on the validation split only. This script re-runs the interpolation chain of every target of finished
 runs (e.g. the fidelity benchmark's) under three protocols, with lp-ray's own chain and evaluator, and
 prints LT vs LP test accuracy for each:
@@ -32,11 +32,13 @@ import pyarrow.parquet as pq
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from lp_ray import layout  # noqa: E402
 from lp_ray.data import load_data  # noqa: E402
 from lp_ray.models import build_model  # noqa: E402
 from lp_ray.pool.chain import Chain, candidate_order  # noqa: E402
-from lp_ray.pool.core import Evaluator, accuracy_on, bn_subset  # noqa: E402
-from lp_ray.pool.driver import keep_count, merge_states, open_run  # noqa: E402
+from lp_ray.pool.core import Evaluator, bn_subset, keep_count, merge  # noqa: E402
+from lp_ray.pool.driver import open_run  # noqa: E402
+from lp_ray.training import accuracy  # noqa: E402
 
 PROTOCOLS = ("val", "test", "split")
 
@@ -54,7 +56,7 @@ def greedy(ev: Evaluator, pr, target: int, keep, score) -> dict:
             accs.append(score())
         d = chain.decide(accs)
         if d.accepted:
-            current = merge_states(current, cand, d.alpha, pr.prunable, keep)
+            current, _ = merge(current, cand, d.alpha, pr.prunable, keep)
     return current
 
 
@@ -70,9 +72,9 @@ def run_one(run_dir: str, split_seed: int) -> dict:
     half_a, half_b = perm[: len(test) // 2].sort().values, perm[len(test) // 2 :].sort().values
 
     def acc(idx):
-        return accuracy_on(ev.model, test, idx, 2000)
+        return accuracy(ev.model, test, idx, 2000)
 
-    summary = {r["target"]: r for r in pq.read_table(f"{run_dir}/pool/interpolation/summary.parquet").to_pylist()}
+    summary = {r["target"]: r for r in pq.read_table(f"{run_dir}/{layout.summary('interpolation')}").to_pylist()}
     rows = {}
     for t in pr.rounds:
         keep = keep_count(pr.masks[t])

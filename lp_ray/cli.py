@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -59,9 +58,24 @@ def _interruptible(command):
     return wrapper
 
 
+OverridesArg = typer.Argument(
+    None,
+    metavar="[KEY=VALUE]...",
+    help="Job field overrides on top of the job spec, e.g. train.epochs=3 imp.rewind_epoch=0 (values are YAML).",
+    show_default=False,
+)
+
+
+def _job(job: Path | None, overrides: list[str] | None):
+    from lp_ray.spec import load_job
+
+    return load_job(job, overrides or ())
+
+
 @app.command()
 @_interruptible
 def imp(
+    overrides: list[str] | None = OverridesArg,
     job: Path | None = JobOpt,
     cluster: Path | None = ClusterOpt,
     rounds: int | None = typer.Option(
@@ -72,14 +86,13 @@ def imp(
 ) -> None:
     """Train IMP with rewinding on Ray Train: one checkpointed, resumable fit() per round."""
     from lp_ray.imp.driver import run_imp
-    from lp_ray.spec import load_cluster, load_job, run_name
+    from lp_ray.spec import load_cluster, run_name
     from lp_ray.tracking import resolve_tracking_uri
 
-    j, c = load_job(job), load_cluster(cluster)
-    if rounds is not None:
-        if rounds < 1:
-            raise LpRayError(f"--rounds must be at least 1, got {rounds}")
-        j = replace(j, imp=replace(j.imp, rounds=rounds))
+    if rounds is not None and rounds < 1:
+        raise LpRayError(f"--rounds must be at least 1, got {rounds}")
+    j = _job(job, [*(overrides or []), *([f"imp.rounds={rounds}"] if rounds is not None else [])])
+    c = load_cluster(cluster)
     if submit:
         return _submit(f"lp-ray-imp-{run_name(j)}", c)
     result = run_imp(j, c, resolve_tracking_uri(tracking_uri, c.tracking_uri))
@@ -94,8 +107,9 @@ def tickets(
     """Table of a run's tickets: round, density, validation and test accuracy, path."""
     from rich.table import Table
 
+    from lp_ray import layout
     from lp_ray.progress import console
-    from lp_ray.store import RunDir, finished_rounds, read_mask, round_dir
+    from lp_ray.store import RunDir, finished_rounds, read_mask, read_ticket_meta
 
     run = RunDir(run_dir)
     if not run.is_dir():
@@ -107,13 +121,13 @@ def tickets(
     for col in ("round", "density %", "val acc %", "test acc %", "path"):
         table.add_column(col, justify="left" if col == "path" else "right")
     for r in rounds:
-        m = run.read_json(f"{round_dir(r)}/meta.json")
+        m = read_ticket_meta(run, r)
         table.add_row(
             str(r),
-            f"{100 * m['density']:.2f}",
-            f"{100 * m['val_acc']:.2f}",
-            f"{100 * m['test_acc']:.2f}",
-            run.uri_of(f"{round_dir(r)}/ticket.safetensors"),
+            f"{100 * m.density:.2f}",
+            f"{100 * m.val_acc:.2f}",
+            f"{100 * m.test_acc:.2f}",
+            run.uri_of(layout.ticket(r)),
         )
     console.print(table)
     if layers:
@@ -121,7 +135,7 @@ def tickets(
 
         for r in rounds[1:]:
             console.print(f"round {r}:")
-            for row in density_report(read_mask(run, f"{round_dir(r)}/mask.safetensors")):
+            for row in density_report(read_mask(run, layout.mask(r))):
                 console.print(
                     f"  {row['layer']:<40} {row['survivors']:>10} / {row['size']:<10} {100 * row['density']:6.2f}%"
                 )
@@ -140,69 +154,60 @@ def _floats(text: str | None, what: str) -> list[float] | None:
     if text is None:
         return None
     try:
-        values = [float(x) for x in text.split(",") if x.strip()]
+        return [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise LpRayError(f"{what}: expected comma-separated numbers, got {text!r}") from None
-    if not values or any(not 0 < a < 1 for a in values):
-        raise LpRayError(f"{what}: coefficients must be numbers in (0, 1), got {text!r}")
-    return values
 
 
 def _run_tracking_uri(cli_uri: str | None, cluster_uri: str | None, run_dir: str) -> str:
     """For commands on an existing run: an explicit URI wins, else where that run's IMP logged."""
     import os
 
-    from lp_ray.store import RunDir
+    from lp_ray.store import RunDir, read_tracking
     from lp_ray.tracking import resolve_tracking_uri
 
     if cli_uri or os.environ.get("MLFLOW_TRACKING_URI") or cluster_uri:
         return resolve_tracking_uri(cli_uri, cluster_uri)
-    run = RunDir(run_dir)
-    if run.exists("tracking.json"):
-        return run.read_json("tracking.json")["tracking_uri"]
-    return resolve_tracking_uri(None, None)
+    info = read_tracking(RunDir(run_dir))
+    return info.tracking_uri if info is not None else resolve_tracking_uri(None, None)
+
+
+def _pool_settings(job, overrides: list[str] | None, options: dict):
+    """The run's pool section, then `pool.*` overrides, then the command's options: one PoolSpec, checked
+    once. Other job fields belong to the run directory and cannot change here."""
+    from lp_ray.spec import apply_overrides, with_pool_options
+
+    others = [o for o in overrides or [] if not o.strip().startswith("pool.")]
+    if others:
+        raise LpRayError(f"{others[0]}: only pool.* fields can be set on an existing run (its job made its tickets)")
+    job = apply_overrides(job, overrides or [], "the run's job")
+    return with_pool_options(job.pool, options)
 
 
 def _pool(
-    run_dir,
-    cluster,
-    method,
-    parallel_evals,
-    targets,
-    coefficients,
-    search_num,
-    bn_samples,
-    name,
-    overwrite,
-    serial,
-    tracking_uri,
+    run_dir: str,
+    cluster: Path | None,
+    tracking_uri: str | None,
+    overrides: list[str] | None = None,
+    options: dict | None = None,
+    name: str | None = None,
+    parallel_evals: int = 2,
+    overwrite: bool = False,
+    serial: bool = False,
 ):
     from lp_ray.pool.command import run_pool
-    from lp_ray.pool.driver import settings_from_job
     from lp_ray.spec import load_cluster
     from lp_ray.store import RunDir, read_job
 
     c = load_cluster(cluster)
     run = RunDir(run_dir)
-    job = read_job(run)
-    settings = settings_from_job(
-        job,
-        method=method,
-        coefficients=_floats(coefficients, "--coefficients"),
-        search_num=search_num,
-        bn_samples=bn_samples,
-        targets=_ints(targets, "--targets"),
-        name=name,
-    )
-    if search_num is not None and search_num < 1:
-        raise LpRayError(f"--search-num must be at least 1, got {search_num}")
-    if bn_samples is not None and bn_samples < 1:
-        raise LpRayError(f"--bn-samples must be at least 1, got {bn_samples}")
+    settings = _pool_settings(read_job(run), overrides, options or {})
     return run_pool(
         run.uri,
         settings,
         c,
         _run_tracking_uri(tracking_uri, c.tracking_uri, run.uri),
+        name=name,
         parallel_evals=parallel_evals,
         executor="serial" if serial else "ray",
         overwrite=overwrite,
@@ -216,6 +221,9 @@ RunArg = typer.Argument(..., help="A run directory (local path or URI), as print
 @_interruptible
 def pool(
     run_dir: str = RunArg,
+    overrides: list[str] | None = typer.Argument(
+        None, metavar="[pool.KEY=VALUE]...", help="Pool field overrides, e.g. pool.search_num=4.", show_default=False
+    ),
     cluster: Path | None = ClusterOpt,
     method: str | None = typer.Option(
         None, "--method", "-m", help="interpolation (default), average, swa, ema or prune_after."
@@ -247,20 +255,14 @@ def pool(
 
         folder = run_dir.partition("?")[0].rstrip("/").rsplit("/", 1)[-1]
         return _submit(f"lp-ray-pool-{folder}-{name or method or 'interpolation'}", load_cluster(cluster))
-    out = _pool(
-        run_dir,
-        cluster,
-        method,
-        parallel_evals,
-        targets,
-        coefficients,
-        search_num,
-        bn_samples,
-        name,
-        overwrite,
-        serial,
-        tracking_uri,
-    )
+    options = {
+        "method": method,
+        "coefficients": _floats(coefficients, "--coefficients"),
+        "search_num": search_num,
+        "bn_samples": bn_samples,
+        "targets": _ints(targets, "--targets"),
+    }
+    out = _pool(run_dir, cluster, tracking_uri, overrides, options, name, parallel_evals, overwrite, serial)
     typer.echo(
         f"pooled networks: {out.folder} ({out.evaluations} evaluations in {out.seconds:.0f} s"
         f"{f', {out.replayed} replayed from the trace' if out.replayed else ''})"
@@ -292,6 +294,7 @@ def _log_report(run, paths: dict, tracking_uri: str) -> None:
     """The report files go to the IMP parent run's artifacts, under report/."""
     import tempfile
 
+    from lp_ray import layout
     from lp_ray.spec import run_hash
     from lp_ray.store import read_job
     from lp_ray.tracking import Tracker
@@ -302,9 +305,9 @@ def _log_report(run, paths: dict, tracking_uri: str) -> None:
     if parent is None:
         return
     with tempfile.TemporaryDirectory() as d:
-        for ext in ("csv", "parquet", "png"):
-            local = Path(d) / f"report.{ext}"
-            local.write_bytes(run.read_bytes(f"report.{ext}"))
+        for fmt in layout.REPORT_FORMATS:
+            local = Path(d) / layout.report(fmt)
+            local.write_bytes(run.read_bytes(layout.report(fmt)))
             tracker.log_artifact(parent, str(local), "report")
 
 
@@ -330,6 +333,7 @@ def eval_(
 @app.command()
 @_interruptible
 def run(
+    overrides: list[str] | None = OverridesArg,
     job: Path | None = JobOpt,
     cluster: Path | None = ClusterOpt,
     method: str | None = typer.Option(None, "--method", "-m", help="Pool method (default: the job's, interpolation)."),
@@ -339,15 +343,17 @@ def run(
 ) -> None:
     """The main job: imp, then pool, then report (what `make demo` runs on the default job)."""
     from lp_ray.imp.driver import run_imp
-    from lp_ray.spec import load_cluster, load_job, run_name
+    from lp_ray.pool.command import run_pool
+    from lp_ray.spec import load_cluster, run_name, with_pool_options
     from lp_ray.tracking import resolve_tracking_uri
 
-    j, c = load_job(job), load_cluster(cluster)
+    j, c = _job(job, overrides), load_cluster(cluster)
+    settings = with_pool_options(j.pool, {"method": method})  # checked before anything trains
     if submit:
         return _submit(f"lp-ray-run-{run_name(j)}", c)
     uri = resolve_tracking_uri(tracking_uri, c.tracking_uri)
     result = run_imp(j, c, uri)
-    _pool(result.run.uri, cluster, method, parallel_evals, None, None, None, None, None, False, False, uri)
+    run_pool(result.run.uri, settings, c, uri, parallel_evals=parallel_evals)
     _report(result.run.uri, uri)
     typer.echo(f"run directory: {result.run.uri}")
 

@@ -95,10 +95,3 @@ def check_storage(cluster: ClusterSpec, uri: str) -> None:
             "use s3://... (with storage_endpoint for S3-compatible servers), or an NFS mount present on every node "
             "and set shared_storage: true in the cluster spec"
         )
-
-
-def disconnect() -> None:
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from lp_ray import layout
 from lp_ray.errors import LpRayError
 from lp_ray.store import RunDir, decode_weights, read_job
 
@@ -38,7 +39,7 @@ def find_run_dir(uri: str) -> tuple[RunDir, str]:
     for up in range(1, min(5, len(parts))):
         candidate = "/".join(parts[:-up]) + sep + query
         run = RunDir(candidate)
-        if run.exists("job.yaml"):
+        if run.exists(layout.JOB):
             return run, "/".join(parts[-up:])
     raise LpRayError(f"{uri}: not inside an lp-ray run directory (no job.yaml above it)")
 
@@ -46,8 +47,8 @@ def find_run_dir(uri: str) -> tuple[RunDir, str]:
 def evaluate_uri(uri: str, tracking_uri: str | None = None) -> dict:
     from lp_ray.data import load_data
     from lp_ray.models import build_model
-    from lp_ray.pool.core import accuracy_on
     from lp_ray.sparsity import density, prunable_names
+    from lp_ray.training import accuracy
 
     uri = resolve_network_uri(uri, tracking_uri)
     run, rel = find_run_dir(uri)
@@ -63,6 +64,6 @@ def evaluate_uri(uri: str, tracking_uri: str | None = None) -> dict:
     return {
         "path": run.uri_of(rel),
         "density": density(mask),
-        "val_acc": accuracy_on(model, data.train, data.val_idx, 1000),
-        "test_acc": accuracy_on(model, data.test, torch.arange(len(data.test)), 1000),
+        "val_acc": accuracy(model, data.train, data.val_idx, 1000),
+        "test_acc": accuracy(model, data.test, torch.arange(len(data.test)), 1000),
     }

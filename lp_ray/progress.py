@@ -45,22 +45,27 @@ def make_board():
     return ray.remote(num_cpus=0)(ProgressBoard).remote()
 
 
+def progress_bars() -> Progress:
+    """The one look of lp-ray's live views: description, bar, done/total, an info column, elapsed time.
+    Off a terminal it is disabled (logs get one line per finished stage instead)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    )
+
+
 class RoundProgress:
     """Round r/R bar plus an epoch/step bar with loss and accuracies, fed from a ProgressBoard."""
 
     def __init__(self, total_rounds: int, board=None):
         self.board = board
         self.live = console.is_terminal
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=False,
-            disable=not self.live,
-        )
+        self.progress = progress_bars()
         self.rounds = self.progress.add_task("rounds", total=total_rounds, info="")
         self.epoch = self.progress.add_task("epoch", total=1, info="", visible=False)
         self._stop = threading.Event()

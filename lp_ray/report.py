@@ -8,13 +8,14 @@ import io
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from lp_ray import layout
 from lp_ray.errors import LpRayError
-from lp_ray.store import RunDir, finished_rounds, round_dir
+from lp_ray.store import RunDir, finished_rounds, read_ticket_meta
 
 
 def pooled_methods(run: RunDir) -> list[str]:
     """Pool folders that have a summary, the paper's method first."""
-    names = [n for n in run.list_dir("pool") if run.exists(f"pool/{n}/summary.parquet")]
+    names = [n for n in run.list_dir(layout.POOL) if run.exists(layout.summary(n))]
     return sorted(names, key=lambda n: (n != "interpolation", n))
 
 
@@ -22,15 +23,15 @@ def build_report(run: RunDir) -> pa.Table:
     rounds = finished_rounds(run)
     if not rounds:
         raise LpRayError(f"{run.uri}: no finished IMP rounds to report (is this an lp-ray run directory?)")
-    metas = {r: run.read_json(f"{round_dir(r)}/meta.json") for r in rounds}
+    metas = {r: read_ticket_meta(run, r) for r in rounds}
     cols: dict[str, list] = {
         "round": rounds,
-        "weights_remaining": [100 * metas[r]["density"] for r in rounds],
-        "lt_val_acc": [100 * metas[r]["val_acc"] for r in rounds],
-        "lt_test_acc": [100 * metas[r]["test_acc"] for r in rounds],
+        "weights_remaining": [100 * metas[r].density for r in rounds],
+        "lt_val_acc": [100 * metas[r].val_acc for r in rounds],
+        "lt_test_acc": [100 * metas[r].test_acc for r in rounds],
     }
     for name in pooled_methods(run):
-        rows = {row["target"]: row for row in run.read_table(f"pool/{name}/summary.parquet").to_pylist()}
+        rows = {row["target"]: row for row in run.read_table(layout.summary(name)).to_pylist()}
         cols[f"{name}_test_acc"] = [100 * rows[r]["test_acc"] if r in rows else None for r in rounds]
         cols[f"{name}_gain"] = [100 * rows[r]["gain"] if r in rows else None for r in rounds]
     return pa.table(cols)
@@ -39,14 +40,14 @@ def build_report(run: RunDir) -> pa.Table:
 def write_report(run: RunDir) -> tuple[pa.Table, dict[str, str]]:
     """report.csv, report.parquet and report.png in the run directory."""
     table = build_report(run)
-    run.write_table("report.parquet", table)
+    run.write_table(layout.report("parquet"), table)
     buf = io.BytesIO()
     pacsv.write_csv(table, buf)
-    run.write_bytes("report.csv", buf.getvalue())
+    run.write_bytes(layout.report("csv"), buf.getvalue())
     png = io.BytesIO()
     _plot(table, png)
-    run.write_bytes("report.png", png.getvalue())
-    return table, {k: run.uri_of(f"report.{k}") for k in ("csv", "parquet", "png")}
+    run.write_bytes(layout.report("png"), png.getvalue())
+    return table, {fmt: run.uri_of(layout.report(fmt)) for fmt in layout.REPORT_FORMATS}
 
 
 def write_plot(run: RunDir, local_path: str) -> None:

@@ -1,4 +1,5 @@
-"""Masks and global magnitude pruning. Pure torch: no Ray, no MLflow.
+"""Masks and global magnitude pruning (docs/architecture.md, "IMP with rewinding"). Pure torch: no Ray,
+no MLflow.
 
 A mask is a plain `{parameter name: 0/1 float tensor}` covering exactly the prunable parameters.
 Pruning is global: one threshold over all prunable tensors together. Ties in magnitude are broken

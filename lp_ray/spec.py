@@ -1,7 +1,10 @@
-"""Job and cluster specs: dataclasses loaded from YAML, validated, and hashed into a run identity.
+"""Job and cluster specs: dataclasses loaded from YAML, validated, and hashed into a run identity
+(docs/architecture.md, "Specs and identity").
 
 A job spec says *what* to compute (data, model, training, IMP, pool); a cluster spec says *where*
-(Ray address, workers, storage, MLflow). Only the job spec feeds the run hash.
+(Ray address, workers, storage, MLflow). Only the job spec feeds the run hash. `key=value` overrides
+(`train.epochs=3`) go through the same loader and the same checks as a spec file. Names (data sets,
+models, pool methods) are checked against their registries, the only lists of them.
 """
 
 from __future__ import annotations
@@ -79,12 +82,22 @@ class ImpSpec:
 
 @dataclass
 class PoolSpec:
-    method: str = "interpolation"
+    """The pool settings: the job's pool section, with `lp-ray pool`'s options and overrides on top
+    (`with_pool_options`). Validated in one place, `check_pool`."""
+
+    method: str = "interpolation"  # a key of pool/methods.py's METHODS
     coefficients: list[float] | None = None  # default: the method's
     search_num: int | None = None  # default: every other ticket
     bn_samples: int | None = None  # default: the whole training split
     ema_decay: float = 0.95
     targets: list[int] | None = None  # default: every round
+
+    def identity(self, rounds: list[int]) -> dict:
+        """Everything that changes a chain's decisions (not which targets run): a search resumed in the
+        same folder must match it."""
+        d = dataclasses.asdict(self)
+        d.pop("targets")
+        return {**d, "tickets": rounds}
 
 
 @dataclass
@@ -197,21 +210,59 @@ def storage_uri(cluster: ClusterSpec) -> str:
 # --------------------------------------------------------------------------------------------------
 # Loading and validation
 
-_KNOWN_DATASETS = {"mnist1d", "cifar10", "cifar100", "imagenet", "synthetic"}
-_KNOWN_METHODS = {"interpolation", "average", "swa", "ema", "prune_after"}
 
-
-def load_job(path: str | Path | None) -> JobSpec:
-    """Load a job spec; `None` means the embedded default job (jobs/default.yaml's twin)."""
+def load_job(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> JobSpec:
+    """Load a job spec (`None`: the embedded default job, jobs/default.yaml's twin), then apply
+    `key=value` overrides; every value is checked as if the file had said it."""
     if path is None:
-        return JobSpec()
-    raw = _read_yaml(path)
-    job = _build(JobSpec, raw, str(path), ())
-    _check_job(job, str(path))
+        job = JobSpec()
+    else:
+        job = _build(JobSpec, _read_yaml(path), str(path), ())
+        _check_job(job, str(path))
+    job = apply_overrides(job, overrides, str(path) if path is not None else "the default job")
     if job.data.path and "://" not in job.data.path:
         # Relative to where the command runs; Ray workers run elsewhere, so they get an absolute path.
         job.data.path = str(Path(job.data.path).expanduser().resolve())
     return job
+
+
+def apply_overrides(job: JobSpec, overrides: typing.Sequence[str], where: str) -> JobSpec:
+    """`section.field=value` pairs on top of a job (values are YAML: `train.lr_drops=[20,30]`,
+    `pool.search_num=null`). An unknown key or a bad value is a SpecError naming the override."""
+    if not overrides:
+        return job
+    raw = job_to_dict(job)
+    for text in overrides:
+        key, sep, value = text.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise SpecError(f"{text!r}: expected key=value with a dotted key, e.g. train.epochs=3")
+        node = raw
+        for i, part in enumerate(parts):
+            if not isinstance(node, dict) or part not in node:
+                known = f" (known: {', '.join(sorted(node))})" if isinstance(node, dict) else ""
+                raise SpecError(f"{text}: unknown key '{'.'.join(parts[: i + 1])}'{known}")
+            if i < len(parts) - 1:
+                node = node[part]
+        try:
+            node[parts[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise SpecError(f"{text}: the value is not valid YAML") from None
+    return job_from_dict(raw, f"{where} with {' '.join(overrides)}")
+
+
+def with_pool_options(pool: PoolSpec, options: dict[str, Any]) -> PoolSpec:
+    """The pool settings with command-line options on top (None: not given), checked by the same rules
+    as a spec file; a bad option is one error naming it (`--search-num: must be at least 1, got 0`)."""
+    given = {k: v for k, v in options.items() if v is not None}
+    settings = dataclasses.replace(pool, **given)
+
+    def fail(field_name: str, message: str) -> None:
+        flag = f"--{field_name.replace('_', '-')}" if field_name in given else f"pool.{field_name}"
+        raise SpecError(f"{flag}: {message}")
+
+    check_pool(settings, fail)
+    return settings
 
 
 def load_cluster(path: str | Path | None) -> ClusterSpec:
@@ -313,17 +364,26 @@ def _fail(where: str, key: str, message: str) -> None:
 
 
 def _check_job(job: JobSpec, where: str) -> None:
-    d, t, i, p = job.data, job.train, job.imp, job.pool
+    from lp_ray.data.registry import DATASETS
+    from lp_ray.models import MODELS
+
+    d, m, t, i = job.data, job.model, job.train, job.imp
     if not job.name or any(c in job.name for c in "/\\ "):
         _fail(where, "name", f"must be a non-empty name without '/' or spaces, got {job.name!r}")
-    if d.dataset not in _KNOWN_DATASETS:
-        _fail(where, "data.dataset", f"unknown data set {d.dataset!r} (known: {', '.join(sorted(_KNOWN_DATASETS))})")
+    if d.dataset not in DATASETS:
+        _fail(where, "data.dataset", f"unknown data set {d.dataset!r} (known: {', '.join(sorted(DATASETS))})")
     if not 0.0 < d.val_fraction < 1.0:
         _fail(where, "data.val_fraction", f"must be in (0, 1), got {d.val_fraction}")
     if d.num_samples < 100:
         _fail(where, "data.num_samples", f"must be at least 100, got {d.num_samples}")
     if d.dataset == "synthetic" and (not d.shape or not d.num_classes):
         _fail(where, "data.shape", "the synthetic data set needs data.shape and data.num_classes")
+    if m.name not in MODELS:
+        _fail(where, "model.name", f"unknown model {m.name!r} (known: {', '.join(sorted(MODELS))})")
+    if m.width < 1:
+        _fail(where, "model.width", f"must be at least 1, got {m.width}")
+    if m.num_classes is not None and m.num_classes < 2:
+        _fail(where, "model.num_classes", f"must be at least 2, got {m.num_classes}")
     if t.epochs < 1:
         _fail(where, "train.epochs", f"must be at least 1, got {t.epochs}")
     if t.batch_size < 1:
@@ -346,16 +406,26 @@ def _check_job(job: JobSpec, where: str) -> None:
         _fail(where, "imp.rate", f"must be in (0, 1), got {i.rate}")
     if not 0 <= i.rewind_epoch < t.epochs:
         _fail(where, "imp.rewind_epoch", f"must be in [0, train.epochs={t.epochs}), got {i.rewind_epoch}")
-    if p.method not in _KNOWN_METHODS:
-        _fail(where, "pool.method", f"unknown method {p.method!r} (known: {', '.join(sorted(_KNOWN_METHODS))})")
+    check_pool(job.pool, lambda key, message: _fail(where, f"pool.{key}", message))
+
+
+def check_pool(p: PoolSpec, fail: typing.Callable[[str, str], None]) -> None:
+    """The one set of rules for pool settings, from a spec file or from `lp-ray pool`'s options;
+    `fail(field, message)` raises an error that names where the value came from."""
+    from lp_ray.pool.methods import METHODS, known
+
+    if p.method not in METHODS:
+        fail("method", f"unknown method {p.method!r} (known: {known()})")
     if p.coefficients is not None and (not p.coefficients or any(not 0 < a < 1 for a in p.coefficients)):
-        _fail(where, "pool.coefficients", f"must be a non-empty list of numbers in (0, 1), got {p.coefficients}")
+        fail("coefficients", f"must be a non-empty list of numbers in (0, 1), got {p.coefficients}")
     if p.search_num is not None and p.search_num < 1:
-        _fail(where, "pool.search_num", f"must be at least 1, got {p.search_num}")
+        fail("search_num", f"must be at least 1, got {p.search_num}")
     if p.bn_samples is not None and p.bn_samples < 1:
-        _fail(where, "pool.bn_samples", f"must be at least 1, got {p.bn_samples}")
+        fail("bn_samples", f"must be at least 1, got {p.bn_samples}")
     if not 0.0 < p.ema_decay < 1.0:
-        _fail(where, "pool.ema_decay", f"must be in (0, 1), got {p.ema_decay}")
+        fail("ema_decay", f"must be in (0, 1), got {p.ema_decay}")
+    if p.targets is not None and (not p.targets or any(t < 0 for t in p.targets)):
+        fail("targets", f"must be a non-empty list of rounds (>= 0), got {p.targets}")
 
 
 def _check_cluster(c: ClusterSpec, where: str) -> None:

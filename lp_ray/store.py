@@ -1,15 +1,7 @@
 """The run directory, read and written through `pyarrow.fs` (local paths, NFS, s3://), the same
-filesystem layer Ray Train uses, so one run directory serves a laptop and a cluster.
-
-    <storage>/<job>-<hash>/
-        job.yaml                  the resolved job spec
-        split.safetensors         train/val indices (never changes once written)
-        dataset.safetensors       generated data sets only (mnist1d)
-        rewind.safetensors        weights after the rewind epoch (round 0)
-        tracking.json             MLflow ids, so a resumed run logs into the same MLflow runs
-        rounds/round_RR/mask.safetensors, ticket.safetensors, meta.json
-        rounds.parquet            one row per finished round
-        round_RR/                 Ray Train's own checkpoints for that round's fit()
+filesystem layer Ray Train uses, so one run directory serves a laptop and a cluster. Which files a run
+holds is said in one place, `layout.py`; this module reads and writes them, and turns what is read
+back into typed records (`TicketMeta`, `TrackingInfo`).
 
 Every write is atomic: a temporary name, then a rename. A stage is finished only when its last output
 (a ticket's meta.json) exists, so rerunning a command skips finished stages.
@@ -23,6 +15,7 @@ import json
 import os
 import uuid
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import pyarrow as pa
@@ -33,6 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from lp_ray import layout
 from lp_ray.errors import LpRayError
 
 TICKET_FORMAT = "lp-ray-ticket/1"
@@ -151,21 +145,68 @@ def read_job(run: RunDir):
 
     from lp_ray.spec import job_from_dict
 
-    if not run.exists("job.yaml"):
-        raise LpRayError(f"{run.uri}: not an lp-ray run directory (no job.yaml); run `lp-ray imp` first")
+    if not run.exists(layout.JOB):
+        raise LpRayError(f"{run.uri}: not an lp-ray run directory (no {layout.JOB}); run `lp-ray imp` first")
     try:
-        raw = yaml.safe_load(run.read_bytes("job.yaml"))
+        raw = yaml.safe_load(run.read_bytes(layout.JOB))
     except yaml.YAMLError:
-        raise LpRayError(f"{run.path('job.yaml')}: malformed YAML") from None
-    return job_from_dict(raw, run.path("job.yaml"))
+        raise LpRayError(f"{run.path(layout.JOB)}: malformed YAML") from None
+    return job_from_dict(raw, run.path(layout.JOB))
+
+
+# --------------------------------------------------------------------------------------------------
+# Records read back: a ticket's meta.json and the run's tracking.json
+
+
+@dataclass
+class TicketMeta:
+    """A finished round, as its meta.json says (written last: the round's "done" marker)."""
+
+    round: int
+    density: float
+    val_acc: float
+    test_acc: float
+    epochs: int = 0
+    seconds: float = 0.0
+    starts: list[int] = field(default_factory=list)  # the epoch each (re)start of the round began at
+    rewind_epoch: int = 0
+    run_hash: str = ""
+    started_early: bool = False
+    ticket_sha256: str = ""
+
+
+@dataclass
+class TrackingInfo:
+    """Where a run logs in MLflow, so a resumed run (and pool, report) logs into the same runs."""
+
+    tracking_uri: str
+    experiment_id: str
+    imp_run_id: str
+
+
+def _record(cls, run: RunDir, rel: str):
+    raw = run.read_json(rel)
+    names = {f.name for f in fields(cls)}
+    try:
+        return cls(**{k: v for k, v in raw.items() if k in names})
+    except TypeError as e:  # a required field is missing
+        raise LpRayError(f"{run.path(rel)}: not a valid {rel.rsplit('/', 1)[-1]} ({e})") from None
+
+
+def read_ticket_meta(run: RunDir, r: int) -> TicketMeta:
+    return _record(TicketMeta, run, layout.ticket_meta(r))
+
+
+def read_tracking(run: RunDir) -> TrackingInfo | None:
+    return _record(TrackingInfo, run, layout.TRACKING) if run.exists(layout.TRACKING) else None
+
+
+def write_tracking(run: RunDir, info: TrackingInfo) -> None:
+    run.write_json(layout.TRACKING, asdict(info))
 
 
 # --------------------------------------------------------------------------------------------------
 # Weights files (tickets, rewind point, pooled networks): safetensors, never pickle.
-
-
-def round_dir(r: int) -> str:
-    return f"rounds/round_{r:02d}"
 
 
 def encode_weights(
@@ -235,39 +276,34 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def write_ticket(run: RunDir, r: int, state, mask, meta: dict) -> str:
+def write_ticket(run: RunDir, r: int, state, mask, meta: TicketMeta) -> str:
     """Ticket first, then meta.json: meta.json is the round's 'done' marker. Returns the ticket's sha256."""
     data = encode_weights(state, mask, {"round": str(r)})
     digest = sha256(data)
-    run.write_bytes(f"{round_dir(r)}/ticket.safetensors", data)
-    run.write_json(f"{round_dir(r)}/meta.json", {**meta, "ticket_sha256": digest})
+    run.write_bytes(layout.ticket(r), data)
+    run.write_json(layout.ticket_meta(r), {**asdict(meta), "ticket_sha256": digest})
     return digest
 
 
 def ticket_done(run: RunDir, r: int) -> bool:
-    return run.exists(f"{round_dir(r)}/meta.json") and run.exists(f"{round_dir(r)}/ticket.safetensors")
+    return run.exists(layout.ticket_meta(r)) and run.exists(layout.ticket(r))
 
 
 def read_ticket(run: RunDir, r: int, expected=None, expected_mask=None):
-    rel = f"{round_dir(r)}/ticket.safetensors"
+    rel = layout.ticket(r)
     return decode_weights(run.read_bytes(rel), run.path(rel), expected, expected_mask)
 
 
 def finished_rounds(run: RunDir) -> list[int]:
-    rounds = []
-    for name in run.list_dir("rounds"):
-        if name.startswith("round_") and name[6:].isdigit() and ticket_done(run, int(name[6:])):
-            rounds.append(int(name[6:]))
-    return sorted(rounds)
+    rounds = [layout.parse_round_dir(name) for name in run.list_dir(layout.ROUNDS)]
+    return sorted(r for r in rounds if r is not None and ticket_done(run, r))
 
 
 def write_rounds_table(run: RunDir) -> pa.Table:
     """rounds.parquet is derived from the tickets' meta.json files, so it can always be rebuilt."""
-    rows = [run.read_json(f"{round_dir(r)}/meta.json") for r in finished_rounds(run)]
+    metas = [read_ticket_meta(run, r) for r in finished_rounds(run)]
     cols = ["round", "density", "val_acc", "test_acc", "epochs", "seconds", "ticket_sha256"]
-    table = pa.table({c: [row.get(c) for row in rows] for c in cols})
-    table = table.append_column(
-        "path", pa.array([run.uri_of(f"{round_dir(row['round'])}/ticket.safetensors") for row in rows], pa.string())
-    )
-    run.write_table("rounds.parquet", table)
+    table = pa.table({c: [getattr(m, c) for m in metas] for c in cols})
+    table = table.append_column("path", pa.array([run.uri_of(layout.ticket(m.round)) for m in metas], pa.string()))
+    run.write_table(layout.ROUNDS_TABLE, table)
     return table

@@ -1,5 +1,6 @@
-"""MLflow, owned by the driver. `MlflowClient` with explicit run ids only (never the fluent API), so
-nothing depends on process-global "active run" state and workers never talk to MLflow.
+"""MLflow, owned by the driver (docs/architecture.md, "Tracking"). `MlflowClient` with explicit run ids
+only (never the fluent API), so nothing depends on process-global "active run" state and workers never
+talk to MLflow.
 
 Layout: experiment = job name; one parent run per run hash (`imp`), a child run per round; later a
 `pool:<method>` run with a child per target. Runs are found again by their tags before any is

@@ -111,8 +111,16 @@ def count_correct(
     return correct, len(mine)
 
 
-def accuracy(model: nn.Module, source: Source, idx: torch.Tensor, device: torch.device = torch.device("cpu")) -> float:
-    correct, total = count_correct(model, source, idx, device)
+def accuracy(
+    model: nn.Module,
+    source: Source,
+    idx: torch.Tensor,
+    batch_size: int = 1000,
+    device: torch.device = torch.device("cpu"),
+) -> float:
+    """Eval-mode accuracy over `idx` without augmentation, in one process: the counting the training
+    loop reports (it sums `count_correct` over ranks instead)."""
+    correct, total = count_correct(model, source, idx, device, batch_size=batch_size)
     return correct / total
 
 

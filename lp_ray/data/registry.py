@@ -1,20 +1,20 @@
-"""The data-set registry, and the two steps every run takes: the driver materializes the data set and
-its split into the run directory once; workers and evaluators load them from there."""
+"""The data-set registry (the one list of data-set names), and the two steps every run takes: the driver
+materializes the data set and its split into the run directory once; workers and evaluators load them
+from there."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from lp_ray import layout
 from lp_ray.data.base import DataBundle, make_split
 from lp_ray.errors import LpRayError
-from lp_ray.spec import JobSpec
-
-SPLIT_FILE = "split.safetensors"
-GENERATED_FILE = "dataset.safetensors"
+from lp_ray.spec import DataSpec, JobSpec
 
 
 def _mnist1d(job: JobSpec, run) -> tuple:
@@ -41,31 +41,47 @@ def _synthetic(job: JobSpec, run) -> tuple:
     return synthetic.load(job.data)
 
 
-# name -> loader returning (train source, test source, num_classes, input shape)
-DATASETS: dict[str, Callable] = {
-    "mnist1d": _mnist1d,
-    "cifar10": _cifar,
-    "cifar100": _cifar,
-    "imagenet": _imagenet,
-    "synthetic": _synthetic,
+def _cifar_present(spec: DataSpec) -> None:
+    from lp_ray.data.cifar import archive_path
+
+    archive_path(spec, spec.dataset)
+
+
+def _imagenet_present(spec: DataSpec) -> None:
+    from pathlib import Path
+
+    from lp_ray.data.imagenet import require_torchvision
+
+    require_torchvision()
+    if spec.path is None or not (Path(spec.path) / "train").is_dir():
+        raise LpRayError(f"data.path={spec.path!r}: no ImageNet train/ folder there")
+
+
+def _generated(spec: DataSpec) -> None:
+    """Generated in the run directory: nothing to find beforehand."""
+
+
+@dataclass(frozen=True)
+class DataSet:
+    # (job, run directory) -> (train source, test source, num_classes, input shape)
+    load: Callable[[JobSpec, object], tuple]
+    # a cheap check that the data is there, made before anything is started or written
+    preflight: Callable[[DataSpec], None] = _generated
+
+
+DATASETS: dict[str, DataSet] = {
+    "mnist1d": DataSet(_mnist1d),
+    "cifar10": DataSet(_cifar, _cifar_present),
+    "cifar100": DataSet(_cifar, _cifar_present),
+    "imagenet": DataSet(_imagenet, _imagenet_present),
+    "synthetic": DataSet(_synthetic),
 }
 
 
 def preflight(job: JobSpec) -> None:
     """Cheap checks that a data set is there, made before a run directory or MLflow run is created,
     so a missing archive leaves nothing half-made behind."""
-    if job.data.dataset in ("cifar10", "cifar100"):
-        from lp_ray.data.cifar import archive_path
-
-        archive_path(job.data, job.data.dataset)
-    elif job.data.dataset == "imagenet":
-        from pathlib import Path
-
-        from lp_ray.data.imagenet import require_torchvision
-
-        require_torchvision()
-        if job.data.path is None or not (Path(job.data.path) / "train").is_dir():
-            raise LpRayError(f"data.path={job.data.path!r}: no ImageNet train/ folder there")
+    DATASETS[job.data.dataset].preflight(job.data)
 
 
 def materialize_data(job: JobSpec, run) -> DataBundle:
@@ -81,20 +97,20 @@ def load_data(job: JobSpec, run, create: bool = False) -> DataBundle:
     key = (run.uri, job.data.dataset, job.data.path, job.data.num_samples, job.data.augment)
     if key in _CACHE:
         return _CACHE[key]
-    train, test, num_classes, input_shape = DATASETS[job.data.dataset](job, run)
-    if run.exists(SPLIT_FILE):
-        split = st_load(run.read_bytes(SPLIT_FILE))
+    train, test, num_classes, input_shape = DATASETS[job.data.dataset].load(job, run)
+    if run.exists(layout.SPLIT):
+        split = st_load(run.read_bytes(layout.SPLIT))
         train_idx, val_idx = split["train_idx"], split["val_idx"]
         if len(train_idx) + len(val_idx) != len(train):
             raise LpRayError(
-                f"{run.path(SPLIT_FILE)}: the stored split covers {len(train_idx) + len(val_idx)} examples "
+                f"{run.path(layout.SPLIT)}: the stored split covers {len(train_idx) + len(val_idx)} examples "
                 f"but the training set has {len(train)}: the data set changed under this run"
             )
     elif create:
         train_idx, val_idx = make_split(len(train), job.data.val_fraction, job.data.split_seed)
-        run.write_bytes(SPLIT_FILE, st_save({"train_idx": train_idx, "val_idx": val_idx}))
+        run.write_bytes(layout.SPLIT, st_save({"train_idx": train_idx, "val_idx": val_idx}))
     else:
-        raise LpRayError(f"{run.path(SPLIT_FILE)}: missing; run `lp-ray imp` on this run first")
+        raise LpRayError(f"{run.path(layout.SPLIT)}: missing; run `lp-ray imp` on this run first")
     bundle = DataBundle(train, test, train_idx, val_idx, num_classes, input_shape)
     _CACHE[key] = bundle
     return bundle
@@ -103,8 +119,8 @@ def load_data(job: JobSpec, run, create: bool = False) -> DataBundle:
 def generated_tensors(run, build: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Generated data sets are built once and stored with the run, so a package upgrade never
     changes the examples of an existing run."""
-    if run.exists(GENERATED_FILE):
-        return st_load(run.read_bytes(GENERATED_FILE))
+    if run.exists(layout.DATASET):
+        return st_load(run.read_bytes(layout.DATASET))
     tensors = build()
-    run.write_bytes(GENERATED_FILE, st_save(tensors))
+    run.write_bytes(layout.DATASET, st_save(tensors))
     return tensors

@@ -1,11 +1,12 @@
-"""The IMP round driver: one Ray Train `fit()` per round, masks computed here between rounds.
+"""The IMP round driver: one Ray Train `fit()` per round, masks computed here between rounds
+(docs/architecture.md, "IMP with rewinding").
 
     round 0: dense training 0..E (rewind point saved by the workers after epoch k)
     round r: mask_r = prune(ticket_{r-1}); weights <- rewind point * mask_r; train k..E
 
 A round is finished when its ticket's meta.json exists; finished rounds are skipped, and an
 interrupted round resumes from its last epoch checkpoint because its Ray Train run name
-(`<job>-<hash>/round_RR`) and storage are the same on every rerun. Where the cluster can hold two
+(`<job>-<hash>/round_RR`, layout.train_storage) and storage are the same on every rerun. Where the cluster can hold two
 rounds' worker groups, round r+1's fit() is started while round r trains and waits at a gate for its
 mask (`_RoundLauncher`), hiding Ray Train's per-fit() start-up.
 """
@@ -21,7 +22,7 @@ from dataclasses import dataclass, replace
 
 import yaml
 
-from lp_ray import interrupt
+from lp_ray import interrupt, layout
 from lp_ray.data import materialize_data, preflight
 from lp_ray.errors import LpRayError
 from lp_ray.models import build_model
@@ -30,6 +31,8 @@ from lp_ray.sparsity import dense_mask, density, prunable_names, prune_fraction
 from lp_ray.spec import ClusterSpec, JobSpec, job_to_dict, run_hash, run_name, storage_uri
 from lp_ray.store import (
     RunDir,
+    TicketMeta,
+    TrackingInfo,
     check_storage_reachable,
     decode_weights,
     encode_weights,
@@ -37,11 +40,12 @@ from lp_ray.store import (
     read_job,
     read_mask,
     read_ticket,
-    round_dir,
+    read_ticket_meta,
     ticket_done,
     write_mask,
     write_rounds_table,
     write_ticket,
+    write_tracking,
 )
 from lp_ray.tracking import Tracker
 
@@ -60,12 +64,12 @@ def run_dir_for(job: JobSpec, cluster: ClusterSpec) -> RunDir:
 def prepare_run(job: JobSpec, cluster: ClusterSpec) -> RunDir:
     """Create or reopen the run directory; refuse one that belongs to a different job."""
     run = run_dir_for(job, cluster)
-    if run.exists("job.yaml"):
+    if run.exists(layout.JOB):
         old = read_job(run)
         if run_hash(old) != run_hash(job):
             raise LpRayError(f"{run.path()}: holds a different job (hash {run_hash(old)}, expected {run_hash(job)})")
         job = replace(job, imp=replace(job.imp, rounds=max(job.imp.rounds, old.imp.rounds)))
-    run.write_bytes("job.yaml", yaml.safe_dump(job_to_dict(job), sort_keys=False).encode())
+    run.write_bytes(layout.JOB, yaml.safe_dump(job_to_dict(job), sort_keys=False).encode())
     return run
 
 
@@ -101,9 +105,7 @@ def run_imp(job: JobSpec, cluster: ClusterSpec, tracking_uri: str) -> ImpResult:
     prunable = prunable_names(build_model(job.model, data.num_classes, data.input_shape), job.imp.prune_linear)
 
     parent = tracker.imp_run(flat_params(job), run.uri)
-    run.write_json(
-        "tracking.json", {"tracking_uri": tracking_uri, "experiment_id": tracker.experiment_id, "imp_run_id": parent}
-    )
+    write_tracking(run, TrackingInfo(tracking_uri, tracker.experiment_id, parent))
 
     console.print(
         f"[bold]lp-ray imp[/] {run_name(job)}: {job.imp.rounds} rounds of {job.train.epochs} epochs, "
@@ -116,12 +118,12 @@ def run_imp(job: JobSpec, cluster: ClusterSpec, tracking_uri: str) -> ImpResult:
         try:
             for r in range(job.imp.rounds):
                 if ticket_done(run, r):
-                    meta = run.read_json(f"{round_dir(r)}/meta.json")
-                    _ensure_logged(tracker, parent, r, meta, run)
+                    meta = read_ticket_meta(run, r)
+                    _ensure_logged(tracker, parent, meta, run)
                     skipped.append(r)
                     progress.round_done(
-                        f"round {r:2d}  done already: density {100 * meta['density']:6.2f}%  "
-                        f"val {100 * meta['val_acc']:.2f}%  test {100 * meta['test_acc']:.2f}%"
+                        f"round {r:2d}  done already: density {100 * meta.density:6.2f}%  "
+                        f"val {100 * meta.val_acc:.2f}%  test {100 * meta.test_acc:.2f}%"
                     )
                     continue
                 progress.round_started(r)
@@ -134,8 +136,8 @@ def run_imp(job: JobSpec, cluster: ClusterSpec, tracking_uri: str) -> ImpResult:
                 write_rounds_table(run)
                 trained.append(r)
                 progress.round_done(
-                    f"round {r:2d}  trained: density {100 * meta['density']:6.2f}%  val {100 * meta['val_acc']:.2f}%  "
-                    f"test {100 * meta['test_acc']:.2f}%  ({meta['seconds']:.0f} s)"
+                    f"round {r:2d}  trained: density {100 * meta.density:6.2f}%  val {100 * meta.val_acc:.2f}%  "
+                    f"test {100 * meta.test_acc:.2f}%  ({meta.seconds:.0f} s)"
                 )
         except BaseException as e:
             launcher.close(wait=not isinstance(e, KeyboardInterrupt))  # Ctrl-C: leave at once
@@ -148,7 +150,7 @@ def _round_mask(run: RunDir, r: int, job: JobSpec, template, prunable):
     """Round 0 is dense; round r prunes `rate` of ticket r-1's surviving weights by global magnitude."""
     if r == 0:
         return dense_mask(template, prunable)
-    rel = f"{round_dir(r)}/mask.safetensors"
+    rel = layout.mask(r)
     if run.exists(rel):
         return read_mask(run, rel)
     state, prev_mask = read_ticket(run, r - 1, template, set(prunable))
@@ -250,23 +252,23 @@ def _fit_round(job: JobSpec, cluster: ClusterSpec, run: RunDir, r: int, board, g
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from lp_ray.imp.loop import train_round
+    from lp_ray.imp.loop import RoundConfig, train_round
 
     inject = os.environ.get("LP_RAY_INJECT_FAILURE")
-    config = {
-        "job": job_to_dict(job),
-        "run_uri": run.uri,
-        "round": r,
-        "torch_threads": cluster.torch_threads,
-        "checkpoint_interval_s": cluster.checkpoint_interval_s,
-        "progress": board,
-        "inject_failure": [int(x) for x in inject.split(":")] if inject else None,
-        "gated": gated,
-    }
-    storage_root = run.path().rsplit("/", 1)[0]
+    config = RoundConfig(
+        job=job_to_dict(job),
+        run_uri=run.uri,
+        round=r,
+        torch_threads=cluster.torch_threads,
+        checkpoint_interval_s=cluster.checkpoint_interval_s,
+        board=board,
+        inject_failure=tuple(int(x) for x in inject.split(":")) if inject else None,
+        gated=gated,
+    )
+    storage_root, run_folder = run.path().rsplit("/", 1)
     trainer = TorchTrainer(
         train_round,
-        train_loop_config=config,
+        train_loop_config=config.as_loop_config(),
         scaling_config=ScalingConfig(
             num_workers=cluster.num_workers,
             use_gpu=cluster.use_gpu,
@@ -274,7 +276,7 @@ def _fit_round(job: JobSpec, cluster: ClusterSpec, run: RunDir, r: int, board, g
             placement_strategy=cluster.placement_strategy,
         ),
         run_config=RunConfig(
-            name=f"{run_name(job)}/round_{r:02d}",
+            name=f"{run_folder}/{layout.train_storage(r)}",
             storage_path=storage_root,
             storage_filesystem=run.fs if run.scheme else None,
             failure_config=FailureConfig(max_failures=cluster.max_failures),
@@ -286,11 +288,12 @@ def _fit_round(job: JobSpec, cluster: ClusterSpec, run: RunDir, r: int, board, g
     except Exception as e:
         raise LpRayError(f"round {r} failed after {cluster.max_failures} restarts: {_root_cause(e)}") from None
     if result.checkpoint is None:
-        raise LpRayError(f"round {r} finished without a checkpoint in {run.path(f'round_{r:02d}')}")
+        raise LpRayError(f"round {r} finished without a checkpoint in {run.path(layout.train_storage(r))}")
     fs, path = result.checkpoint.filesystem, result.checkpoint.path
-    with fs.open_input_stream(f"{path}/state.json") as f:
+    with fs.open_input_stream(f"{path}/{layout.CHECKPOINT_STATE}") as f:
         state = json.loads(f.read())
-    with fs.open_input_stream(f"{path}/{'best' if job.train.select == 'best_val' else 'model'}.safetensors") as f:
+    weights = layout.CHECKPOINT_BEST if job.train.select == "best_val" else layout.CHECKPOINT_MODEL
+    with fs.open_input_stream(f"{path}/{weights}") as f:
         state["weights"] = f.read()
     return state
 
@@ -301,49 +304,49 @@ def _root_cause(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
 
 
-def _finish_round(job, run, r, mask, state, seconds, template, started_early: bool = False) -> tuple[dict, dict]:
+def _finish_round(job, run, r, mask, state, seconds, template, started_early: bool = False) -> tuple[TicketMeta, dict]:
     from safetensors.torch import load as st_load
 
     weights = st_load(state["weights"])
     decode_weights(encode_weights(weights), f"round {r} checkpoint", template)  # shape check
     history = state["history"]
     last = history["epochs"][-1]
-    meta = {
-        "round": r,
-        "density": density(mask),
-        "val_acc": last.get("selected_val_acc", last["val_acc"]),
-        "test_acc": last["test_acc"],
-        "epochs": len(history["epochs"]),
-        "seconds": seconds,
-        "starts": history["starts"],
-        "rewind_epoch": job.imp.rewind_epoch,
-        "run_hash": run_hash(job),
-        "started_early": started_early,
-    }
-    write_ticket(run, r, weights, mask, meta)
-    run.write_json(f"{round_dir(r)}/history.json", history)
-    return run.read_json(f"{round_dir(r)}/meta.json"), history
+    meta = TicketMeta(
+        round=r,
+        density=density(mask),
+        val_acc=last.get("selected_val_acc", last["val_acc"]),
+        test_acc=last["test_acc"],
+        epochs=len(history["epochs"]),
+        seconds=seconds,
+        starts=history["starts"],
+        rewind_epoch=job.imp.rewind_epoch,
+        run_hash=run_hash(job),
+        started_early=started_early,
+    )
+    digest = write_ticket(run, r, weights, mask, meta)
+    run.write_json(layout.history(r), history)
+    return replace(meta, ticket_sha256=digest), history
 
 
-def _log_round(tracker: Tracker, child: str, run: RunDir, meta: dict, history: dict) -> None:
+def _log_round(tracker: Tracker, child: str, run: RunDir, meta: TicketMeta, history: dict) -> None:
     tracker.log_metrics(child, history["epochs"], "epoch")
     tracker.log_final(
         child,
-        {"final_val_acc": meta["val_acc"], "final_test_acc": meta["test_acc"], "density": meta["density"]},
+        {"final_val_acc": meta.val_acc, "final_test_acc": meta.test_acc, "density": meta.density},
         {
-            "ticket_uri": run.uri_of(f"{round_dir(meta['round'])}/ticket.safetensors"),
-            "ticket_sha256": meta["ticket_sha256"],
-            "density": f"{meta['density']:.6f}",
+            "ticket_uri": run.uri_of(layout.ticket(meta.round)),
+            "ticket_sha256": meta.ticket_sha256,
+            "density": f"{meta.density:.6f}",
         },
     )
     tracker.finish(child)
 
 
-def _ensure_logged(tracker: Tracker, parent: str, r: int, meta: dict, run: RunDir) -> None:
+def _ensure_logged(tracker: Tracker, parent: str, meta: TicketMeta, run: RunDir) -> None:
     """A round finished but the driver died before MLflow heard of it: log it now, once."""
-    child = tracker.child_run(parent, "imp_round", str(r), f"round {r:02d}")
+    child = tracker.child_run(parent, "imp_round", str(meta.round), f"round {meta.round:02d}")
     info = tracker.client.get_run(child)
     if "final_test_acc" not in info.data.metrics:
-        _log_round(tracker, child, run, meta, run.read_json(f"{round_dir(r)}/history.json"))
+        _log_round(tracker, child, run, meta, run.read_json(layout.history(meta.round)))
     elif info.info.status != "FINISHED":
         tracker.finish(child)

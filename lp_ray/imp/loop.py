@@ -2,8 +2,9 @@
 
 Epochs end in a checkpoint (rank 0 writes it, every rank reports), so a worker failure resumes from
 the last checkpointed epoch: every epoch, unless the previous checkpoint is younger than
-`checkpoint_interval_s` (rank 0's clock decides for all ranks); the last epoch always. Data order depends only on (seed, round, epoch), so a resumed epoch
-replays the same batches it would have seen.
+`checkpoint_interval_s` (rank 0's clock decides for all ranks); the last epoch always. Data order
+depends only on (seed, round, epoch), so a resumed epoch replays the same batches it would have seen.
+The driver hands each worker one `RoundConfig`.
 """
 
 from __future__ import annotations
@@ -12,59 +13,79 @@ import json
 import os
 import tempfile
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import ray.train
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
+from lp_ray import layout
 from lp_ray.data import load_data
 from lp_ray.models import build_model
 from lp_ray.sparsity import apply_mask, dense_mask, prunable_names
 from lp_ray.spec import job_from_dict
-from lp_ray.store import RunDir, decode_weights, encode_weights, read_mask, round_dir
+from lp_ray.store import RunDir, decode_weights, encode_weights, read_mask
 from lp_ray.training import count_correct, epoch_seed, lr_at, make_optimizer, masked_sgd_epoch, set_lr
 
-REWIND_FILE = "rewind.safetensors"
+
+@dataclass(frozen=True)
+class RoundConfig:
+    """Everything one round's workers get from the driver."""
+
+    job: dict  # the job spec as a dict; each worker rebuilds and validates it
+    run_uri: str
+    round: int
+    torch_threads: int
+    checkpoint_interval_s: float  # 0: a checkpoint after every epoch
+    board: Any = None  # the driver's ProgressBoard actor, for progress and the start gate
+    inject_failure: tuple[int, int] | None = None  # test hook: (round, epoch) after which rank 0 dies once
+    gated: bool = False  # started early: wait at the board's gate until the driver has written the mask
+
+    def as_loop_config(self) -> dict:
+        """Ray Train's train_loop_config is a dict: the config travels as its one entry."""
+        return {"round_config": self}
 
 
-def train_round(cfg: dict) -> None:
-    torch.set_num_threads(cfg["torch_threads"])
-    job = job_from_dict(cfg["job"])
-    run = RunDir(cfg["run_uri"])
-    r, T = cfg["round"], job.train
+def train_round(loop_config: dict) -> None:
+    cfg: RoundConfig = loop_config["round_config"]
+    torch.set_num_threads(cfg.torch_threads)
+    job = job_from_dict(cfg.job)
+    run = RunDir(cfg.run_uri)
+    r, T = cfg.round, job.train
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
-    board = cfg.get("progress")
+    board = cfg.board
 
     data = load_data(job, run)
     torch.manual_seed(T.seed)  # identical initialization on every rank (and every rerun)
     model = build_model(job.model, data.num_classes, data.input_shape)
     names = prunable_names(model, job.imp.prune_linear)
-    if cfg.get("gated") and not _wait_for_gate(board, r):
+    if cfg.gated and not _wait_for_gate(board, r):
         return  # the round before this one failed: the driver cancelled this early start
     if r == 0:
         mask = dense_mask(model.state_dict(), names)
     else:
-        mask = read_mask(run, f"{round_dir(r)}/mask.safetensors")
+        mask = read_mask(run, layout.mask(r))
 
     opt_state = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            model.load_state_dict(load_file(os.path.join(d, "model.safetensors")))
-            opt_state = load_file(os.path.join(d, "optimizer.safetensors"))
-            state = json.load(open(os.path.join(d, "state.json")))
+            model.load_state_dict(load_file(os.path.join(d, layout.CHECKPOINT_MODEL)))
+            opt_state = load_file(os.path.join(d, layout.CHECKPOINT_OPTIMIZER))
+            state = json.load(open(os.path.join(d, layout.CHECKPOINT_STATE)))
             best = (
-                load_file(os.path.join(d, "best.safetensors"))
-                if os.path.exists(os.path.join(d, "best.safetensors"))
+                load_file(os.path.join(d, layout.CHECKPOINT_BEST))
+                if os.path.exists(os.path.join(d, layout.CHECKPOINT_BEST))
                 else None
             )
         history, start = state["history"], state["epoch"] + 1
     else:
         if r > 0:  # rewind: the weights after epoch k, masked
-            rewind, _ = decode_weights(run.read_bytes(REWIND_FILE), run.path(REWIND_FILE), model.state_dict())
+            rewind, _ = decode_weights(run.read_bytes(layout.REWIND), run.path(layout.REWIND), model.state_dict())
             model.load_state_dict(apply_mask(rewind, mask))
         history, start, best = (
             {"epochs": [], "starts": [], "best_val": -1.0},
@@ -83,11 +104,11 @@ def train_round(cfg: dict) -> None:
     per_worker_batch = T.batch_size // world
     per_rank = -(-len(train_idx) // world)  # ceil, as shard_batches pads
     steps = -(-per_rank // per_worker_batch)
-    interval = cfg.get("checkpoint_interval_s", 0.0)
+    interval = cfg.checkpoint_interval_s
     last_checkpoint = time.monotonic()
     for epoch in range(start, T.epochs):
-        if r == 0 and epoch == job.imp.rewind_epoch and rank == 0 and not run.exists(REWIND_FILE):
-            run.write_bytes(REWIND_FILE, encode_weights(model.state_dict(), metadata={"epoch": str(epoch)}))
+        if r == 0 and epoch == job.imp.rewind_epoch and rank == 0 and not run.exists(layout.REWIND):
+            run.write_bytes(layout.REWIND, encode_weights(model.state_dict(), metadata={"epoch": str(epoch)}))
         t0 = time.perf_counter()
         set_lr(opt, lr_at(T, epoch))
         gen = torch.Generator().manual_seed(epoch_seed(T.seed, r, epoch))
@@ -160,12 +181,12 @@ def _report(model, opt, history, epoch, best, rank, metrics) -> None:
     with tempfile.TemporaryDirectory() as d:
         save_file(
             {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-            os.path.join(d, "model.safetensors"),
+            os.path.join(d, layout.CHECKPOINT_MODEL),
         )
-        save_file(_momentum(opt, model), os.path.join(d, "optimizer.safetensors"))
+        save_file(_momentum(opt, model), os.path.join(d, layout.CHECKPOINT_OPTIMIZER))
         if best is not None:
-            save_file({k: v.contiguous() for k, v in best.items()}, os.path.join(d, "best.safetensors"))
-        with open(os.path.join(d, "state.json"), "w") as f:
+            save_file({k: v.contiguous() for k, v in best.items()}, os.path.join(d, layout.CHECKPOINT_BEST))
+        with open(os.path.join(d, layout.CHECKPOINT_STATE), "w") as f:
             json.dump({"epoch": epoch, "history": history}, f)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
@@ -203,13 +224,12 @@ def _sum_over_ranks(values, world):
     return t.tolist()
 
 
-def _maybe_inject_failure(cfg, run, r, epoch, rank) -> None:
+def _maybe_inject_failure(cfg: RoundConfig, run, r, epoch, rank) -> None:
     """Test hook (LP_RAY_INJECT_FAILURE=ROUND:EPOCH): kill rank 0 hard once, right after that epoch's
     checkpoint, to prove a round recovers from its last checkpoint."""
-    inject = cfg.get("inject_failure")
-    if inject != [r, epoch] or rank != 0:
+    if cfg.inject_failure != (r, epoch) or rank != 0:
         return
-    marker = f"{round_dir(r)}/injected_failure_{epoch}"
+    marker = layout.injected_failure(r, epoch)
     if not run.exists(marker):
         run.write_bytes(marker, b"")
         os._exit(1)

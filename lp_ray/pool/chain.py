@@ -1,4 +1,5 @@
-"""The greedy chain of Lottery Pools (paper Algorithm 2, DESIGN §2) as a small state machine.
+"""The greedy chain of Lottery Pools (paper Algorithm 2; docs/architecture.md "Lottery Pools") as a small
+state machine.
 
 A chain knows nothing of weights or executors: it says which (candidate, alphas) step is open, and is
 told the validation accuracy of every alpha. Because a decision depends only on those numbers, the same
@@ -6,17 +7,15 @@ accuracies always give the same chain, whatever order evaluations finish in.
 
     step 0      the target itself (alpha 0): its validation accuracy after BN recalibration is `best`
     step i>=1   candidate i in adjacency order; every alpha of the method is scored;
-                the best alpha is the first with the highest accuracy; accept iff it is > best
-                (swa and ema accept every candidate)
+                the best alpha is the first with the highest accuracy; whether it is accepted is
+                the method's rule (`pool/methods.py`: > best for interpolation, always for swa and ema)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Paper Table 3's interpolation pool.
-INTERPOLATION_POOL = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
-METHODS = ("interpolation", "average", "swa", "ema", "prune_after")
+from lp_ray.pool.methods import METHODS, Method, known
 
 
 def candidate_order(target: int, rounds: list[int], search_num: int | None = None) -> list[int]:
@@ -52,7 +51,7 @@ class Chain:
     target: int
     candidates: list[int]
     method: str = "interpolation"
-    coefficients: list[float] | None = None  # overrides the method's pool (interpolation/average/prune_after)
+    coefficients: list[float] | None = None  # the user's coefficient pool (greedy methods; swa/ema ignore it)
     ema_decay: float = 0.95
     index: int = 0
     best: float | None = None
@@ -61,24 +60,19 @@ class Chain:
 
     def __post_init__(self):
         if self.method not in METHODS:
-            raise ValueError(f"unknown pool method {self.method!r} (known: {', '.join(METHODS)})")
+            raise ValueError(f"unknown pool method {self.method!r} (known: {known()})")
+
+    @property
+    def rule(self) -> Method:
+        return METHODS[self.method]
 
     @property
     def done(self) -> bool:
         return self.index > len(self.candidates)
 
-    @property
-    def always_accept(self) -> bool:
-        return self.method in ("swa", "ema")
-
     def alphas(self) -> tuple[float, ...]:
-        if self.method == "swa":  # running mean: the (n+1)-th ticket gets weight 1/(n+1)
-            return (1.0 / (self.merged + 1),)
-        if self.method == "ema":  # standard EMA: w = d * current + (1 - d) * candidate
-            return (1.0 - self.ema_decay,)
-        if self.coefficients is not None:
-            return tuple(self.coefficients)
-        return (0.5,) if self.method == "average" else tuple(INTERPOLATION_POOL)
+        override = None if self.coefficients is None else tuple(self.coefficients)
+        return self.rule.coefficients(self.merged, override, self.ema_decay)
 
     def open_step(self) -> Step | None:
         if self.done:
@@ -101,7 +95,7 @@ class Chain:
             accepted = False
             self.best = acc
         else:
-            accepted = self.always_accept or acc > self.best
+            accepted = self.rule.accepts(acc, self.best)
             if accepted:
                 self.best = acc
                 self.merged += 1

@@ -7,10 +7,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+from lp_ray import layout
 from lp_ray.errors import LpRayError
-from lp_ray.pool.driver import PoolDriver, PoolRun, PoolSettings, TargetResult, open_run
-from lp_ray.progress import console
-from lp_ray.spec import ClusterSpec, job_to_dict, run_hash
+from lp_ray.pool.driver import PoolDriver, PoolRun, TargetResult, open_run
+from lp_ray.progress import console, progress_bars
+from lp_ray.spec import ClusterSpec, PoolSpec, job_to_dict, run_hash
+from lp_ray.store import read_tracking
 
 
 @dataclass
@@ -23,22 +25,34 @@ class PoolOutcome:
     parallel: int
 
 
+def check_search_name(name: str) -> None:
+    """A search's name is a plain folder name under pool/: it must never reach outside it."""
+    if not name or name in (".", "..") or any(c in name for c in "/\\") or name.startswith("."):
+        raise LpRayError(f"--name: must be a plain folder name (no '/', not starting with '.'), got {name!r}")
+
+
 def run_pool(
     run_uri: str,
-    settings: PoolSettings,
+    settings: PoolSpec,
     cluster: ClusterSpec,
     tracking_uri: str | None,
+    name: str | None = None,
     parallel_evals: int = 2,
     executor: str = "ray",
     overwrite: bool = False,
 ) -> PoolOutcome:
+    """Run (or resume) one search over a run directory's tickets into pool/<name>/ (default name: the
+    method), then log it to MLflow."""
     from lp_ray.pool.executors import RayExecutor, SerialExecutor, build_evaluator
 
+    name = name or settings.method
+    check_search_name(name)
     if parallel_evals < 1:
         raise LpRayError(f"--parallel-evals must be at least 1, got {parallel_evals}")
+    folder = layout.pool_dir(name)
     pr = open_run(run_uri)
     if overwrite:
-        pr.run.delete(settings.folder)
+        pr.run.delete(folder)
     tracker = _tracker(pr, tracking_uri)
     job_dict = job_to_dict(pr.job)
     if executor == "serial":
@@ -60,10 +74,10 @@ def run_pool(
         raise LpRayError(f"unknown executor {executor!r} (serial or ray)")
 
     view = SearchView(settings)
-    driver = PoolDriver(pr, settings, ex, on_event=view.event)
+    driver = PoolDriver(pr, settings, ex, view, name)
     console.print(
         f"[bold]lp-ray pool[/] {settings.method} on {pr.run.uri}: {len(driver.targets)} target(s), "
-        f"{ex.parallel} evaluation(s) in parallel -> {pr.run.uri_of(settings.folder)}"
+        f"{ex.parallel} evaluation(s) in parallel -> {pr.run.uri_of(folder)}"
     )
     t0 = time.time()
     try:
@@ -73,10 +87,10 @@ def run_pool(
         ex.close()
     seconds = time.time() - t0
     if tracker is not None:
-        _log_pool(tracker, pr, settings, results)
+        _log_pool(tracker, pr, settings, name, results)
     return PoolOutcome(
         results,
-        pr.run.uri_of(settings.folder),
+        pr.run.uri_of(folder),
         seconds,
         driver.evaluations_done,
         driver.evaluations_replayed,
@@ -85,22 +99,11 @@ def run_pool(
 
 
 class SearchView:
-    """Live view of a search: targets done, evaluations done / total, evaluations/s, accepted so far.
-    Off a terminal, one line per finished target."""
+    """Live view of a search (a SearchListener): targets done, evaluations done / total, evaluations/s,
+    accepted so far. Off a terminal, one line per finished target."""
 
-    def __init__(self, settings: PoolSettings):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.live = console.is_terminal
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            console=console,
-            disable=not self.live,
-        )
+    def __init__(self, settings: PoolSpec):
+        self.progress = progress_bars()
         self.task = self.progress.add_task(f"pool {settings.method}", total=1, info="")
         self.accepted = self.targets_done = self.targets = self.done = 0
         self.t0 = time.time()
@@ -120,27 +123,33 @@ class SearchView:
             info=f"targets {self.targets_done}/{self.targets}  {rate:.1f} eval/s  accepted {self.accepted}",
         )
 
-    def event(self, kind: str, **kw) -> None:
-        if kind == "start":
-            self.targets, self.targets_done = kw["targets"], kw["finished"]
-            self.progress.update(self.task, total=kw["total"])
-            if kw["replayed"]:
-                console.print(f"resuming: {kw['replayed']} evaluation(s) taken from the trace, not repeated")
-        elif kind == "total":
-            self.progress.update(self.task, total=self.progress.tasks[0].total + kw["delta"])
-        elif kind == "evaluation":
-            self.done += 1
-        elif kind == "accepted":
-            self.accepted += 1
-        elif kind == "target_done":
-            r: TargetResult = kw["result"]
-            if not kw["skipped"]:
-                self.targets_done += 1
-            how = "done already" if kw["skipped"] else "pooled"
-            console.print(
-                f"target {r.target:2d}  {how}: density {100 * r.density:6.2f}%  LT test {100 * r.lt_test:.2f}%  "
-                f"pooled test {100 * r.test_acc:.2f}% ({100 * r.gain:+.2f})  accepted {r.accepted or '-'}"
-            )
+    def on_start(self, total: int, replayed: int, targets: int, finished: int) -> None:
+        self.targets, self.targets_done = targets, finished
+        self.progress.update(self.task, total=total)
+        if replayed:
+            console.print(f"resuming: {replayed} evaluation(s) taken from the trace, not repeated")
+        self._refresh()
+
+    def on_total_changed(self, delta: int) -> None:
+        self.progress.update(self.task, total=self.progress.tasks[0].total + delta)
+        self._refresh()
+
+    def on_evaluation(self, target: int) -> None:
+        self.done += 1
+        self._refresh()
+
+    def on_accepted(self, target: int, candidate: int, alpha: float) -> None:
+        self.accepted += 1
+        self._refresh()
+
+    def on_target_done(self, result: TargetResult, skipped: bool) -> None:
+        if not skipped:
+            self.targets_done += 1
+        r, how = result, "done already" if skipped else "pooled"
+        console.print(
+            f"target {r.target:2d}  {how}: density {100 * r.density:6.2f}%  LT test {100 * r.lt_test:.2f}%  "
+            f"pooled test {100 * r.test_acc:.2f}% ({100 * r.gain:+.2f})  accepted {r.accepted or '-'}"
+        )
         self._refresh()
 
 
@@ -157,16 +166,15 @@ def _tracker(pr: PoolRun, tracking_uri: str | None):
 
 
 def _imp_run_id(tracker, pr: PoolRun) -> str | None:
-    info = pr.run.read_json("tracking.json") if pr.run.exists("tracking.json") else {}
-    if info.get("tracking_uri") == tracker.uri:
-        return info.get("imp_run_id")
+    info = read_tracking(pr.run)
+    if info is not None and info.tracking_uri == tracker.uri:
+        return info.imp_run_id
     return tracker.find_imp_run(pr.run.uri)
 
 
-def _log_pool(tracker, pr: PoolRun, settings: PoolSettings, results: dict[int, TargetResult]) -> None:
+def _log_pool(tracker, pr: PoolRun, settings: PoolSpec, name: str, results: dict[int, TargetResult]) -> None:
     from lp_ray.report import write_plot
 
-    name = settings.name or settings.method
     parent = _imp_run_id(tracker, pr)
     pool_run = tracker.pool_run(name, parent, {f"pool.{k}": v for k, v in settings.identity(pr.rounds).items()})
     for t, r in sorted(results.items()):
@@ -191,10 +199,10 @@ def _log_pool(tracker, pr: PoolRun, settings: PoolSettings, results: dict[int, T
         )
         tracker.finish(child)
     with tempfile.TemporaryDirectory() as d:
-        for rel in ("trace.parquet", "summary.parquet"):
-            path = os.path.join(d, rel)
+        for rel in (layout.trace(name), layout.summary(name)):
+            path = os.path.join(d, rel.rsplit("/", 1)[-1])
             with open(path, "wb") as f:
-                f.write(pr.run.read_bytes(f"{settings.folder}/{rel}"))
+                f.write(pr.run.read_bytes(rel))
             tracker.log_artifact(pool_run, path)
         png = os.path.join(d, "accuracy_vs_sparsity.png")
         write_plot(pr.run, png)

@@ -1,4 +1,4 @@
-"""The numeric heart of Lottery Pools, pure torch (no Ray, no MLflow):
+"""The numeric heart of Lottery Pools, pure torch (no Ray, no MLflow); docs/architecture.md, "Lottery Pools":
 
     merge:     w = alpha * w_candidate + (1 - alpha) * w_current, over every floating-point tensor
     re-prune:  keep exactly the target's number of prunable weights, by global magnitude
@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from lp_ray.data.base import DataBundle, Source
 from lp_ray.sparsity import Mask, apply_mask, keep_top_k, survivors
-from lp_ray.training import count_correct
+from lp_ray.training import accuracy
 
 State = dict[str, torch.Tensor]
 
@@ -50,8 +50,27 @@ def nonzero_mask(state: Mapping[str, torch.Tensor], prunable: list[str]) -> Mask
     return {n: (state[n] != 0).to(torch.float32) for n in sorted(prunable)}
 
 
-def has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+def keep_count(mask: Mask) -> int | None:
+    """Survivors to re-prune a target to: its own count; None for a dense target (nothing to prune)."""
+    n = survivors(mask)
+    return None if n == sum(m.numel() for m in mask.values()) else n
+
+
+def merge(
+    current: Mapping[str, torch.Tensor],
+    candidate: Mapping[str, torch.Tensor] | None,
+    alpha: float,
+    prunable: list[str],
+    keep: int | None,
+) -> tuple[State, Mask]:
+    """The merged weights an evaluation scores, and their mask: interpolate (`candidate` None: the
+    current weights alone), then re-prune to `keep` survivors. `keep` None means no re-pruning (the
+    dense target, the prune-after ablation); the mask is then the nonzero positions. The driver calls
+    this too, to rebuild an accepted merge: the same function, so the same bits."""
+    state = dict(current) if candidate is None else interpolate(current, candidate, alpha)
+    if keep is not None:
+        return reprune(state, prunable, keep)
+    return state, nonzero_mask(state, prunable)
 
 
 @torch.no_grad()
@@ -77,14 +96,6 @@ def recalibrate_bn(
     for bn, momentum in saved_momenta.items():
         bn.momentum = momentum
     model.train(was_training)
-
-
-def accuracy_on(
-    model: nn.Module, source: Source, idx: torch.Tensor, batch_size: int, device: torch.device = torch.device("cpu")
-) -> float:
-    """Eval-mode accuracy without augmentation: the same counting the training loop reports."""
-    correct, total = count_correct(model, source, idx, device, batch_size=batch_size)
-    return correct / total
 
 
 def bn_subset(train_idx: torch.Tensor, bn_samples: int | None, seed: int) -> torch.Tensor:
@@ -143,13 +154,7 @@ class Evaluator:
         alpha: float,
         keep: int | None,
     ) -> tuple[State, Mask]:
-        """The merged weights an evaluation scores, and their mask: interpolate, then re-prune to `keep`
-        survivors (None: no re-pruning, for the dense target and the prune-after ablation; the mask is
-        then the nonzero positions)."""
-        state = dict(current) if candidate is None else interpolate(current, candidate, alpha)
-        if keep is not None:
-            return reprune(state, self.prunable, keep)
-        return state, nonzero_mask(state, self.prunable)
+        return merge(current, candidate, alpha, self.prunable, keep)
 
     def load(self, state: Mapping[str, torch.Tensor]) -> None:
         """Put `state` into the resident model and recalibrate its BatchNorm statistics."""
@@ -160,14 +165,14 @@ class Evaluator:
         t0 = time.perf_counter()
         state, mask = self.merge(current, candidate, alpha, keep)
         self.load(state)
-        val = accuracy_on(self.model, self.data.train, self.data.val_idx, self.eval_batch, self.device)
+        val = accuracy(self.model, self.data.train, self.data.val_idx, self.eval_batch, self.device)
         return Evaluation(val, survivors(mask) / self.prunable_size, time.perf_counter() - t0)
 
     def finalize(self, current, keep: int | None) -> Final:
         """The pooled network: re-pruned if asked, BatchNorm recalibrated, scored on val and, once, on test."""
         state, mask = self.merge(current, None, 0.0, keep)
         self.load(state)
-        val = accuracy_on(self.model, self.data.train, self.data.val_idx, self.eval_batch, self.device)
-        test = accuracy_on(self.model, self.data.test, torch.arange(len(self.data.test)), self.eval_batch, self.device)
+        val = accuracy(self.model, self.data.train, self.data.val_idx, self.eval_batch, self.device)
+        test = accuracy(self.model, self.data.test, torch.arange(len(self.data.test)), self.eval_batch, self.device)
         final_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         return Final(final_state, mask, val, test, survivors(mask) / self.prunable_size)

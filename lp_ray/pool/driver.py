@@ -1,62 +1,39 @@
 """The pool driver: holds every target's greedy chain, feeds evaluations to an executor, decides, and
-writes results as it goes (DESIGN §3).
-
-    pool/<name>/settings.json          what this search was run with (a rerun must match it)
-    pool/<name>/trace.parquet          one row per evaluation, rewritten atomically after every decided step
-    pool/<name>/target_RR.safetensors  the pooled network (weights + mask); meta in target_RR.json
-    pool/<name>/summary.parquet        one row per target
+writes results as it goes (docs/architecture.md, "The parallel schedule"). It writes into
+`pool/<name>/` (layout.py): settings.json, trace.parquet (rewritten atomically after every decided
+step), target_RR.safetensors + target_RR.json per target, summary.parquet.
 
 A target is finished when its target_RR.json exists. An unfinished chain is rebuilt from the trace on
 restart (decisions are a function of the recorded accuracies), so nothing finished is re-evaluated.
+Whoever runs the driver follows the search through a `SearchListener`.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 import pyarrow as pa
 import torch
 
-from lp_ray import interrupt
+from lp_ray import interrupt, layout
 from lp_ray.errors import LpRayError
-from lp_ray.pool.chain import METHODS, Chain, Decision, candidate_order
-from lp_ray.pool.core import Final, interpolate, reprune
-from lp_ray.pool.executors import EvalRequest, FinalRequest
-from lp_ray.sparsity import prunable_names, survivors
-from lp_ray.spec import JobSpec
-from lp_ray.store import RunDir, encode_weights, finished_rounds, read_job, read_ticket, round_dir, sha256
-
-
-@dataclass
-class PoolSettings:
-    method: str = "interpolation"
-    coefficients: list[float] | None = None
-    search_num: int | None = None
-    bn_samples: int | None = None
-    ema_decay: float = 0.95
-    targets: list[int] | None = None
-    name: str | None = None  # output folder under pool/ (default: the method)
-
-    @property
-    def folder(self) -> str:
-        return f"pool/{self.name or self.method}"
-
-    def identity(self, rounds: list[int]) -> dict:
-        """Everything that changes a chain's decisions; a rerun into the same folder must match it."""
-        d = asdict(self)
-        d.pop("targets"), d.pop("name")
-        return {**d, "tickets": rounds}
-
-
-def settings_from_job(job: JobSpec, **overrides) -> PoolSettings:
-    p = job.pool
-    base = PoolSettings(p.method, p.coefficients, p.search_num, p.bn_samples, p.ema_decay, p.targets)
-    for k, v in overrides.items():
-        if v is not None:
-            setattr(base, k, v)
-    if base.method not in METHODS:
-        raise LpRayError(f"unknown pool method {base.method!r} (known: {', '.join(METHODS)})")
-    return base
+from lp_ray.pool.chain import Chain, Decision, candidate_order
+from lp_ray.pool.core import Final, keep_count, merge
+from lp_ray.pool.executors import EvalRequest, Executor, FinalRequest
+from lp_ray.pool.methods import METHODS
+from lp_ray.sparsity import prunable_names
+from lp_ray.spec import JobSpec, PoolSpec
+from lp_ray.store import (
+    RunDir,
+    TicketMeta,
+    encode_weights,
+    finished_rounds,
+    read_job,
+    read_ticket,
+    read_ticket_meta,
+    sha256,
+)
 
 
 @dataclass
@@ -86,7 +63,7 @@ class PoolRun:
     rounds: list[int]
     tickets: dict[int, dict[str, torch.Tensor]]
     masks: dict[int, dict[str, torch.Tensor]]
-    metas: dict[int, dict]
+    metas: dict[int, TicketMeta]
     prunable: list[str]
 
 
@@ -105,20 +82,8 @@ def open_run(run_uri: str) -> PoolRun:
     tickets, masks, metas = {}, {}, {}
     for r in rounds:
         tickets[r], masks[r] = read_ticket(run, r, template, set(prunable))
-        metas[r] = run.read_json(f"{round_dir(r)}/meta.json")
+        metas[r] = read_ticket_meta(run, r)
     return PoolRun(run, job, rounds, tickets, masks, metas, prunable)
-
-
-def keep_count(mask) -> int | None:
-    """Survivors to re-prune a target to: its own count; None for a dense target (nothing to prune)."""
-    n = survivors(mask)
-    return None if n == sum(m.numel() for m in mask.values()) else n
-
-
-def merge_states(current, candidate, alpha: float, prunable: list[str], keep: int | None):
-    """The driver's copy of an accepted merge (the same pure functions the evaluator ran)."""
-    state = interpolate(current, candidate, alpha)
-    return reprune(state, prunable, keep)[0] if keep is not None else state
 
 
 @dataclass
@@ -127,11 +92,59 @@ class _Open:
     results: dict = field(default_factory=dict)  # alpha index -> Evaluation
 
 
+class SearchListener(Protocol):
+    """What the driver tells whoever runs it (the progress view, tests), one method per event."""
+
+    def on_start(self, total: int, replayed: int, targets: int, finished: int) -> None:
+        """The search begins: `total` evaluations are left, `replayed` were taken from the trace;
+        `finished` of `targets` were done before this run."""
+
+    def on_total_changed(self, delta: int) -> None:
+        """The evaluations left changed by `delta` (a chain that accepted nothing needs no final one)."""
+
+    def on_evaluation(self, target: int) -> None:
+        """One evaluation of `target`'s chain came back."""
+
+    def on_accepted(self, target: int, candidate: int, alpha: float) -> None:
+        """`target`'s chain merged `candidate` at `alpha`."""
+
+    def on_target_done(self, result: TargetResult, skipped: bool) -> None:
+        """A target's pooled network is written (`skipped`: it was written by an earlier run)."""
+
+
+class QuietListener:
+    """A SearchListener that ignores everything."""
+
+    def on_start(self, total, replayed, targets, finished):
+        pass
+
+    def on_total_changed(self, delta):
+        pass
+
+    def on_evaluation(self, target):
+        pass
+
+    def on_accepted(self, target, candidate, alpha):
+        pass
+
+    def on_target_done(self, result, skipped):
+        pass
+
+
 class PoolDriver:
-    def __init__(self, pr: PoolRun, settings: PoolSettings, executor, on_event=None):
+    def __init__(
+        self,
+        pr: PoolRun,
+        settings: PoolSpec,
+        executor: Executor,
+        listener: SearchListener | None = None,
+        name: str | None = None,
+    ):
+        """`name`: the search's folder under pool/ (default: the method)."""
         self.pr, self.s, self.ex = pr, settings, executor
-        self.on_event = on_event or (lambda kind, **kw: None)
-        self.folder = settings.folder
+        self.listener = listener or QuietListener()
+        self.name = name or settings.method
+        self.folder = layout.pool_dir(self.name)
         run = pr.run
         targets = settings.targets if settings.targets is not None else pr.rounds
         missing = sorted(set(targets) - set(pr.rounds))
@@ -139,11 +152,8 @@ class PoolDriver:
             raise LpRayError(f"--targets: round(s) {missing} have no finished ticket (finished: {pr.rounds})")
         self.targets = sorted(targets)
         self._check_settings(run)
-        self.trace_rows: list[dict] = (
-            run.read_table(f"{self.folder}/trace.parquet").to_pylist()
-            if run.exists(f"{self.folder}/trace.parquet")
-            else []
-        )
+        trace = layout.trace(self.name)
+        self.trace_rows: list[dict] = run.read_table(trace).to_pylist() if run.exists(trace) else []
         self.results: dict[int, TargetResult] = {}
         self.chains: dict[int, Chain] = {}
         self.current: dict[int, dict] = {}
@@ -155,7 +165,7 @@ class PoolDriver:
 
     def _check_settings(self, run: RunDir) -> None:
         ident = self.s.identity(self.pr.rounds)
-        rel = f"{self.folder}/settings.json"
+        rel = layout.pool_settings(self.name)
         if run.exists(rel):
             old = run.read_json(rel)
             if old != ident:
@@ -171,11 +181,11 @@ class PoolDriver:
         return keep_count(self.pr.masks[target])
 
     def _eval_keep(self, target: int) -> int | None:
-        return None if self.s.method == "prune_after" else self.keep_for(target)
+        return self.keep_for(target) if METHODS[self.s.method].reprunes else None
 
     def remaining_evaluations(self) -> int:
         """Evaluations left for the unfinished chains (after replay), each counting its final one;
-        a chain that accepts nothing needs no final evaluation and reports a 'total' event of -1."""
+        a chain that accepts nothing needs no final evaluation and reports a change of -1."""
         n = 0
         for chain in self.chains.values():
             steps_left = len(chain.candidates) - max(chain.index - 1, 0)  # every step of a chain has as many alphas
@@ -214,7 +224,7 @@ class PoolDriver:
             )
             if [r["alpha"] for r in got] != list(step.alphas) or any(r["candidate"] != step.candidate for r in got):
                 raise LpRayError(
-                    f"{self.pr.run.path(self.folder)}/trace.parquet: step {step.index} of target {chain.target} "
+                    f"{self.pr.run.path(layout.trace(self.name))}: step {step.index} of target {chain.target} "
                     f"does not match these settings; pass --overwrite to start over"
                 )
             d = chain.decide([r["val_acc"] for r in got])
@@ -228,16 +238,15 @@ class PoolDriver:
         for t in self.pr.rounds:
             self.ex.put(("ticket", t), self.pr.tickets[t])
         for t in self.targets:
-            if self.pr.run.exists(f"{self.folder}/target_{t:02d}.json"):
-                self.results[t] = TargetResult(**self.pr.run.read_json(f"{self.folder}/target_{t:02d}.json")["result"])
-                self.on_event("target_done", target=t, result=self.results[t], skipped=True)
+            if self.pr.run.exists(layout.target_meta(self.name, t)):
+                self.results[t] = TargetResult(**self.pr.run.read_json(layout.target_meta(self.name, t))["result"])
+                self.listener.on_target_done(self.results[t], skipped=True)
                 continue
             chain = self._new_chain(t)
             self._set_current(t, self.pr.tickets[t])
             self._replay(chain)
             self.chains[t] = chain
-        self.on_event(
-            "start",
+        self.listener.on_start(
             total=self.remaining_evaluations(),
             replayed=self.evaluations_replayed,
             targets=len(self.targets),
@@ -250,7 +259,7 @@ class PoolDriver:
             interrupt.check()
             outstanding -= 1
             self.evaluations_done += 1
-            self.on_event("evaluation", target=t)
+            self.listener.on_evaluation(t)
             chain = self.chains[t]
             if kind == "final":
                 self._write_target(chain, result)
@@ -286,22 +295,20 @@ class PoolDriver:
             self.ex.submit((t, "final", 0), FinalRequest(self._current_key(t), self.keep_for(t)))
             return 1
         # Nothing beat the target: the pooled network is the ticket itself, as trained.
-        self.on_event("total", delta=-1)
+        self.listener.on_total_changed(-1)
         m = self.pr.metas[t]
-        self._write_target(
-            chain, Final(self.pr.tickets[t], self.pr.masks[t], m["val_acc"], m["test_acc"], m["density"])
-        )
+        self._write_target(chain, Final(self.pr.tickets[t], self.pr.masks[t], m.val_acc, m.test_acc, m.density))
         open_steps.pop(t, None)
         return 0
 
     def _accept(self, chain: Chain, d: Decision, replay: bool = False) -> None:
         t = chain.target
-        new = merge_states(
+        new, _ = merge(
             self.current[t], self.pr.tickets[d.step.candidate], d.alpha, self.pr.prunable, self._eval_keep(t)
         )
         self._set_current(t, new)
         if not replay:
-            self.on_event("accepted", target=t, candidate=d.step.candidate, alpha=d.alpha)
+            self.listener.on_accepted(t, d.step.candidate, d.alpha)
 
     def _record(self, d: Decision, evals) -> None:
         for alpha, e in zip(d.step.alphas, evals, strict=True):
@@ -318,18 +325,18 @@ class PoolDriver:
                     "node": e.node,
                 }
             )
-        self.pr.run.write_table(f"{self.folder}/trace.parquet", trace_table(self.trace_rows))
+        self.pr.run.write_table(layout.trace(self.name), trace_table(self.trace_rows))
 
     def _write_target(self, chain: Chain, final: Final) -> None:
         t, run, m = chain.target, self.pr.run, self.pr.metas[chain.target]
-        rel = f"{self.folder}/target_{t:02d}.safetensors"
+        rel = layout.target_weights(self.name, t)
         data = encode_weights(final.state, final.mask, {"target": str(t), "method": self.s.method})
         run.write_bytes(rel, data)
         result = TargetResult(
             t,
             final.density,
-            m["val_acc"],
-            m["test_acc"],
+            m.val_acc,
+            m.test_acc,
             final.val_acc,
             final.test_acc,
             [d.step.candidate for d in chain.accepted],
@@ -338,7 +345,7 @@ class PoolDriver:
             sha256(data),
         )
         run.write_json(
-            f"{self.folder}/target_{t:02d}.json",
+            layout.target_meta(self.name, t),
             {
                 "result": asdict(result),
                 "method": self.s.method,
@@ -356,11 +363,11 @@ class PoolDriver:
             },
         )
         self.results[t] = result
-        self.on_event("target_done", target=t, result=result, skipped=False)
+        self.listener.on_target_done(result, skipped=False)
 
     def _write_summary(self) -> None:
         rows = [self.results[t] for t in sorted(self.results)]
-        self.pr.run.write_table(f"{self.folder}/summary.parquet", summary_table(rows))
+        self.pr.run.write_table(layout.summary(self.name), summary_table(rows))
 
 
 def trace_table(rows: list[dict]) -> pa.Table:

@@ -1,4 +1,5 @@
-"""Executors run evaluations for the pool driver. Two implementations of one small protocol:
+"""Executors run evaluations for the pool driver (docs/architecture.md, "The parallel schedule"). Two
+implementations of one small protocol:
 
 - `SerialExecutor`: in-process, one evaluation at a time, in submission order (tests, debugging).
 - `RayExecutor`: a set of Ray actors that each keep the model and the evaluation data resident; at

@@ -1,0 +1,110 @@
+"""The run directory's layout: the one place that names its files (docs/architecture.md, "The run directory").
+
+Every path is relative to the run directory `<storage>/<job>-<hash>/`; `RunDir` (store.py) reads and
+writes them. A file that is not named here is not part of a run.
+
+    job.yaml                           the resolved job spec
+    split.safetensors                  train/validation indices (written once)
+    dataset.safetensors                generated data sets only (mnist1d), so a package upgrade changes nothing
+    rewind.safetensors                 weights after the rewind epoch (written by round 0)
+    tracking.json                      where the run logs in MLflow (TrackingInfo)
+    rounds.parquet                     one row per finished round, rebuilt from the tickets' meta.json
+    rounds/round_RR/
+        mask.safetensors               the round's mask (round 0 is dense and has none)
+        ticket.safetensors             weights + mask
+        meta.json                      TicketMeta; written last: the round's "done" marker
+        history.json                   per-epoch metrics
+    round_RR/                          Ray Train's own storage for that round's fit(); each of its
+        checkpoint_*/                  epoch checkpoints holds model.safetensors, optimizer.safetensors
+                                       (momentum by parameter name), best.safetensors (select: best_val)
+                                       and state.json (epoch, history)
+    pool/<name>/                       one search (<name> is the method unless --name says otherwise)
+        settings.json                  what the search was run with (a resumed search must match)
+        trace.parquet                  one row per evaluation
+        target_RR.safetensors          the pooled network of target RR (weights + mask)
+        target_RR.json                 its result and decisions; written last: the target's "done" marker
+        summary.parquet                one row per finished target
+    report.csv, report.parquet, report.png
+"""
+
+from __future__ import annotations
+
+JOB = "job.yaml"
+SPLIT = "split.safetensors"
+DATASET = "dataset.safetensors"
+REWIND = "rewind.safetensors"
+TRACKING = "tracking.json"
+ROUNDS_TABLE = "rounds.parquet"
+ROUNDS = "rounds"
+POOL = "pool"
+REPORT_FORMATS = ("csv", "parquet", "png")
+
+# Inside one epoch checkpoint of a round's fit() (imp/loop.py writes them, imp/driver.py reads the last).
+CHECKPOINT_MODEL = "model.safetensors"
+CHECKPOINT_OPTIMIZER = "optimizer.safetensors"
+CHECKPOINT_BEST = "best.safetensors"
+CHECKPOINT_STATE = "state.json"
+
+
+def round_dir(r: int) -> str:
+    return f"{ROUNDS}/round_{r:02d}"
+
+
+def parse_round_dir(name: str) -> int | None:
+    """The round of a `round_RR` folder name under rounds/, or None for anything else."""
+    return int(name[6:]) if name.startswith("round_") and name[6:].isdigit() else None
+
+
+def ticket(r: int) -> str:
+    return f"{round_dir(r)}/ticket.safetensors"
+
+
+def mask(r: int) -> str:
+    return f"{round_dir(r)}/mask.safetensors"
+
+
+def ticket_meta(r: int) -> str:
+    return f"{round_dir(r)}/meta.json"
+
+
+def history(r: int) -> str:
+    return f"{round_dir(r)}/history.json"
+
+
+def injected_failure(r: int, epoch: int) -> str:
+    """Marker of the test hook that kills a worker once (imp/loop.py)."""
+    return f"{round_dir(r)}/injected_failure_{epoch}"
+
+
+def train_storage(r: int) -> str:
+    """Ray Train's run name for round r's fit(), relative to the storage root: `<job>-<hash>/round_RR`
+    puts its checkpoints in the run directory, and the same name on a rerun resumes them."""
+    return f"round_{r:02d}"
+
+
+def pool_dir(name: str) -> str:
+    return f"{POOL}/{name}"
+
+
+def pool_settings(name: str) -> str:
+    return f"{pool_dir(name)}/settings.json"
+
+
+def trace(name: str) -> str:
+    return f"{pool_dir(name)}/trace.parquet"
+
+
+def summary(name: str) -> str:
+    return f"{pool_dir(name)}/summary.parquet"
+
+
+def target_weights(name: str, t: int) -> str:
+    return f"{pool_dir(name)}/target_{t:02d}.safetensors"
+
+
+def target_meta(name: str, t: int) -> str:
+    return f"{pool_dir(name)}/target_{t:02d}.json"
+
+
+def report(fmt: str) -> str:
+    return f"report.{fmt}"
