@@ -1,7 +1,7 @@
 """Bad input through the real `lp-ray` command: one line naming the problem, a non-zero exit, and no
 files written. None of these start Ray."""
 
-from conftest import cli, write_yaml
+from helpers import cli, write_yaml
 
 
 def one_line_error(proc, *fragments):
@@ -62,10 +62,43 @@ def test_bad_pool_options(tmp_path):
         cli("pool", str(run), "--coefficients", "0.5,abc"), "--coefficients: expected comma-separated numbers"
     )
     one_line_error(
-        cli("pool", str(run), "--coefficients", "0.5,1.5"), "--coefficients: coefficients must be numbers in (0, 1)"
+        cli("pool", str(run), "--coefficients", "0.5,1.5"),
+        "--coefficients: must be a non-empty list of numbers in (0, 1)",
     )
-    one_line_error(cli("pool", str(run), "--method", "magic"), "unknown pool method 'magic'")
+    one_line_error(cli("pool", str(run), "--method", "magic"), "--method: unknown method 'magic' (known: interpolation")
     one_line_error(cli("pool", str(run), "--targets", "1,x"), "--targets: expected comma-separated integers")
+    # the same rules as a spec file, named by the option that broke them
+    one_line_error(cli("pool", str(run), "--search-num", "0"), "--search-num: must be at least 1, got 0")
+    one_line_error(cli("pool", str(run), "--targets", ""), "--targets: must be a non-empty list of rounds")
+    one_line_error(cli("pool", str(run), "pool.ema_decay=2"), "pool.ema_decay=2: pool.ema_decay: must be in (0, 1)")
+    one_line_error(cli("pool", str(run), "train.epochs=3"), "train.epochs=3: only pool.* fields can be set")
+    for name in ("..", "a/b", ".hidden"):
+        one_line_error(cli("pool", str(run), "--name", name, "--overwrite"), "--name: must be a plain folder name")
+    assert sorted(p.name for p in run.iterdir()) == ["job.yaml"]  # nothing written, nothing deleted
+
+
+def test_job_overrides_are_checked_like_the_spec_file(tmp_path):
+    one_line_error(cli("imp", "train.epochz=3", cwd=tmp_path), "train.epochz=3: unknown key 'train.epochz' (known: ")
+    one_line_error(cli("imp", "epochs", cwd=tmp_path), "'epochs': expected key=value with a dotted key")
+    one_line_error(
+        cli("imp", "train.epochs=0", cwd=tmp_path),
+        "the default job with train.epochs=0: train.epochs: must be at least 1, got 0",
+    )
+    one_line_error(cli("imp", "train.epochs=ten", cwd=tmp_path), "train.epochs: expected an integer, got str 'ten'")
+    p = write_yaml(tmp_path / "job.yaml", {"train": {"epochs": 10, "lr_drops": [5]}})
+    one_line_error(
+        cli("imp", "--job", str(p), "imp.rewind_epoch=10", cwd=tmp_path),
+        f"{p} with imp.rewind_epoch=10: imp.rewind_epoch: must be in [0, train.epochs=10), got 10",
+    )
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_unknown_names_fail_before_anything_starts(tmp_path):
+    # names are checked against their registries when the spec loads, before Ray, MLflow or training
+    one_line_error(cli("run", "--method", "bogus", cwd=tmp_path), "--method: unknown method 'bogus'")
+    one_line_error(cli("imp", "model.name=resnet9000", cwd=tmp_path), "model.name: unknown model 'resnet9000'")
+    one_line_error(cli("run", "model.width=-4", cwd=tmp_path), "model.width: must be at least 1, got -4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_missing_cifar_archive_says_where_and_creates_nothing(tmp_path):

@@ -12,7 +12,7 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import BIN, TINY_JOB, cli, write_yaml
+from helpers import BIN, TINY_JOB, cli, tiny_cluster, write_yaml
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.e2e
@@ -220,8 +220,22 @@ def three_node_cluster(tmp_path_factory):
         stop(proc)
 
 
-def test_multi_node_imp_and_pool_match_single_node(tmp_path, three_node_cluster, base_run, tracking_uri):
-    job = write_yaml(tmp_path / "job.yaml", {**TINY_JOB, "imp": {"rounds": 2, "rewind_epoch": 1}})
+TWO_ROUNDS = {**TINY_JOB, "imp": {"rounds": 2, "rewind_epoch": 1}}
+
+
+@pytest.fixture(scope="module")
+def single_node_run(tmp_path_factory, tracking_uri):
+    """The two-round tiny job trained by 2 DDP workers on one node: the reference for the multi-node run."""
+    d = tmp_path_factory.mktemp("single-node")
+    job = write_yaml(d / "job.yaml", TWO_ROUNDS)
+    cluster = write_yaml(d / "cluster.yaml", tiny_cluster(d / "runs"))
+    proc = cli("imp", "--job", str(job), "--cluster", str(cluster), "--tracking-uri", tracking_uri, cwd=d)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return next((d / "runs").iterdir())
+
+
+def test_multi_node_imp_and_pool_match_single_node(tmp_path, single_node_run, three_node_cluster, tracking_uri):
+    job = write_yaml(tmp_path / "job.yaml", TWO_ROUNDS)
     # A node-local path on a multi-node cluster is refused, before anything is written.
     local = write_yaml(
         tmp_path / "local.yaml",
@@ -245,10 +259,10 @@ def test_multi_node_imp_and_pool_match_single_node(tmp_path, three_node_cluster,
     proc = cli("imp", "--job", str(job), "--cluster", str(cluster), "--tracking-uri", tracking_uri, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run = next((tmp_path / "runs").iterdir())
-    assert run.name == base_run["run"].name  # the same job: the same run identity
+    assert run.name == single_node_run.name  # the same job: the same run identity
     for r in (0, 1):  # 2 DDP workers on two nodes train exactly what 2 workers on one node trained
         here = json.loads((run / "rounds" / f"round_{r:02d}" / "meta.json").read_text())
-        there = json.loads((base_run["run"] / "rounds" / f"round_{r:02d}" / "meta.json").read_text())
+        there = json.loads((single_node_run / "rounds" / f"round_{r:02d}" / "meta.json").read_text())
         assert here["ticket_sha256"] == there["ticket_sha256"], r
 
     proc = cli("pool", str(run), "--cluster", str(cluster), "--parallel-evals", "2", "--tracking-uri", tracking_uri)

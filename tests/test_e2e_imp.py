@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from conftest import LP_RAY, TINY_JOB, cli, tiny_cluster, write_yaml
+from helpers import LP_RAY, TINY_JOB, cli, tiny_cluster, write_yaml
 from mlflow.tracking import MlflowClient
 
 from lp_ray.store import decode_weights

@@ -9,7 +9,7 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import LP_RAY, cli
+from helpers import LP_RAY, cli
 from mlflow.tracking import MlflowClient
 
 from lp_ray.store import decode_weights

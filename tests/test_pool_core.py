@@ -1,11 +1,13 @@
+"""The pure numeric core of the pool: interpolation, re-pruning, merging, BatchNorm recalibration."""
+
 import pytest
 import torch
 import torch.nn as nn
 from torch.optim.swa_utils import update_bn
 
 from lp_ray.data.base import TensorSource
-from lp_ray.pool.chain import INTERPOLATION_POOL, Chain, candidate_order
-from lp_ray.pool.core import bn_subset, interpolate, recalibrate_bn, reprune
+from lp_ray.pool.core import bn_subset, interpolate, keep_count, merge, recalibrate_bn, reprune
+from lp_ray.pool.methods import INTERPOLATION_POOL
 from lp_ray.sparsity import survivors
 
 
@@ -71,66 +73,15 @@ def test_bn_subset_fixed_and_sorted():
     assert torch.equal(bn_subset(idx, None, 0), idx)
 
 
-def test_candidate_order_by_adjacency():
-    assert candidate_order(3, list(range(6))) == [2, 4, 1, 5, 0]
-    assert candidate_order(0, list(range(4))) == [1, 2, 3]
-    assert candidate_order(5, list(range(6))) == [4, 3, 2, 1, 0]
-    assert candidate_order(3, list(range(6)), search_num=2) == [2, 4]
-    # search_num equal to the number of candidates keeps the last one (the paper's code dropped it)
-    assert candidate_order(1, [0, 1, 2], search_num=2) == [0, 2]
-
-
-def run_chain(chain, oracle):
-    """Drive a chain with a scripted accuracy oracle: oracle[(candidate, alpha)] -> val acc."""
-    while not chain.done:
-        step = chain.open_step()
-        chain.decide([oracle[(step.candidate, a)] for a in step.alphas])
-    return chain
-
-
-def test_greedy_rule_strict_improvement_first_alpha_on_ties_and_order():
-    coeffs = [0.2, 0.5, 0.8]
-    oracle = {
-        (2, 0.0): 0.70,
-        (1, 0.2): 0.69,
-        (1, 0.5): 0.72,
-        (1, 0.8): 0.72,  # tie: first alpha (0.5) wins, accepted
-        (3, 0.2): 0.72,
-        (3, 0.5): 0.71,
-        (3, 0.8): 0.60,  # equal to best: NOT accepted (strict >)
-        (0, 0.2): 0.75,
-        (0, 0.5): 0.74,
-        (0, 0.8): 0.76,
-    }  # best alpha 0.8, accepted
-    chain = run_chain(Chain(2, candidate_order(2, [0, 1, 2, 3]), coefficients=coeffs), oracle)
-    assert [d.step.candidate for d in chain.decisions] == [2, 1, 3, 0]
-    assert [(d.step.candidate, d.alpha, d.accepted) for d in chain.decisions[1:]] == [
-        (1, 0.5, True),
-        (3, 0.2, False),
-        (0, 0.8, True),
-    ]
-    assert chain.best == 0.76
-    assert [d.step.candidate for d in chain.accepted] == [1, 0]
-
-
-def test_nothing_better_nothing_accepted():
-    oracle = {(0, 0.0): 0.9, **{(1, a): 0.5 for a in INTERPOLATION_POOL}}
-    chain = run_chain(Chain(0, [1]), oracle)
-    assert chain.accepted == [] and chain.best == 0.9
-
-
-def test_method_coefficients():
-    assert Chain(0, [1]).alphas() == tuple(INTERPOLATION_POOL)
-    assert Chain(0, [1], "average").alphas() == (0.5,)
-    assert Chain(0, [1], "ema", ema_decay=0.95).alphas() == pytest.approx((0.05,))
-    swa = Chain(0, [1, 2, 3], "swa")
-    seen = []
-    oracle = lambda: 0.1  # noqa: E731 (accuracy does not matter: swa accepts everything)
-    while not swa.done:
-        step = swa.open_step()
-        seen.append(step.alphas)
-        swa.decide([oracle() for _ in step.alphas])
-    assert seen == [(0.0,), (1 / 2,), (1 / 3,), (1 / 4,)]  # a running mean of 1, 2, 3, 4 tickets
-    assert len(swa.accepted) == 3
-    with pytest.raises(ValueError, match="unknown pool method"):
-        Chain(0, [1], "magic")
+def test_merge_interpolates_then_reprunes_and_keep_count():
+    cur = {"a": torch.tensor([1.0, 0.0, 3.0, 0.0]), "bias": torch.tensor([1.0])}
+    cand = {"a": torch.tensor([3.0, 2.0, 1.0, 0.0]), "bias": torch.tensor([3.0])}
+    keep = keep_count({"a": (cur["a"] != 0).float()})
+    assert keep == 2 and keep_count({"a": torch.ones(4)}) is None  # a dense target is not re-pruned
+    state, mask = merge(cur, cand, 0.5, ["a"], keep)
+    assert state["a"].tolist() == [2.0, 0.0, 2.0, 0.0] and mask["a"].tolist() == [1.0, 0.0, 1.0, 0.0]
+    assert state["bias"].tolist() == [2.0]  # interpolated, never pruned
+    dense, nonzero = merge(cur, cand, 0.5, ["a"], None)  # no re-pruning: the mask is the nonzero positions
+    assert dense["a"].tolist() == [2.0, 1.0, 2.0, 0.0] and nonzero["a"].tolist() == [1.0, 1.0, 1.0, 0.0]
+    alone, _ = merge(cur, None, 0.0, ["a"], None)
+    assert torch.equal(alone["a"], cur["a"])

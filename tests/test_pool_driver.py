@@ -8,11 +8,11 @@ import yaml
 from lp_ray.data import materialize_data
 from lp_ray.errors import LpRayError
 from lp_ray.models import build_model
-from lp_ray.pool.driver import PoolDriver, PoolSettings, open_run
+from lp_ray.pool.driver import PoolDriver, QuietListener, open_run
 from lp_ray.pool.executors import SerialExecutor, build_evaluator
 from lp_ray.sparsity import dense_mask, prunable_names, prune_fraction, survivors
-from lp_ray.spec import job_from_dict, job_to_dict
-from lp_ray.store import RunDir, decode_weights, write_ticket
+from lp_ray.spec import PoolSpec, job_from_dict, job_to_dict
+from lp_ray.store import RunDir, TicketMeta, decode_weights, write_ticket
 
 JOB = {
     "name": "fake",
@@ -44,28 +44,36 @@ def make_run(path) -> str:
             r,
             w,
             mask,
-            {
-                "round": r,
-                "density": survivors(mask) / sum(m.numel() for m in mask.values()),
-                "val_acc": 0.3,
-                "test_acc": 0.3,
-            },
+            TicketMeta(
+                round=r, density=survivors(mask) / sum(m.numel() for m in mask.values()), val_acc=0.3, test_acc=0.3
+            ),
         )
     return run.uri
+
+
+class Recorder(QuietListener):
+    """Writes down which events the driver sent, by name."""
+
+    def __init__(self, events: list):
+        self.events = events
+
+    def on_evaluation(self, target):
+        self.events.append("evaluation")
+
+    def on_target_done(self, result, skipped):
+        self.events.append("target_done")
 
 
 def pool(uri, settings, events=None):
     pr = open_run(uri)
     ex = SerialExecutor(build_evaluator(job_to_dict(pr.job), uri, settings.bn_samples, 1))
-    driver = PoolDriver(
-        pr, settings, ex, on_event=(lambda kind, **kw: events.append(kind)) if events is not None else None
-    )
+    driver = PoolDriver(pr, settings, ex, Recorder(events) if events is not None else None)
     return driver, driver.run()
 
 
 def test_pooled_tickets_have_exactly_target_density(tmp_path):
     uri = make_run(tmp_path / "run")
-    driver, results = pool(uri, PoolSettings(coefficients=[0.3, 0.7]))
+    driver, results = pool(uri, PoolSpec(coefficients=[0.3, 0.7]))
     pr = open_run(uri)
     assert sorted(results) == [0, 1, 2, 3]
     for t in results:
@@ -77,14 +85,14 @@ def test_pooled_tickets_have_exactly_target_density(tmp_path):
     trace = RunDir(uri).read_table("pool/interpolation/trace.parquet").to_pylist()
     for row in trace:
         if row["target"] > 0:
-            assert row["density"] == pytest.approx(pr.metas[row["target"]]["density"], abs=0)
+            assert row["density"] == pytest.approx(pr.metas[row["target"]].density, abs=0)
     assert len(trace) == 4 * (1 + 3 * 2)
     assert RunDir(uri).exists("pool/interpolation/summary.parquet")
 
 
 def test_resume_from_partial_trace_reevaluates_nothing(tmp_path):
     uri = make_run(tmp_path / "run")
-    settings = PoolSettings(coefficients=[0.2, 0.5, 0.8])
+    settings = PoolSpec(coefficients=[0.2, 0.5, 0.8])
     full, results = pool(uri, settings)
     run = RunDir(uri)
     trace = run.read_table("pool/interpolation/trace.parquet").to_pylist()
@@ -113,17 +121,17 @@ def test_resume_from_partial_trace_reevaluates_nothing(tmp_path):
 
 def test_changed_settings_refused(tmp_path):
     uri = make_run(tmp_path / "run")
-    pool(uri, PoolSettings(coefficients=[0.5], targets=[1]))
+    pool(uri, PoolSpec(coefficients=[0.5], targets=[1]))
     with pytest.raises(LpRayError, match=r"holds a search with different settings \(coefficients\); pass --overwrite"):
-        pool(uri, PoolSettings(coefficients=[0.4], targets=[1]))
+        pool(uri, PoolSpec(coefficients=[0.4], targets=[1]))
     with pytest.raises(LpRayError, match=r"--targets: round\(s\) \[7\] have no finished ticket"):
-        pool(uri, PoolSettings(coefficients=[0.5], targets=[7]))
+        pool(uri, PoolSpec(coefficients=[0.5], targets=[7]))
 
 
 def test_swa_and_ema_merge_every_candidate(tmp_path):
     uri = make_run(tmp_path / "run")
-    _, swa = pool(uri, PoolSettings(method="swa", targets=[0, 2]))
+    _, swa = pool(uri, PoolSpec(method="swa", targets=[0, 2]))
     assert swa[2].accepted == [1, 3, 0] and swa[2].alphas == pytest.approx([1 / 2, 1 / 3, 1 / 4])
-    _, ema = pool(uri, PoolSettings(method="ema", targets=[1]))
+    _, ema = pool(uri, PoolSpec(method="ema", targets=[1]))
     assert ema[1].alphas == pytest.approx([0.05, 0.05, 0.05])
     assert swa[0].density == 1.0  # the dense target stays dense

@@ -28,6 +28,9 @@ def write(tmp_path, text, name="job.yaml"):
         ("pool: {method: magic}\n", "pool.method: unknown method 'magic'"),
         ("train: {augment: yes please}\n", "unknown key 'train.augment'"),
         ("data: {augment: 3}\n", "data.augment: expected true or false, got int 3"),
+        ("model: {name: resnet9000}\n", "model.name: unknown model 'resnet9000' (known: cifar_resnet18"),
+        ("model: {width: 0}\n", "model.width: must be at least 1, got 0"),
+        ("pool: {targets: []}\n", "pool.targets: must be a non-empty list of rounds"),
     ],
 )
 def test_job_errors_name_file_and_key(tmp_path, text, message):
@@ -116,3 +119,36 @@ def test_tracking_uri_precedence_and_absolute_sqlite(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://env:5000")
     assert resolve_tracking_uri(None, "http://mlflow:5000") == "http://env:5000"
     assert resolve_tracking_uri("sqlite:////abs/x.db", "http://mlflow:5000") == "sqlite:////abs/x.db"
+
+
+def test_overrides_go_through_the_loader(tmp_path):
+    from lp_ray.spec import apply_overrides
+
+    job = load_job(None, ["train.epochs=10", "train.lr_drops=[5, 8]", "pool.search_num=3", "data.path=./x"])
+    assert (job.train.epochs, job.train.lr_drops, job.pool.search_num) == (10, [5, 8], 3)
+    assert job.data.path == str(tmp_path.cwd().resolve() / "x")  # resolved like a spec file's path
+    assert run_hash(load_job(None, ["train.epochs=40"])) == run_hash(JobSpec())  # a default, written out
+    assert apply_overrides(job, ["pool.search_num=null"], "x").pool.search_num is None
+    with pytest.raises(SpecError, match=r"^train.epochs.x=1: unknown key 'train.epochs.x'$"):
+        load_job(None, ["train.epochs.x=1"])
+    with pytest.raises(SpecError, match=r"pool.coefficients=\[0.5, 2\]: pool.coefficients: must be a non-empty"):
+        load_job(None, ["pool.coefficients=[0.5, 2]"])
+
+
+def test_pool_options_share_the_spec_rules():
+    from lp_ray.spec import PoolSpec, with_pool_options
+
+    base = PoolSpec(search_num=4)
+    got = with_pool_options(base, {"method": "average", "search_num": None, "bn_samples": 100})
+    assert (got.method, got.search_num, got.bn_samples) == ("average", 4, 100)
+    assert base.method == "interpolation"  # the job's settings are not changed in place
+    with pytest.raises(SpecError, match=r"^--bn-samples: must be at least 1, got 0$"):
+        with_pool_options(base, {"bn_samples": 0})
+    assert got.identity([0, 1]) == {
+        "method": "average",
+        "coefficients": None,
+        "search_num": 4,
+        "bn_samples": 100,
+        "ema_decay": 0.95,
+        "tickets": [0, 1],
+    }  # what settings.json has always held

@@ -3,11 +3,12 @@ import json
 import pytest
 import torch
 
+from lp_ray import layout
 from lp_ray.errors import LpRayError
 from lp_ray.models import build_model
 from lp_ray.sparsity import dense_mask, prunable_names, prune_fraction
 from lp_ray.spec import ModelSpec
-from lp_ray.store import RunDir, finished_rounds, read_ticket, round_dir, sha256, write_rounds_table, write_ticket
+from lp_ray.store import RunDir, TicketMeta, finished_rounds, read_ticket, sha256, write_rounds_table, write_ticket
 
 
 @pytest.fixture
@@ -21,10 +22,10 @@ def test_ticket_round_trip(tmp_path, model):
     state = model.state_dict()
     names = prunable_names(model)
     mask = prune_fraction(state, dense_mask(state, names), 0.2)
-    digest = write_ticket(run, 1, state, mask, {"round": 1, "density": 0.8, "val_acc": 0.5, "test_acc": 0.4})
+    digest = write_ticket(run, 1, state, mask, TicketMeta(round=1, density=0.8, val_acc=0.5, test_acc=0.4))
     assert finished_rounds(run) == [1]
-    assert sha256(run.read_bytes(f"{round_dir(1)}/ticket.safetensors")) == digest
-    assert json.loads(run.read_bytes(f"{round_dir(1)}/meta.json"))["ticket_sha256"] == digest
+    assert sha256(run.read_bytes(layout.ticket(1))) == digest
+    assert json.loads(run.read_bytes(layout.ticket_meta(1)))["ticket_sha256"] == digest
     got, got_mask = read_ticket(run, 1, state, set(names))
     assert all(torch.equal(got[k], state[k]) for k in state)
     assert all(torch.equal(got_mask[k], mask[k]) for k in mask)
@@ -38,7 +39,7 @@ def test_corrupt_truncated_and_mismatched_tickets(tmp_path, model):
     run = RunDir(str(tmp_path / "run"))
     state = model.state_dict()
     names = prunable_names(model)
-    write_ticket(run, 0, state, dense_mask(state, names), {"round": 0})
+    write_ticket(run, 0, state, dense_mask(state, names), TicketMeta(round=0, density=1.0, val_acc=0.0, test_acc=0.0))
     path = tmp_path / "run" / "rounds" / "round_00" / "ticket.safetensors"
     good = path.read_bytes()
 
@@ -68,7 +69,13 @@ def test_corrupt_truncated_and_mismatched_tickets(tmp_path, model):
 def test_ticket_is_not_a_pickle(tmp_path, model):
     run = RunDir(str(tmp_path / "run"))
     state = model.state_dict()
-    write_ticket(run, 0, state, dense_mask(state, prunable_names(model)), {"round": 0})
+    write_ticket(
+        run,
+        0,
+        state,
+        dense_mask(state, prunable_names(model)),
+        TicketMeta(round=0, density=1.0, val_acc=0.0, test_acc=0.0),
+    )
     raw = (tmp_path / "run" / "rounds" / "round_00" / "ticket.safetensors").read_bytes()
     header_len = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8 : 8 + header_len])
