@@ -46,11 +46,13 @@ def _interruptible(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from lp_ray.interrupt import recorded_sigint
+        from lp_ray import interrupt
 
         try:
-            with recorded_sigint():
-                return command(*args, **kwargs)
+            with interrupt.recorded_sigint():
+                result = command(*args, **kwargs)
+                interrupt.check()  # a Ctrl-C swallowed in the command's last steps (its final logging)
+                return result
         except KeyboardInterrupt:
             typer.echo(INTERRUPTED, err=True)
             raise typer.Exit(130) from None
@@ -87,7 +89,6 @@ def imp(
     """Train IMP with rewinding on Ray Train: one checkpointed, resumable fit() per round."""
     from lp_ray.imp.driver import run_imp
     from lp_ray.spec import load_cluster, run_name
-    from lp_ray.tracking import resolve_tracking_uri
 
     if rounds is not None and rounds < 1:
         raise LpRayError(f"--rounds must be at least 1, got {rounds}")
@@ -95,7 +96,7 @@ def imp(
     c = load_cluster(cluster)
     if submit:
         return _submit(f"lp-ray-imp-{run_name(j)}", c)
-    result = run_imp(j, c, resolve_tracking_uri(tracking_uri, c.tracking_uri))
+    result = run_imp(j, c, _job_tracking_uri(tracking_uri, j, c))
     typer.echo(f"run directory: {result.run.uri}")
 
 
@@ -109,7 +110,7 @@ def tickets(
 
     from lp_ray import layout
     from lp_ray.progress import console
-    from lp_ray.store import RunDir, finished_rounds, read_mask, read_ticket_meta
+    from lp_ray.store import RunDir, finished_rounds, read_mask, read_ticket, read_ticket_meta
 
     run = RunDir(run_dir)
     if not run.is_dir():
@@ -121,6 +122,7 @@ def tickets(
     for col in ("round", "density %", "val acc %", "test acc %", "path"):
         table.add_column(col, justify="left" if col == "path" else "right")
     for r in rounds:
+        read_ticket(run, r)  # its bytes and mask are what was recorded
         m = read_ticket_meta(run, r)
         table.add_row(
             str(r),
@@ -170,6 +172,17 @@ def _run_tracking_uri(cli_uri: str | None, cluster_uri: str | None, run_dir: str
         return resolve_tracking_uri(cli_uri, cluster_uri)
     info = read_tracking(RunDir(run_dir))
     return info.tracking_uri if info is not None else resolve_tracking_uri(None, None)
+
+
+def _job_tracking_uri(cli_uri: str | None, job, cluster) -> str:
+    """For imp/run: as for any command on a run, a run directory that exists already keeps logging where
+    it logged (a rerun from another directory must not start a second store)."""
+    from lp_ray.imp.driver import run_dir_for
+    from lp_ray.spec import storage_uri
+    from lp_ray.store import check_storage_reachable
+
+    check_storage_reachable(storage_uri(cluster))  # a missing bucket says so before anything reads it
+    return _run_tracking_uri(cli_uri, cluster.tracking_uri, run_dir_for(job, cluster).uri)
 
 
 def _pool_settings(job, overrides: list[str] | None, options: dict):
@@ -277,38 +290,49 @@ def report(run_dir: str = RunArg, tracking_uri: str | None = TrackingOpt) -> Non
 
 def _report(run_dir: str, tracking_uri: str | None) -> None:
     from lp_ray.progress import console
-    from lp_ray.report import print_report, write_report
+    from lp_ray.report import build_report, print_report, write_report
     from lp_ray.store import RunDir
 
     run = RunDir(run_dir)
     if not run.is_dir():
         raise LpRayError(f"{run_dir}: no such run directory")
-    table, paths = write_report(run)
+    table = build_report(run)  # every check (tickets, pooled networks) before anything is written
+    logger = _report_logger(run, _run_tracking_uri(tracking_uri, None, run_dir))  # MLflow reachable
+    _, paths = write_report(run, table)
     print_report(table, title=run.uri)
-    _log_report(run, paths, _run_tracking_uri(tracking_uri, None, run_dir))
+    if logger is not None:
+        logger(paths)
     console.print(f"report: {paths['csv']}, {paths['parquet']}")
     console.print(f"plot:   {paths['png']}")
 
 
-def _log_report(run, paths: dict, tracking_uri: str) -> None:
-    """The report files go to the IMP parent run's artifacts, under report/."""
-    import tempfile
-
+def _report_logger(run, tracking_uri: str):
+    """What logs the report files to the IMP parent run's artifacts (under report/), made before any
+    file is written so an unusable MLflow fails first; None when there is nothing to log to (no store
+    at that URI yet: a read-only command does not create one, or no imp run of this directory in it)."""
     from lp_ray import layout
     from lp_ray.spec import run_hash
     from lp_ray.store import read_job
-    from lp_ray.tracking import Tracker
+    from lp_ray.tracking import Tracker, store_exists
 
+    if not store_exists(tracking_uri):
+        return None
     job = read_job(run)
     tracker = Tracker(tracking_uri, job.name, run_hash(job))
     parent = tracker.find_imp_run(run.uri)
     if parent is None:
-        return
-    with tempfile.TemporaryDirectory() as d:
-        for fmt in layout.REPORT_FORMATS:
-            local = Path(d) / layout.report(fmt)
-            local.write_bytes(run.read_bytes(layout.report(fmt)))
-            tracker.log_artifact(parent, str(local), "report")
+        return None
+
+    def log(paths: dict) -> None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as d:
+            for fmt in layout.REPORT_FORMATS:
+                local = Path(d) / layout.report(fmt)
+                local.write_bytes(run.read_bytes(layout.report(fmt)))
+                tracker.log_artifact(parent, str(local), "report")
+
+    return log
 
 
 @app.command("eval")
@@ -345,13 +369,12 @@ def run(
     from lp_ray.imp.driver import run_imp
     from lp_ray.pool.command import run_pool
     from lp_ray.spec import load_cluster, run_name, with_pool_options
-    from lp_ray.tracking import resolve_tracking_uri
 
     j, c = _job(job, overrides), load_cluster(cluster)
     settings = with_pool_options(j.pool, {"method": method})  # checked before anything trains
     if submit:
         return _submit(f"lp-ray-run-{run_name(j)}", c)
-    uri = resolve_tracking_uri(tracking_uri, c.tracking_uri)
+    uri = _job_tracking_uri(tracking_uri, j, c)
     result = run_imp(j, c, uri)
     run_pool(result.run.uri, settings, c, uri, parallel_evals=parallel_evals)
     _report(result.run.uri, uri)
@@ -396,14 +419,43 @@ def main() -> None:
     # Quiet by default: MLflow's store-migration INFO lines and "View run" links are noise in a CLI.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    sys.exit(run_cli(sys.argv[1:]))
+
+
+def run_cli(argv: list[str]) -> int:
+    """The one error boundary: whatever goes wrong is one line on stderr and an exit code: 1 for a
+    problem with the input or the environment, 2 for a malformed command line, 130 for Ctrl-C."""
+    usage = _usage_errors()
     try:
-        app()
+        code = app(argv, prog_name="lp-ray", standalone_mode=False)
+    except usage.NoArgsIsHelpError as e:  # plain `lp-ray`: the help (typer has printed it), as before
+        return e.exit_code
+    except usage.UsageError as e:  # unknown option or command, missing argument, bad value
+        where = e.ctx.command_path if e.ctx else "lp-ray"
+        typer.echo(f"error: {e.format_message()} (see `{where} --help`)", err=True)
+        return 2
     except LpRayError as e:
         typer.echo(f"error: {e}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
+        return 1
+    except OSError as e:  # disk full, read-only or vanished storage where no narrower handler was
+        from lp_ray.store import os_reason
+
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        typer.echo(f"error: {where}{os_reason(e)}", err=True)
+        return 1
+    except (KeyboardInterrupt, typer.Abort):
         typer.echo(INTERRUPTED, err=True)
-        sys.exit(130)
+        return 130
+    return code if isinstance(code, int) else 0
+
+
+def _usage_errors():
+    """Typer's command-line exceptions: typer >= 0.2x vendors click as typer._click."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # older typer: click itself
+        from click import exceptions
+    return exceptions
 
 
 if __name__ == "__main__":

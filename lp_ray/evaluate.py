@@ -7,7 +7,7 @@ import torch
 
 from lp_ray import layout
 from lp_ray.errors import LpRayError
-from lp_ray.store import RunDir, decode_weights, read_job
+from lp_ray.store import RunDir, check_sha256, decode_weights, read_job, read_ticket
 
 URI_TAGS = ("network_uri", "ticket_uri")
 
@@ -19,11 +19,14 @@ def resolve_network_uri(uri: str, tracking_uri: str | None) -> str:
         return uri
     from mlflow.tracking import MlflowClient
 
-    from lp_ray.tracking import resolve_tracking_uri
+    from lp_ray.tracking import resolve_tracking_uri, store_exists
 
     run_id = uri[len("runs:/") :].strip("/").split("/")[0]
+    store = resolve_tracking_uri(tracking_uri, None)
+    if not store_exists(store):  # reading must not create an empty store
+        raise LpRayError(f"{uri}: there is no MLflow store at {store}; pass --tracking-uri")
     try:
-        tags = MlflowClient(resolve_tracking_uri(tracking_uri, None)).get_run(run_id).data.tags
+        tags = MlflowClient(store).get_run(run_id).data.tags
     except Exception as e:
         raise LpRayError(f"{uri}: cannot read that MLflow run ({str(e).splitlines()[0]})") from None
     for tag in URI_TAGS:
@@ -44,6 +47,20 @@ def find_run_dir(uri: str) -> tuple[RunDir, str]:
     raise LpRayError(f"{uri}: not inside an lp-ray run directory (no job.yaml above it)")
 
 
+def read_weights(run: RunDir, rel: str, template, prunable: set[str]):
+    """A weights file of the run, checked against what recorded it: a ticket against its meta.json (and
+    its round's mask), a pooled network against its target_RR.json; anything else as it decodes."""
+    kind = layout.parse_weights(rel)
+    if kind is not None and kind[0] == "ticket":
+        return read_ticket(run, kind[1], template, prunable)
+    data = run.read_bytes(rel)
+    if kind is not None and run.exists(layout.target_meta(kind[1], kind[2])):
+        record = layout.target_meta(kind[1], kind[2])
+        recorded = run.read_json(record).get("result", {}).get("sha256", "")
+        check_sha256(data, recorded, run.path(rel), run.path(record), f"delete {run.path(record)} and pool again")
+    return decode_weights(data, run.path(rel), template, prunable)
+
+
 def evaluate_uri(uri: str, tracking_uri: str | None = None) -> dict:
     from lp_ray.data import load_data
     from lp_ray.models import build_model
@@ -58,7 +75,7 @@ def evaluate_uri(uri: str, tracking_uri: str | None = None) -> dict:
     data = load_data(job, run)
     model = build_model(job.model, data.num_classes, data.input_shape)
     prunable = prunable_names(model, job.imp.prune_linear)
-    state, mask = decode_weights(run.read_bytes(rel), run.path(rel), model.state_dict(), set(prunable))
+    state, mask = read_weights(run, rel, model.state_dict(), set(prunable))
     model.load_state_dict(state)
     torch.set_num_threads(1)
     return {

@@ -29,6 +29,8 @@ writes them. A file that is not named here is not part of a run.
 
 from __future__ import annotations
 
+import re
+
 JOB = "job.yaml"
 SPLIT = "split.safetensors"
 DATASET = "dataset.safetensors"
@@ -108,3 +110,13 @@ def target_meta(name: str, t: int) -> str:
 
 def report(fmt: str) -> str:
     return f"report.{fmt}"
+
+
+def parse_weights(rel: str) -> tuple[str, int] | tuple[str, str, int] | None:
+    """What a weights path inside a run directory is: ("ticket", round), ("pooled", search name, target),
+    or None (e.g. the rewind point)."""
+    if m := re.fullmatch(r"rounds/round_(\d+)/ticket\.safetensors", rel):
+        return "ticket", int(m.group(1))
+    if m := re.fullmatch(r"pool/([^/]+)/target_(\d+)\.safetensors", rel):
+        return "pooled", m.group(1), int(m.group(2))
+    return None

@@ -10,19 +10,28 @@ import pyarrow.csv as pacsv
 
 from lp_ray import layout
 from lp_ray.errors import LpRayError
-from lp_ray.store import RunDir, finished_rounds, read_ticket_meta
+from lp_ray.store import RunDir, finished_rounds, read_ticket, read_ticket_meta
 
 
-def pooled_methods(run: RunDir) -> list[str]:
-    """Pool folders that have a summary, the paper's method first."""
-    names = [n for n in run.list_dir(layout.POOL) if run.exists(layout.summary(n))]
-    return sorted(names, key=lambda n: (n != "interpolation", n))
+def pooled_results(run: RunDir) -> dict[str, dict]:
+    """Every search's finished targets, read from their records on disk (never from one invocation's
+    summary), the paper's method first; each pooled network checked against its recorded sha256."""
+    from lp_ray.pool.driver import finished_targets
+
+    names = [n for n in run.list_dir(layout.POOL) if run.is_dir(layout.pool_dir(n))]  # a stray file is no search
+    searches = {name: finished_targets(run, name) for name in names}
+    return {n: searches[n] for n in sorted(searches, key=lambda n: (n != "interpolation", n)) if searches[n]}
 
 
-def build_report(run: RunDir) -> pa.Table:
+def build_report(run: RunDir, verify: bool = True) -> pa.Table:
+    """The report table. `verify`: check every ticket against its recorded sha256 and mask first, so
+    no figure is shown for a file that was changed (the pool has just checked them when it plots)."""
     rounds = finished_rounds(run)
     if not rounds:
         raise LpRayError(f"{run.uri}: no finished IMP rounds to report (is this an lp-ray run directory?)")
+    if verify:
+        for r in rounds:
+            read_ticket(run, r)
     metas = {r: read_ticket_meta(run, r) for r in rounds}
     cols: dict[str, list] = {
         "round": rounds,
@@ -30,16 +39,15 @@ def build_report(run: RunDir) -> pa.Table:
         "lt_val_acc": [100 * metas[r].val_acc for r in rounds],
         "lt_test_acc": [100 * metas[r].test_acc for r in rounds],
     }
-    for name in pooled_methods(run):
-        rows = {row["target"]: row for row in run.read_table(layout.summary(name)).to_pylist()}
-        cols[f"{name}_test_acc"] = [100 * rows[r]["test_acc"] if r in rows else None for r in rounds]
-        cols[f"{name}_gain"] = [100 * rows[r]["gain"] if r in rows else None for r in rounds]
+    for name, results in pooled_results(run).items():
+        cols[f"{name}_test_acc"] = [100 * results[r].test_acc if r in results else None for r in rounds]
+        cols[f"{name}_gain"] = [100 * results[r].gain if r in results else None for r in rounds]
     return pa.table(cols)
 
 
-def write_report(run: RunDir) -> tuple[pa.Table, dict[str, str]]:
-    """report.csv, report.parquet and report.png in the run directory."""
-    table = build_report(run)
+def write_report(run: RunDir, table: pa.Table | None = None) -> tuple[pa.Table, dict[str, str]]:
+    """report.csv, report.parquet and report.png in the run directory (of `table`, or built now)."""
+    table = build_report(run) if table is None else table
     run.write_table(layout.report("parquet"), table)
     buf = io.BytesIO()
     pacsv.write_csv(table, buf)
@@ -51,8 +59,9 @@ def write_report(run: RunDir) -> tuple[pa.Table, dict[str, str]]:
 
 
 def write_plot(run: RunDir, local_path: str) -> None:
+    """The accuracy-vs-sparsity plot alone, for the pool's MLflow run (its tickets are checked already)."""
     with open(local_path, "wb") as f:
-        _plot(build_report(run), f)
+        _plot(build_report(run, verify=False), f)
 
 
 def _plot(table: pa.Table, out) -> None:

@@ -289,7 +289,11 @@ def _read_yaml(path: str | Path) -> dict:
     if not p.is_file():
         raise SpecError(f"{path}: no such file")
     try:
-        raw = yaml.safe_load(p.read_text())
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not a text file (a YAML spec was expected)") from None
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read it ({e.strerror or e})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -431,6 +435,8 @@ def check_pool(p: PoolSpec, fail: typing.Callable[[str, str], None]) -> None:
 def _check_cluster(c: ClusterSpec, where: str) -> None:
     if c.num_workers < 1:
         _fail(where, "num_workers", f"must be at least 1, got {c.num_workers}")
+    if not c.storage_path.strip():
+        _fail(where, "storage_path", "must not be empty (a local path, an NFS mount or a URI such as s3://bucket/runs)")
     if c.placement_strategy not in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"):
         _fail(
             where,

@@ -13,9 +13,10 @@ import hashlib
 import io
 import json
 import os
+import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 import pyarrow as pa
@@ -50,7 +51,11 @@ def join_uri(uri: str, rel: str) -> str:
 
 
 def check_storage_reachable(uri: str) -> None:
-    """Object stores fail late and slowly: check the bucket before a run writes anything."""
+    """Before a run writes anything: a local storage path must be (or be creatable as) a writable
+    directory; object stores fail late and slowly, so their bucket is checked."""
+    if "://" not in uri:
+        _check_local_storage(uri)
+        return
     if not uri.startswith(("s3://", "gs://")):
         return
     fs, path = resolve_fs(uri)
@@ -61,6 +66,23 @@ def check_storage_reachable(uri: str) -> None:
         raise LpRayError(f"{uri.partition('?')[0]}: storage unreachable ({str(e).splitlines()[0]})") from None
     if info.type == pafs.FileType.NotFound:
         raise LpRayError(f"{uri.partition('?')[0]}: bucket {bucket!r} does not exist; create it first")
+
+
+def _check_local_storage(path: str) -> None:
+    """The nearest existing folder of `path` must be a directory we can write in (`storage_path` a file,
+    or on read-only storage, failed with a traceback after Ray and MLflow had started)."""
+    p = os.path.abspath(os.path.expanduser(path))
+    existing = p
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise LpRayError(f"storage_path {path!r}: {existing} is a file, not a directory")
+    probe = os.path.join(existing, f".lp-ray-write-check-{uuid.uuid4().hex}")
+    try:  # access() would say yes to root on a read-only mount's permission bits; a real write says no
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        os.unlink(probe)
+    except OSError as e:
+        raise LpRayError(f"storage_path {path!r}: cannot write in {existing} ({os_reason(e)})") from None
 
 
 class RunDir:
@@ -85,8 +107,8 @@ class RunDir:
     def exists(self, rel: str) -> bool:
         return self.fs.get_file_info(self.path(rel)).type != pafs.FileType.NotFound
 
-    def is_dir(self) -> bool:
-        return self.fs.get_file_info(self.base).type == pafs.FileType.Directory
+    def is_dir(self, rel: str = "") -> bool:
+        return self.fs.get_file_info(self.path(rel)).type == pafs.FileType.Directory
 
     def read_bytes(self, rel: str) -> bytes:
         try:
@@ -94,16 +116,26 @@ class RunDir:
                 return f.read()
         except FileNotFoundError:
             raise LpRayError(f"{self.path(rel)}: no such file") from None
+        except OSError as e:
+            raise LpRayError(f"{self.path(rel)}: cannot read it ({os_reason(e)})") from None
 
     def write_bytes(self, rel: str, data: bytes) -> None:
-        """Atomic: readers see the old file or the whole new one, never half of it."""
+        """Atomic: readers see the old file or the whole new one, never half of it. A failed write (disk
+        full, read-only storage) removes its temporary file and leaves the old file as it was."""
         final = self.path(rel)
         parent = final.rsplit("/", 1)[0]
-        self.fs.create_dir(parent, recursive=True)
         tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{final.rsplit('/', 1)[1]}"
-        with self.fs.open_output_stream(tmp) as f:
-            f.write(data)
-        self.fs.move(tmp, final)
+        try:
+            self.fs.create_dir(parent, recursive=True)
+            with self.fs.open_output_stream(tmp) as f:
+                f.write(data)
+            self.fs.move(tmp, final)
+        except OSError as e:
+            try:
+                self.fs.delete_file(tmp)
+            except OSError:
+                pass  # never created, or the storage is gone: nothing of ours is left either way
+            raise LpRayError(f"{final}: cannot write it ({os_reason(e)})") from None
 
     def read_json(self, rel: str) -> Any:
         raw = self.read_bytes(rel)
@@ -139,6 +171,14 @@ class RunDir:
                 self.fs.delete_file(self.path(rel))
 
 
+def os_reason(e: OSError) -> str:
+    """The cause of an OSError in a few words (`No space left on device`), for one-line errors; pyarrow
+    wraps it as "Error writing bytes to file. Detail: [errno 28] No space left on device"."""
+    text = e.strerror or (str(e).strip().splitlines() or [type(e).__name__])[0]
+    m = re.search(r"\[errno \d+\] (.+)$", text)
+    return m.group(1) if m else text
+
+
 def read_job(run: RunDir):
     """The job spec a run directory was made for (its job.yaml), validated like any spec file."""
     import yaml
@@ -151,7 +191,22 @@ def read_job(run: RunDir):
         raw = yaml.safe_load(run.read_bytes(layout.JOB))
     except yaml.YAMLError:
         raise LpRayError(f"{run.path(layout.JOB)}: malformed YAML") from None
-    return job_from_dict(raw, run.path(layout.JOB))
+    job = job_from_dict(raw, run.path(layout.JOB))
+    _check_job_made_the_tickets(run, job)
+    return job
+
+
+def _check_job_made_the_tickets(run: RunDir, job) -> None:
+    """An edited job.yaml would have every later command read the tickets as another job's."""
+    from lp_ray.spec import run_hash
+
+    if run.exists(layout.ticket_meta(0)):
+        recorded = read_ticket_meta(run, 0).run_hash
+        if recorded and recorded != run_hash(job):
+            raise LpRayError(
+                f"{run.path(layout.JOB)}: describes a job with run hash {run_hash(job)}, but the tickets here were "
+                f"trained for {recorded}; restore the job.yaml the run was made with"
+            )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -187,10 +242,11 @@ class TrackingInfo:
 def _record(cls, run: RunDir, rel: str):
     raw = run.read_json(rel)
     names = {f.name for f in fields(cls)}
-    try:
-        return cls(**{k: v for k, v in raw.items() if k in names})
-    except TypeError as e:  # a required field is missing
-        raise LpRayError(f"{run.path(rel)}: not a valid {rel.rsplit('/', 1)[-1]} ({e})") from None
+    required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+    missing = [k for k in required if not isinstance(raw, dict) or k not in raw]
+    if missing:
+        raise LpRayError(f"{run.path(rel)}: not a valid {rel.rsplit('/', 1)[-1]} (no {', '.join(missing)})")
+    return cls(**{k: v for k, v in raw.items() if k in names})
 
 
 def read_ticket_meta(run: RunDir, r: int) -> TicketMeta:
@@ -276,6 +332,17 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def check_sha256(data: bytes, recorded: str, where: str, recorded_in: str, fix: str) -> None:
+    """A weights file must be the bytes its record says it is: a file replaced by another valid one
+    (another round's ticket, say) decodes fine and would be used without a word."""
+    actual = sha256(data)
+    if recorded and actual != recorded:
+        raise LpRayError(
+            f"{where}: its sha256 ({actual[:12]}...) is not the one recorded in {recorded_in} "
+            f"({recorded[:12]}...): the file was changed or replaced; {fix}"
+        )
+
+
 def write_ticket(run: RunDir, r: int, state, mask, meta: TicketMeta) -> str:
     """Ticket first, then meta.json: meta.json is the round's 'done' marker. Returns the ticket's sha256."""
     data = encode_weights(state, mask, {"round": str(r)})
@@ -290,13 +357,40 @@ def ticket_done(run: RunDir, r: int) -> bool:
 
 
 def read_ticket(run: RunDir, r: int, expected=None, expected_mask=None):
+    """Round r's ticket (weights, mask), checked: it decodes and fits the model, its bytes are the ones
+    its meta.json recorded, and its mask is the round's mask.safetensors (round 0 has none)."""
     rel = layout.ticket(r)
-    return decode_weights(run.read_bytes(rel), run.path(rel), expected, expected_mask)
+    data = run.read_bytes(rel)
+    state, mask = decode_weights(data, run.path(rel), expected, expected_mask)
+    if run.exists(layout.ticket_meta(r)):
+        meta = read_ticket_meta(run, r)
+        fix = f"restore it, or delete {run.path(layout.round_dir(r))} and rerun `lp-ray imp` to retrain the round"
+        check_sha256(data, meta.ticket_sha256, run.path(rel), run.path(layout.ticket_meta(r)), fix)
+    if run.exists(layout.mask(r)):
+        stored = read_mask(run, layout.mask(r))
+        if set(stored) != set(mask) or any(not torch.equal(stored[k], mask[k]) for k in mask):
+            raise LpRayError(
+                f"{run.path(layout.mask(r))}: disagrees with the mask inside {run.path(rel)} "
+                f"(the round trained with the first; one of them was changed or replaced)"
+            )
+    return state, mask
 
 
 def finished_rounds(run: RunDir) -> list[int]:
-    rounds = [layout.parse_round_dir(name) for name in run.list_dir(layout.ROUNDS)]
-    return sorted(r for r in rounds if r is not None and ticket_done(run, r))
+    """The rounds with a finished ticket: 0, 1, ..., n. A gap (a round missing before a finished one)
+    is an error: every ticket after it was pruned from it, and pooling around it would go unnoticed."""
+    found = [layout.parse_round_dir(name) for name in run.list_dir(layout.ROUNDS)]
+    rounds = sorted(r for r in found if r is not None and ticket_done(run, r))
+    missing = sorted(set(range(rounds[-1] + 1)) - set(rounds)) if rounds else []
+    if missing:
+        m = missing[0]
+        later = next(r for r in rounds if r > m)
+        raise LpRayError(
+            f"{run.path(layout.round_dir(m))}: round {m} has no finished ticket but round {later} has; "
+            f"recompute it with `lp-ray imp --job {run.path(layout.JOB)}` and the cluster spec that made this run "
+            f"(finished rounds are kept, round {m} is trained again)"
+        )
+    return rounds
 
 
 def write_rounds_table(run: RunDir) -> pa.Table:

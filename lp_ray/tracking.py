@@ -52,6 +52,13 @@ def artifact_location(uri: str, experiment: str) -> str | None:
     return Path(os.path.dirname(path) or ".").resolve().joinpath("mlartifacts", experiment).as_uri()
 
 
+def store_exists(uri: str) -> bool:
+    """Whether there is a store at `uri` to read from: a SQLite file that exists, or any server (its
+    reachability is checked when a Tracker is made). Read-only commands never create a store."""
+    path = _sqlite_path(uri)
+    return path is None or (path != ":memory:" and os.path.isfile(path))
+
+
 def _sqlite_path(uri: str) -> str | None:
     return uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else None
 
@@ -142,9 +149,14 @@ class Tracker:
         return run_id
 
     def child_run(self, parent_id: str, kind: str, key: str, name: str) -> str:
-        return self._find_or_create(
-            name, {TAG_HASH: self.run_hash, TAG_KIND: kind, TAG_ROUND: key, TAG_PARENT: parent_id}
-        )
+        return self._find_or_create(name, self._child_tags(parent_id, kind, key))
+
+    def find_child(self, parent_id: str, kind: str, key: str) -> str | None:
+        """An existing child run, left as it is (child_run would mark a found run RUNNING again)."""
+        return self._find(self._child_tags(parent_id, kind, key))
+
+    def _child_tags(self, parent_id: str, kind: str, key: str) -> dict[str, str]:
+        return {TAG_HASH: self.run_hash, TAG_KIND: kind, TAG_ROUND: key, TAG_PARENT: parent_id}
 
     # --- logging --------------------------------------------------------------------------------
 

@@ -99,7 +99,7 @@ def load_data(job: JobSpec, run, create: bool = False) -> DataBundle:
         return _CACHE[key]
     train, test, num_classes, input_shape = DATASETS[job.data.dataset].load(job, run)
     if run.exists(layout.SPLIT):
-        split = st_load(run.read_bytes(layout.SPLIT))
+        split = read_tensors(run, layout.SPLIT, ("train_idx", "val_idx"))
         train_idx, val_idx = split["train_idx"], split["val_idx"]
         if len(train_idx) + len(val_idx) != len(train):
             raise LpRayError(
@@ -116,11 +116,26 @@ def load_data(job: JobSpec, run, create: bool = False) -> DataBundle:
     return bundle
 
 
+def read_tensors(run, rel: str, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """A safetensors file the run wrote once (its split, its generated data), with the tensors it must
+    hold; corrupt bytes or a different file are one error naming it."""
+    try:
+        tensors = st_load(run.read_bytes(rel))
+    except LpRayError:
+        raise
+    except Exception as e:  # safetensors raises several types on bad bytes
+        raise LpRayError(f"{run.path(rel)}: corrupt or truncated ({str(e).splitlines()[0]}); restore it") from None
+    missing = [k for k in keys if k not in tensors]
+    if missing:
+        raise LpRayError(f"{run.path(rel)}: not this run's {rel} (no {missing[0]} tensor); restore it")
+    return tensors
+
+
 def generated_tensors(run, build: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Generated data sets are built once and stored with the run, so a package upgrade never
     changes the examples of an existing run."""
     if run.exists(layout.DATASET):
-        return st_load(run.read_bytes(layout.DATASET))
+        return read_tensors(run, layout.DATASET, ("x_train", "y_train", "x_test", "y_test"))
     tensors = build()
     run.write_bytes(layout.DATASET, st_save(tensors))
     return tensors

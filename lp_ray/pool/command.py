@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 from lp_ray import layout
 from lp_ray.errors import LpRayError
-from lp_ray.pool.driver import PoolDriver, PoolRun, TargetResult, open_run
+from lp_ray.pool.driver import PoolDriver, PoolRun, TargetResult, check_targets, open_run
 from lp_ray.progress import console, progress_bars
 from lp_ray.spec import ClusterSpec, PoolSpec, job_to_dict, run_hash
-from lp_ray.store import read_tracking
+from lp_ray.store import check_storage_reachable, read_tracking
 
 
 @dataclass
@@ -45,12 +45,14 @@ def run_pool(
     method), then log it to MLflow."""
     from lp_ray.pool.executors import RayExecutor, SerialExecutor, build_evaluator
 
-    name = name or settings.method
+    name = settings.method if name is None else name
     check_search_name(name)
     if parallel_evals < 1:
         raise LpRayError(f"--parallel-evals must be at least 1, got {parallel_evals}")
     folder = layout.pool_dir(name)
     pr = open_run(run_uri)
+    check_targets(settings, pr.rounds)  # before --overwrite removes anything
+    check_storage_reachable(pr.run.uri)  # writable, before Ray starts
     if overwrite:
         pr.run.delete(folder)
     tracker = _tracker(pr, tracking_uri)
@@ -87,7 +89,7 @@ def run_pool(
         ex.close()
     seconds = time.time() - t0
     if tracker is not None:
-        _log_pool(tracker, pr, settings, name, results)
+        _log_pool(tracker, pr, settings, name, results, driver.pooled_now)
     return PoolOutcome(
         results,
         pr.run.uri_of(folder),
@@ -172,12 +174,28 @@ def _imp_run_id(tracker, pr: PoolRun) -> str | None:
     return tracker.find_imp_run(pr.run.uri)
 
 
-def _log_pool(tracker, pr: PoolRun, settings: PoolSpec, name: str, results: dict[int, TargetResult]) -> None:
-    from lp_ray.report import write_plot
-
+def _log_pool(
+    tracker, pr: PoolRun, settings: PoolSpec, name: str, results: dict[int, TargetResult], pooled_now: set[int]
+) -> None:
+    """The pool run holds every finished target of the folder (`results`); a child is logged when its
+    target was pooled now or MLflow has not heard of it yet. A failure here marks the run FAILED."""
     parent = _imp_run_id(tracker, pr)
     pool_run = tracker.pool_run(name, parent, {f"pool.{k}": v for k, v in settings.identity(pr.rounds).items()})
+    try:
+        _log_pool_results(tracker, pr, name, pool_run, results, pooled_now)
+    except BaseException:
+        tracker.finish(pool_run, "FAILED")
+        raise
+    tracker.finish(pool_run)
+
+
+def _log_pool_results(tracker, pr: PoolRun, name: str, pool_run: str, results, pooled_now) -> None:
+    from lp_ray.report import write_plot
+
     for t, r in sorted(results.items()):
+        known = tracker.find_child(pool_run, "pool_target", str(t))
+        if t not in pooled_now and known and "test_acc" in tracker.client.get_run(known).data.metrics:
+            continue  # logged by the run that pooled it
         child = tracker.child_run(pool_run, "pool_target", str(t), f"{name} target {t:02d}")
         tracker.log_final(
             child,
@@ -208,5 +226,7 @@ def _log_pool(tracker, pr: PoolRun, settings: PoolSpec, name: str, results: dict
         write_plot(pr.run, png)
         tracker.log_artifact(pool_run, png)
     gains = [r.gain for r in results.values()]
-    tracker.log_final(pool_run, {"mean_gain": sum(gains) / len(gains), "targets_improved": sum(g > 0 for g in gains)})
-    tracker.finish(pool_run)
+    tracker.log_final(
+        pool_run,
+        {"mean_gain": sum(gains) / len(gains), "targets_improved": sum(g > 0 for g in gains), "targets": len(gains)},
+    )

@@ -27,6 +27,7 @@ from lp_ray.spec import JobSpec, PoolSpec
 from lp_ray.store import (
     RunDir,
     TicketMeta,
+    check_sha256,
     encode_weights,
     finished_rounds,
     read_job,
@@ -143,14 +144,10 @@ class PoolDriver:
         """`name`: the search's folder under pool/ (default: the method)."""
         self.pr, self.s, self.ex = pr, settings, executor
         self.listener = listener or QuietListener()
-        self.name = name or settings.method
+        self.name = settings.method if name is None else name
         self.folder = layout.pool_dir(self.name)
         run = pr.run
-        targets = settings.targets if settings.targets is not None else pr.rounds
-        missing = sorted(set(targets) - set(pr.rounds))
-        if missing:
-            raise LpRayError(f"--targets: round(s) {missing} have no finished ticket (finished: {pr.rounds})")
-        self.targets = sorted(targets)
+        self.targets = check_targets(settings, pr.rounds)
         self._check_settings(run)
         trace = layout.trace(self.name)
         self.trace_rows: list[dict] = run.read_table(trace).to_pylist() if run.exists(trace) else []
@@ -160,6 +157,7 @@ class PoolDriver:
         self.version: dict[int, int] = {}
         self.evaluations_done = 0
         self.evaluations_replayed = 0
+        self.pooled_now: set[int] = set()  # targets this run wrote (the others were finished before)
 
     # --- setup ------------------------------------------------------------------------------------
 
@@ -237,9 +235,10 @@ class PoolDriver:
     def run(self) -> dict[int, TargetResult]:
         for t in self.pr.rounds:
             self.ex.put(("ticket", t), self.pr.tickets[t])
+        done = finished_targets(self.pr.run, self.name)
         for t in self.targets:
-            if self.pr.run.exists(layout.target_meta(self.name, t)):
-                self.results[t] = TargetResult(**self.pr.run.read_json(layout.target_meta(self.name, t))["result"])
+            if t in done:
+                self.results[t] = done[t]
                 self.listener.on_target_done(self.results[t], skipped=True)
                 continue
             chain = self._new_chain(t)
@@ -275,6 +274,9 @@ class PoolDriver:
             if d.accepted:
                 self._accept(chain, d)
             outstanding += self._submit_next(chain, open_steps)
+        # Everything finished in this folder, not only this run's targets: a run over fewer targets
+        # never shrinks the summary (or the report and MLflow runs built from it).
+        self.results = finished_targets(self.pr.run, self.name)
         self._write_summary()
         return self.results
 
@@ -363,11 +365,44 @@ class PoolDriver:
             },
         )
         self.results[t] = result
+        self.pooled_now.add(t)
         self.listener.on_target_done(result, skipped=False)
 
     def _write_summary(self) -> None:
         rows = [self.results[t] for t in sorted(self.results)]
         self.pr.run.write_table(layout.summary(self.name), summary_table(rows))
+
+
+def check_targets(settings: PoolSpec, rounds: list[int]) -> list[int]:
+    """The targets of a search: the settings' or every round; each must have a finished ticket."""
+    targets = settings.targets if settings.targets is not None else rounds
+    missing = sorted(set(targets) - set(rounds))
+    if missing:
+        raise LpRayError(f"--targets: round(s) {missing} have no finished ticket (finished: {rounds})")
+    return sorted(set(targets))
+
+
+def finished_targets(run: RunDir, name: str) -> dict[int, TargetResult]:
+    """Every finished target of the search pool/<name>/ on disk (target_RR.json written last), each
+    pooled network checked against the sha256 its record holds."""
+    out = {}
+    for entry in run.list_dir(layout.pool_dir(name)):
+        stem = entry[len("target_") : -len(".json")] if entry.startswith("target_") and entry.endswith(".json") else ""
+        if not stem.isdigit():
+            continue
+        t = int(stem)
+        rel = layout.target_meta(name, t)
+        try:
+            result = TargetResult(**run.read_json(rel)["result"])
+        except (KeyError, TypeError):
+            raise LpRayError(
+                f"{run.path(rel)}: not a pooled-target record; delete it to pool target {t} again"
+            ) from None
+        weights = layout.target_weights(name, t)
+        fix = f"delete {run.path(rel)} to pool target {t} again"
+        check_sha256(run.read_bytes(weights), result.sha256, run.path(weights), run.path(rel), fix)
+        out[t] = result
+    return dict(sorted(out.items()))
 
 
 def trace_table(rows: list[dict]) -> pa.Table:
