@@ -5,7 +5,7 @@ directory, so no test depends on another module having run first)."""
 from __future__ import annotations
 
 import pytest
-from helpers import TINY_JOB, cli, tiny_cluster, write_yaml
+from helpers import TINY_JOB, cli, relocate_run, tiny_cluster, write_yaml
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +42,29 @@ def base_run(tmp_path_factory, tracking_uri):
         "stdout": proc.stdout,
         "tracking_uri": tracking_uri,
     }
+
+
+@pytest.fixture(scope="session")
+def finished_template(tmp_path_factory):
+    """A finished tiny run with its own MLflow store, made once by `lp-ray run` (3 rounds, pooled,
+    reported): the original that each data-safety module copies."""
+    d = tmp_path_factory.mktemp("finished-template")
+    job = write_yaml(d / "tiny.yaml", TINY_JOB)
+    cluster = write_yaml(d / "cluster.yaml", tiny_cluster(d / "runs"))
+    proc = cli(
+        "run", "--job", str(job), "--cluster", str(cluster), "--tracking-uri", f"sqlite:///{d / 'mlflow.db'}", cwd=d
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return d
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, finished_template):
+    """This module's own copy of the finished run: its run directory, store, cluster spec and a clean
+    working directory to run commands in."""
+    d = tmp_path_factory.mktemp("finished")
+    run = relocate_run(finished_template, d / "copy")
+    cluster = write_yaml(d / "cluster.yaml", tiny_cluster(d / "copy" / "runs"))
+    cwd = d / "cwd"
+    cwd.mkdir()
+    return {"run": run, "cluster": cluster, "tracking_uri": f"sqlite:///{d / 'copy' / 'mlflow.db'}", "cwd": cwd}

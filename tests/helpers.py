@@ -51,3 +51,133 @@ def cli(
     full_env.pop("LP_RAY_INJECT_FAILURE", None)
     full_env.update(env or {})
     return subprocess.run([LP_RAY, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+# --------------------------------------------------------------------------------------------------
+# Data safety: what a command must leave as it was
+
+
+def one_error_line(proc: subprocess.CompletedProcess, *fragments: str, code: int = 1) -> str:
+    """The command failed with `code` and said so in exactly one line starting with `error:`."""
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every file under `root` by relative path, with its sha256: equal digests, equal bytes."""
+    import hashlib
+
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def store_snapshot(tracking_uri: str) -> list[tuple]:
+    """Every MLflow run of a store: id, status, metrics (latest values), tags."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exps = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(exps, max_results=10_000) if exps else []
+    return sorted((r.info.run_id, r.info.status, r.data.metrics, r.data.tags) for r in runs)
+
+
+def relocate_run(template: Path, dest: Path) -> Path:
+    """Copy a finished run (its folder holds runs/, mlflow.db and mlartifacts/) to `dest`, as if it had
+    been made there: the MLflow store's paths and the run's tracking.json point at the copy. Lets each
+    data-safety module work on its own real run for the price of one training."""
+    import shutil
+    import sqlite3
+
+    shutil.copytree(template, dest)
+    old, new = str(template), str(dest)
+    db = sqlite3.connect(dest / "mlflow.db")
+    with db:
+        db.execute("UPDATE experiments SET artifact_location = replace(artifact_location, ?, ?)", (old, new))
+        db.execute("UPDATE runs SET artifact_uri = replace(artifact_uri, ?, ?)", (old, new))
+        db.execute("UPDATE tags SET value = replace(value, ?, ?)", (old, new))
+    db.close()
+    run = next((dest / "runs").iterdir())
+    tracking = run / "tracking.json"
+    tracking.write_text(tracking.read_text().replace(old, new))
+    return run
+
+
+class NothingChanges:
+    """`with NothingChanges(run_dir, cwd, tracking_uri):` asserts that the block left the run directory's
+    bytes, the working directory and the MLflow store's runs exactly as they were."""
+
+    def __init__(self, run_dir: Path, cwd: Path, tracking_uri: str):
+        self.run_dir, self.cwd, self.tracking_uri = run_dir, cwd, tracking_uri
+
+    def state(self):
+        return tree_digest(self.run_dir), tree_digest(self.cwd), store_snapshot(self.tracking_uri)
+
+    def __enter__(self):
+        self.before = self.state()
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        if exc_type is None:
+            run, cwd, store = self.state()
+            assert run == self.before[0], "the run directory changed"
+            assert cwd == self.before[1], (
+                f"files appeared in the working directory: {sorted(set(cwd) - set(self.before[1]))}"
+            )
+            assert store == self.before[2], "the MLflow store's runs changed"
+        return False
+
+
+class Tmpfs:
+    """A small tmpfs mounted at `path` (tests run as root in CI): a real disk that fills up, or that is
+    made read-only. `Tmpfs.available()` says whether this machine lets us mount one."""
+
+    def __init__(self, path: Path, size_kb: int = 8192):
+        self.path, self.size_kb = path, size_kb
+
+    @staticmethod
+    def available() -> bool:
+        import tempfile
+
+        if os.geteuid() != 0:
+            return False
+        with tempfile.TemporaryDirectory() as d:
+            ok = (
+                subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", d], capture_output=True).returncode
+                == 0
+            )
+            if ok:
+                subprocess.run(["umount", d], check=True)
+        return ok
+
+    def __enter__(self):
+        self.path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.size_kb}k", "tmpfs", str(self.path)], check=True)
+        return self
+
+    def read_only(self) -> None:
+        subprocess.run(["mount", "-o", "remount,ro", str(self.path)], check=True)
+
+    def fill(self) -> None:
+        """Use up every free byte (a filler file outside whatever the test checks)."""
+        fd = os.open(self.path / ".filler", os.O_CREAT | os.O_WRONLY)
+        try:
+            for chunk in (1 << 16, 1 << 12, 1):  # unbuffered: each write either lands or fails
+                try:
+                    while True:
+                        os.write(fd, b"\0" * chunk)
+                except OSError:
+                    pass
+        finally:
+            os.close(fd)
+
+    def __exit__(self, *exc):
+        subprocess.run(["umount", "-l", str(self.path)], check=False)
+        return False

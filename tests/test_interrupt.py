@@ -36,3 +36,30 @@ def test_a_new_command_starts_without_an_old_ctrl_c():
         assert _ctrl_c_swallowed_by_a_library()
     with interrupt.recorded_sigint():
         interrupt.check()
+
+
+def test_a_ctrl_c_swallowed_in_a_commands_last_steps_still_ends_it_with_130():
+    # e.g. during pool's final MLflow logging: the command body returns normally, the exit must not be 0
+    import subprocess
+    import sys
+
+    script = """
+import os, signal, sys, time
+from lp_ray import cli
+
+@cli.app.command("swallow")
+@cli._interruptible
+def swallow():
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
+    except KeyboardInterrupt:
+        pass  # what a library's broad `except` would do
+    print("finished the work")
+
+sys.exit(cli.run_cli(["swallow"]))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert "finished the work" in proc.stdout
+    assert proc.returncode == 130, proc.stdout + proc.stderr
+    assert proc.stderr.strip() == "interrupted: finished work is kept; rerun the same command to resume"

@@ -22,15 +22,16 @@ def test_ticket_round_trip(tmp_path, model):
     state = model.state_dict()
     names = prunable_names(model)
     mask = prune_fraction(state, dense_mask(state, names), 0.2)
+    write_ticket(run, 0, state, dense_mask(state, names), TicketMeta(round=0, density=1.0, val_acc=0.5, test_acc=0.4))
     digest = write_ticket(run, 1, state, mask, TicketMeta(round=1, density=0.8, val_acc=0.5, test_acc=0.4))
-    assert finished_rounds(run) == [1]
+    assert finished_rounds(run) == [0, 1]
     assert sha256(run.read_bytes(layout.ticket(1))) == digest
     assert json.loads(run.read_bytes(layout.ticket_meta(1)))["ticket_sha256"] == digest
     got, got_mask = read_ticket(run, 1, state, set(names))
     assert all(torch.equal(got[k], state[k]) for k in state)
     assert all(torch.equal(got_mask[k], mask[k]) for k in mask)
     table = write_rounds_table(run)
-    assert table.column("round").to_pylist() == [1] and table.column("density").to_pylist() == [0.8]
+    assert table.column("round").to_pylist() == [0, 1] and table.column("density").to_pylist() == [1.0, 0.8]
     # no temporary files are left behind
     assert not [p for p in (tmp_path / "run").rglob(".tmp-*")]
 
@@ -94,3 +95,38 @@ def test_identical_weights_give_identical_files_across_processes(tmp_path, model
     )
     digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout for _ in range(4)}
     assert len(digests) == 1 and len(next(iter(digests)).strip()) == 64
+
+
+def test_a_replaced_ticket_a_disagreeing_mask_and_a_gap_are_refused(tmp_path, model):
+    run = RunDir(str(tmp_path / "run"))
+    state = model.state_dict()
+    names = prunable_names(model)
+    masks = [dense_mask(state, names)]
+    masks.append(prune_fraction(state, masks[0], 0.2))
+    masks.append(prune_fraction(state, masks[1], 0.2))
+    for r, m in enumerate(masks):
+        write_ticket(run, r, state, m, TicketMeta(round=r, density=1.0, val_acc=0.5, test_acc=0.4))
+    from lp_ray.store import write_mask
+
+    write_mask(run, layout.mask(1), masks[1])
+    path = tmp_path / "run" / "rounds"
+    good = (path / "round_01" / "ticket.safetensors").read_bytes()
+    # another round's valid ticket in its place: it decodes, but it is not the bytes meta.json recorded
+    (path / "round_01" / "ticket.safetensors").write_bytes((path / "round_02" / "ticket.safetensors").read_bytes())
+    with pytest.raises(
+        LpRayError,
+        match=r"round_01/ticket.safetensors: its sha256 \(.*\) is not the one recorded in .*round_01/meta.json",
+    ):
+        read_ticket(run, 1, state, set(names))
+    (path / "round_01" / "ticket.safetensors").write_bytes(good)
+    write_mask(run, layout.mask(1), masks[2])  # the round's mask file no longer matches its ticket
+    with pytest.raises(
+        LpRayError, match=r"round_01/mask.safetensors: disagrees with the mask inside .*round_01/ticket"
+    ):
+        read_ticket(run, 1, state, set(names))
+    (path / "round_01" / "meta.json").unlink()
+    with pytest.raises(
+        LpRayError,
+        match=r"round_01: round 1 has no finished ticket but round 2 has; recompute it with `lp-ray imp --job .*job.yaml`",
+    ):
+        finished_rounds(run)
