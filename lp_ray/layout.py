@@ -112,6 +112,12 @@ def report(fmt: str) -> str:
     return f"report.{fmt}"
 
 
+def parse_target_meta(name: str) -> int | None:
+    """The target of a `target_RR.json` file name in a search folder, or None for any other file."""
+    m = re.fullmatch(r"target_(\d+)\.json", name)
+    return int(m.group(1)) if m else None
+
+
 def parse_weights(rel: str) -> tuple[str, int] | tuple[str, str, int] | None:
     """What a weights path inside a run directory is: ("ticket", round), ("pooled", search name, target),
     or None (e.g. the rewind point)."""

@@ -49,39 +49,41 @@ def test_corrupt_data_files_of_a_run(finished, name):
         path.write_bytes(good)
 
 
-def _copy_onto(disk: Tmpfs, run) -> "object":
-    # tickets, records and data only: Ray Train's checkpoints are not needed to pool or report
-    dest = disk.path / run.name
-    shutil.copytree(run, dest, ignore=shutil.ignore_patterns("round_0*", "checkpoint_*"), dirs_exist_ok=False)
-    shutil.copytree(run / "rounds", dest / "rounds", dirs_exist_ok=True)
-    return dest
-
-
-@pytest.mark.skipif(not Tmpfs.available(), reason="needs root to mount a tmpfs")
-def test_a_full_disk(finished, tmp_path):
+@pytest.fixture
+def run_on_tmpfs(finished, tmp_path):
+    """A copy of the finished run on its own small tmpfs (its records, tickets and data; Ray Train's
+    round_RR/ checkpoint folders are not needed to pool or report)."""
+    if not Tmpfs.available():
+        pytest.skip("needs root to mount a tmpfs")
+    src = finished["run"]
     with Tmpfs(tmp_path / "disk", size_kb=16384) as disk:
-        run = _copy_onto(disk, finished["run"])
-        disk.fill()
-        before = tree_digest(run)
-        for args, what in (
-            (["pool", str(run), "--serial", "--name", "more", "--method", "average"], "pool/more/settings.json"),
-            (["report", str(run)], "report."),
-        ):
-            proc = cli(*args, cwd=finished["cwd"])
-            one_error_line(proc, what, "cannot write it (No space left on device)")
-            assert "Traceback" not in proc.stderr
-        assert tree_digest(run) == before  # the old report kept whole, no half-written file
-        assert not list(run.rglob(".tmp-*"))
+        ray_storage = {p.name for p in src.glob("round_*") if p.is_dir()}
+        run = disk.path / src.name
+        shutil.copytree(src, run, ignore=lambda d, names: ray_storage & set(names) if d == str(src) else set())
+        yield disk, run
 
 
-@pytest.mark.skipif(not Tmpfs.available(), reason="needs root to mount a read-only tmpfs")
-def test_a_read_only_run_directory(finished, tmp_path):
-    with Tmpfs(tmp_path / "disk", size_kb=16384) as disk:
-        run = _copy_onto(disk, finished["run"])
-        disk.read_only()
-        before = tree_digest(run)
-        proc = cli("pool", str(run), "--name", "more", "--method", "average", cwd=finished["cwd"])
-        one_error_line(proc, f"cannot write in {run} (Read-only file system)")
-        proc = cli("report", str(run), cwd=finished["cwd"])
-        one_error_line(proc, "report.", "Read-only file system")
-        assert tree_digest(run) == before
+def test_a_full_disk(finished, run_on_tmpfs):
+    disk, run = run_on_tmpfs
+    disk.fill()
+    before = tree_digest(run)
+    for args, what in (
+        (["pool", str(run), "--serial", "--name", "more", "--method", "average"], "pool/more/settings.json"),
+        (["report", str(run)], "report."),
+    ):
+        proc = cli(*args, cwd=finished["cwd"])
+        one_error_line(proc, what, "cannot write it (No space left on device)")
+        assert "Traceback" not in proc.stderr
+    assert tree_digest(run) == before  # the old report kept whole, no half-written file
+    assert not list(run.rglob(".tmp-*"))
+
+
+def test_a_read_only_run_directory(finished, run_on_tmpfs):
+    disk, run = run_on_tmpfs
+    disk.read_only()
+    before = tree_digest(run)
+    proc = cli("pool", str(run), "--name", "more", "--method", "average", cwd=finished["cwd"])
+    one_error_line(proc, f"cannot write in {run} (Read-only file system)")
+    proc = cli("report", str(run), cwd=finished["cwd"])
+    one_error_line(proc, "report.", "Read-only file system")
+    assert tree_digest(run) == before

@@ -387,10 +387,9 @@ def finished_targets(run: RunDir, name: str) -> dict[int, TargetResult]:
     pooled network checked against the sha256 its record holds."""
     out = {}
     for entry in run.list_dir(layout.pool_dir(name)):
-        stem = entry[len("target_") : -len(".json")] if entry.startswith("target_") and entry.endswith(".json") else ""
-        if not stem.isdigit():
+        t = layout.parse_target_meta(entry)
+        if t is None:
             continue
-        t = int(stem)
         rel = layout.target_meta(name, t)
         try:
             result = TargetResult(**run.read_json(rel)["result"])
