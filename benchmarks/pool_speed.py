@@ -4,7 +4,7 @@
 (b) pool wall time / IMP wall time for the full interpolation search, with BatchNorm recalibrated on
     the whole training split and on a fixed 10% subset (--bn-samples), and the accuracy of both
 
-   .venv/bin/python benchmarks/pool_speed.py RUN_DIR     # e.g. runs/default-44136fa355 after `make demo`
+   .venv/bin/python benchmarks/pool_speed.py RUN_DIR     # e.g. runs/default-53b16eb2ce after `make demo`
 """
 
 from __future__ import annotations

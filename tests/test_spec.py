@@ -1,6 +1,16 @@
 import pytest
 
-from lp_ray.spec import ClusterSpec, JobSpec, SpecError, job_from_dict, load_cluster, load_job, run_hash, run_name
+from lp_ray.spec import (
+    ClusterSpec,
+    JobSpec,
+    SpecError,
+    default_job,
+    job_from_dict,
+    load_cluster,
+    load_job,
+    run_hash,
+    run_name,
+)
 
 
 def write(tmp_path, text, name="job.yaml"):
@@ -79,14 +89,16 @@ def test_shipped_specs_load():
         if p.name != "aws-gpu.yaml":  # a Ray cluster-launcher file, not a cluster spec
             load_cluster(p)
     # jobs/default.yaml is the embedded default job, field for field.
-    assert run_hash(load_job(root / "jobs/default.yaml")) == run_hash(JobSpec())
+    assert load_job(root / "jobs/default.yaml") == default_job()
     assert load_cluster(root / "cluster/local.yaml") == ClusterSpec()
 
 
 def test_run_hash_pinned():
     # These values must never change: a changed hash orphans every existing run directory.
-    assert run_hash(JobSpec()) == "44136fa355"
-    assert run_name(JobSpec()) == "default-44136fa355"
+    assert run_hash(JobSpec()) == "44136fa355"  # the all-defaults baseline
+    # The default job changed on purpose (issue 14: 4,000 train / 8,000 test, a job with headroom), so
+    # its runs got a new name instead of reusing the old job's tickets: was default-44136fa355.
+    assert run_name(default_job()) == "default-53b16eb2ce"
     tiny = job_from_dict(
         {
             "name": "tiny",
@@ -102,6 +114,8 @@ def test_run_hash_pinned():
 def test_run_hash_ignores_what_does_not_change_tickets():
     base = run_hash(JobSpec())
     assert run_hash(job_from_dict({"name": "other"})) == base
+    assert run_hash(job_from_dict({"data": {"generator": {"seed": 42}}})) == base  # the package's default
+    assert run_hash(job_from_dict({"data": {"generator": {"shear_scale": 1.0}}})) != base
     assert run_hash(job_from_dict({"imp": {"rounds": 20}})) == base  # extending a run reuses it
     assert run_hash(job_from_dict({"pool": {"method": "average"}})) == base
     assert run_hash(job_from_dict({"train": {"epochs": 40}})) == base  # a default written out
@@ -127,7 +141,7 @@ def test_overrides_go_through_the_loader(tmp_path):
     job = load_job(None, ["train.epochs=10", "train.lr_drops=[5, 8]", "pool.search_num=3", "data.path=./x"])
     assert (job.train.epochs, job.train.lr_drops, job.pool.search_num) == (10, [5, 8], 3)
     assert job.data.path == str(tmp_path.cwd().resolve() / "x")  # resolved like a spec file's path
-    assert run_hash(load_job(None, ["train.epochs=40"])) == run_hash(JobSpec())  # a default, written out
+    assert run_hash(load_job(None, ["train.epochs=40"])) == run_hash(default_job())  # a default, written out
     assert apply_overrides(job, ["pool.search_num=null"], "x").pool.search_num is None
     with pytest.raises(SpecError, match=r"^train.epochs.x=1: unknown key 'train.epochs.x'$"):
         load_job(None, ["train.epochs.x=1"])
@@ -152,3 +166,23 @@ def test_pool_options_share_the_spec_rules():
         "ema_decay": 0.95,
         "tickets": [0, 1],
     }  # what settings.json has always held
+
+
+def test_mnist1d_sizes_are_checked():
+    with pytest.raises(SpecError, match=r"data.train_size: give both data.train_size and data.test_size"):
+        job_from_dict({"data": {"train_size": 4000}})
+    with pytest.raises(SpecError, match=r"data.test_size: train_size \+ test_size must be a multiple of 10"):
+        job_from_dict({"data": {"train_size": 4000, "test_size": 8005}})
+    with pytest.raises(SpecError, match=r"data.num_samples: set either data.num_samples or data.train_size"):
+        job_from_dict({"data": {"num_samples": 5000, "train_size": 4000, "test_size": 8000}})
+    with pytest.raises(SpecError, match=r"unknown key 'data.generator.noise'"):
+        job_from_dict({"data": {"generator": {"noise": 1}}})
+
+
+def test_mnist1d_generates_the_sizes_asked_for():
+    from lp_ray.data.mnist1d import _generate
+
+    spec = job_from_dict({"data": {"train_size": 360, "test_size": 640, "generator": {"final_seq_length": 32}}}).data
+    t = _generate(spec)
+    assert tuple(t["x_train"].shape) == (360, 32) and tuple(t["x_test"].shape) == (640, 32)
+    assert sorted(t["y_test"].unique().tolist()) == list(range(10))

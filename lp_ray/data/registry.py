@@ -94,7 +94,7 @@ _CACHE: dict[tuple, DataBundle] = {}
 
 
 def load_data(job: JobSpec, run, create: bool = False) -> DataBundle:
-    key = (run.uri, job.data.dataset, job.data.path, job.data.num_samples, job.data.augment)
+    key = (run.uri, repr(job.data))
     if key in _CACHE:
         return _CACHE[key]
     train, test, num_classes, input_shape = DATASETS[job.data.dataset].load(job, run)
