@@ -22,6 +22,7 @@ writes them. A file that is not named here is not part of a run.
         settings.json                  what the search was run with (a resumed search must match)
         trace.parquet                  one row per evaluation
         target_RR.safetensors          the pooled network of target RR (weights + mask)
+        predictions_RR.parquet         per test example: label and the predicted class of LT, LT+BN, pooled
         target_RR.json                 its result and decisions; written last: the target's "done" marker
         summary.parquet                one row per finished target
     report.csv, report.parquet, report.png
@@ -102,6 +103,10 @@ def summary(name: str) -> str:
 
 def target_weights(name: str, t: int) -> str:
     return f"{pool_dir(name)}/target_{t:02d}.safetensors"
+
+
+def predictions(name: str, t: int) -> str:
+    return f"{pool_dir(name)}/predictions_{t:02d}.parquet"
 
 
 def target_meta(name: str, t: int) -> str:

@@ -39,10 +39,32 @@ def build_report(run: RunDir, verify: bool = True) -> pa.Table:
         "lt_val_acc": [100 * metas[r].val_acc for r in rounds],
         "lt_test_acc": [100 * metas[r].test_acc for r in rounds],
     }
-    for name, results in pooled_results(run).items():
+    searches = pooled_results(run)
+    # LT+BN (recalibrated ticket, nothing merged) is the same network in every search: take the first's.
+    lt_bn = {}
+    for results in searches.values():
+        for r, res in results.items():
+            if res.lt_bn_test is not None:
+                lt_bn.setdefault(r, 100 * res.lt_bn_test)
+    if lt_bn:
+        cols["lt_bn_test_acc"] = [lt_bn.get(r) for r in rounds]
+    for name, results in searches.items():
         cols[f"{name}_test_acc"] = [100 * results[r].test_acc if r in results else None for r in rounds]
         cols[f"{name}_gain"] = [100 * results[r].gain if r in results else None for r in rounds]
+        cols[f"{name}_mcnemar_p"] = [_mcnemar_vs_lt(run, name, results[r]) if r in results else None for r in rounds]
     return pa.table(cols)
+
+
+def _mcnemar_vs_lt(run: RunDir, name: str, result) -> float | None:
+    """Exact McNemar p of pooled vs LT on this target's stored test predictions (None: none stored)."""
+    from lp_ray.pool.driver import read_predictions
+    from lp_ray.stats import mcnemar_exact
+
+    preds = read_predictions(run, name, result)
+    if preds is None:
+        return None
+    d = {k: preds.column(k).to_numpy() for k in ("label", "lt", "pooled")}
+    return mcnemar_exact(d["lt"] == d["label"], d["pooled"] == d["label"])[2]
 
 
 def write_report(run: RunDir, table: pa.Table | None = None) -> tuple[pa.Table, dict[str, str]]:
@@ -74,8 +96,11 @@ def _plot(table: pa.Table, out) -> None:
     x = d["weights_remaining"]
     fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=120)
     ax.plot(x, d["lt_test_acc"], "o-", color="black", label="LT (target ticket)")
+    if "lt_bn_test_acc" in d:
+        pts = [(a, b) for a, b in zip(x, d["lt_bn_test_acc"], strict=True) if b is not None]
+        ax.plot(*zip(*pts, strict=True), "^:", color="gray", label="LT+BN (recalibrated, control)")
     for key in d:
-        if key.endswith("_test_acc") and key != "lt_test_acc":
+        if key.endswith("_test_acc") and key not in ("lt_test_acc", "lt_bn_test_acc"):
             pts = [(a, b) for a, b in zip(x, d[key], strict=True) if b is not None]
             if pts:
                 ax.plot(*zip(*pts, strict=True), "s--", label=f"LP {key[: -len('_test_acc')]}")
@@ -96,27 +121,40 @@ def print_report(table: pa.Table, title: str | None = None) -> None:
     from lp_ray.progress import console
 
     d = table.to_pydict()
-    methods = [k[: -len("_test_acc")] for k in d if k.endswith("_test_acc") and k != "lt_test_acc"]
+    methods = [
+        k[: -len("_test_acc")] for k in d if k.endswith("_test_acc") and k not in ("lt_test_acc", "lt_bn_test_acc")
+    ]
+    has_bn = "lt_bn_test_acc" in d
     t = Table(title=title)
-    for col in ["round", "weights remaining %", "LT test acc %"] + [
-        c for m in methods for c in (f"LP {m} test acc %", "gain")
-    ]:
+    for col in (
+        ["round", "weights remaining %", "LT test acc %"]
+        + (["LT+BN %"] if has_bn else [])
+        + [c for m in methods for c in (f"LP {m} test acc %", "gain", "McNemar p")]
+    ):
         t.add_column(col, justify="right")
     for i, r in enumerate(d["round"]):
         cells = [str(r), f"{d['weights_remaining'][i]:.2f}", f"{d['lt_test_acc'][i]:.2f}"]
+        if has_bn:
+            cells.append("-" if d["lt_bn_test_acc"][i] is None else f"{d['lt_bn_test_acc'][i]:.2f}")
         for m in methods:
-            acc, gain = d[f"{m}_test_acc"][i], d[f"{m}_gain"][i]
+            acc, gain, p = d[f"{m}_test_acc"][i], d[f"{m}_gain"][i], d[f"{m}_mcnemar_p"][i]
             cells += (
-                ["-", "-"]
+                ["-", "-", "-"]
                 if acc is None
-                else [f"{acc:.2f}", f"[{'green' if gain > 0 else 'red' if gain < 0 else 'white'}]{gain:+.2f}[/]"]
+                else [
+                    f"{acc:.2f}",
+                    f"[{'green' if gain > 0 else 'red' if gain < 0 else 'white'}]{gain:+.2f}[/]",
+                    "-" if p is None else f"{p:.3f}",
+                ]
             )
         t.add_row(*cells)
     console.print(t)
     for m in methods:
         gains = [g for g in d[f"{m}_gain"] if g is not None]
         if gains:
+            ps = [p for p in d[f"{m}_mcnemar_p"] if p is not None]
+            significant = f"; McNemar p < 0.05 at {sum(p < 0.05 for p in ps)} (uncorrected)" if ps else ""
             console.print(
                 f"{m}: mean gain {sum(gains) / len(gains):+.2f} pt; better than LT at {sum(g > 0 for g in gains)} "
-                f"of {len(gains)} sparsities"
+                f"of {len(gains)} sparsities{significant}. One seed: run `lp-ray sweep` for an interval over seeds."
             )

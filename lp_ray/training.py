@@ -111,6 +111,24 @@ def count_correct(
     return correct, len(mine)
 
 
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    source: Source,
+    idx: torch.Tensor,
+    batch_size: int = 1000,
+    device: torch.device = torch.device("cpu"),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(predicted class, label) per example of `idx`, in eval mode, without augmentation (int16)."""
+    model.eval()
+    preds, labels = [], []
+    for start in range(0, len(idx), batch_size):
+        x, y = source.batch(idx[start : start + batch_size], augment=False, gen=None)
+        preds.append(model(x.to(device)).argmax(1).cpu())
+        labels.append(y)
+    return torch.cat(preds).to(torch.int16), torch.cat(labels).to(torch.int16)
+
+
 def accuracy(
     model: nn.Module,
     source: Source,

@@ -109,7 +109,7 @@ def test_resume_from_partial_trace_reevaluates_nothing(tmp_path):
     assert again.evaluations_replayed == 2 * (1 + 3)
     fresh_rows = len(trace) - len(kept)
     finals = sum(1 for t in (2, 3) if results[t].accepted)
-    assert again.evaluations_done == fresh_rows + finals
+    assert again.evaluations_done == fresh_rows + finals + 2  # + each unfinished target's LT+BN control
     for t in results:
         assert results2[t] == results[t]
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "node")} for r in rows]  # noqa: E731
@@ -135,3 +135,40 @@ def test_swa_and_ema_merge_every_candidate(tmp_path):
     _, ema = pool(uri, PoolSpec(method="ema", targets=[1]))
     assert ema[1].alphas == pytest.approx([0.05, 0.05, 0.05])
     assert swa[0].density == 1.0  # the dense target stays dense
+
+
+def test_controls_predictions_and_the_no_accept_rule(tmp_path):
+    """LT+BN is the ticket recalibrated, nothing merged; a chain that accepts nothing yields exactly that
+    network (the one whose validation accuracy the chain decided on), and every stored prediction
+    column scores the accuracy its record says."""
+    from lp_ray.data import load_data
+    from lp_ray.pool.driver import read_predictions
+    from lp_ray.training import accuracy
+
+    uri = make_run(tmp_path / "run")
+    # average (alpha 0.5 only) on these perturbed tickets: some chains accept nothing.
+    driver, results = pool(uri, PoolSpec(method="average"))
+    run, pr = RunDir(uri), open_run(uri)
+    data = load_data(pr.job, run)
+    trace = run.read_table("pool/average/trace.parquet").to_pylist()
+    model = build_model(pr.job.model, data.num_classes, data.input_shape)
+    none_accepted = 0
+    for t, r in results.items():
+        step0 = next(row for row in trace if row["target"] == t and row["step"] == 0)
+        assert r.lt_bn_val == step0["val_acc"]  # the control is step 0's network, scored on test too
+        preds = read_predictions(run, "average", r).to_pydict()
+        label = preds["label"]
+
+        def score(col, preds=preds, label=label):
+            return sum(p == y for p, y in zip(preds[col], label, strict=True)) / len(label)
+
+        assert score("pooled") == r.test_acc and score("lt_bn") == r.lt_bn_test
+        model.load_state_dict(pr.tickets[t])  # LT: the ticket as trained, scored directly
+        assert score("lt") == accuracy(model, data.test, torch.arange(len(data.test)))
+        if not r.accepted:
+            none_accepted += 1
+            assert (r.val_acc, r.test_acc) == (r.lt_bn_val, r.lt_bn_test)
+            assert preds["pooled"] == preds["lt_bn"]
+            state, mask = decode_weights(run.read_bytes(f"pool/average/target_{t:02d}.safetensors"), "x")
+            assert all(torch.equal(mask[n], pr.masks[t][n]) for n in mask)
+    assert none_accepted >= 1, "no chain accepted nothing: the rule was not exercised"

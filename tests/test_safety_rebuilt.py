@@ -30,7 +30,7 @@ def test_pooling_fewer_targets_keeps_every_finished_one(finished):
     assert pq.read_table(summary).to_pylist() == before_rows  # all three targets, the same numbers
     after_run, after_children = pool_run(finished)
     assert after_run.info.status == "FINISHED"
-    assert after_run.data.metrics["mean_gain"] == pytest.approx(before_run.data.metrics["mean_gain"])
+    assert after_run.data.metrics["mean_gain_pt"] == pytest.approx(before_run.data.metrics["mean_gain_pt"])
     assert after_run.data.metrics["targets"] == 3
     assert sorted(c.data.tags["target"] for c in after_children) == ["0", "1", "2"]
     assert all(c.info.status == "FINISHED" for c in after_children)

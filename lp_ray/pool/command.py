@@ -204,8 +204,10 @@ def _log_pool_results(tracker, pr: PoolRun, name: str, pool_run: str, results, p
                 "test_acc": r.test_acc,
                 "lt_test_acc": r.lt_test,
                 "lt_val_acc": r.lt_val,
-                "gain": r.gain,
+                # in points, so MLflow charts them readably (a fraction charts as 0.00)
+                "gain_pt": 100 * r.gain,
                 "density": r.density,
+                **({} if r.lt_bn_test is None else {"lt_bn_test_acc": r.lt_bn_test, "lt_bn_val_acc": r.lt_bn_val}),
             },
             {
                 "network_uri": r.path,
@@ -228,5 +230,9 @@ def _log_pool_results(tracker, pr: PoolRun, name: str, pool_run: str, results, p
     gains = [r.gain for r in results.values()]
     tracker.log_final(
         pool_run,
-        {"mean_gain": sum(gains) / len(gains), "targets_improved": sum(g > 0 for g in gains), "targets": len(gains)},
+        {
+            "mean_gain_pt": 100 * sum(gains) / len(gains),
+            "targets_improved": sum(g > 0 for g in gains),
+            "targets": len(gains),
+        },
     )

@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from lp_ray.data.base import DataBundle, Source
 from lp_ray.sparsity import Mask, apply_mask, keep_top_k, survivors
-from lp_ray.training import accuracy
+from lp_ray.training import accuracy, predict
 
 State = dict[str, torch.Tensor]
 
@@ -123,6 +123,17 @@ class Final:
     val_acc: float
     test_acc: float
     density: float
+    test_pred: torch.Tensor | None = None  # predicted class per test example
+
+
+@dataclass
+class Control:
+    """The controls of a target: its ticket as trained (LT) and the same ticket with its BatchNorm
+    statistics recalibrated and nothing merged (LT+BN), each with its test predictions."""
+
+    lt_test_pred: torch.Tensor
+    lt_test_acc: float
+    lt_bn: Final
 
 
 class Evaluator:
@@ -168,11 +179,23 @@ class Evaluator:
         val = accuracy(self.model, self.data.train, self.data.val_idx, self.eval_batch, self.device)
         return Evaluation(val, survivors(mask) / self.prunable_size, time.perf_counter() - t0)
 
+    def _test(self) -> tuple[torch.Tensor, float]:
+        pred, labels = predict(
+            self.model, self.data.test, torch.arange(len(self.data.test)), self.eval_batch, self.device
+        )
+        return pred, int((pred == labels).sum()) / len(labels)
+
     def finalize(self, current, keep: int | None) -> Final:
         """The pooled network: re-pruned if asked, BatchNorm recalibrated, scored on val and, once, on test."""
         state, mask = self.merge(current, None, 0.0, keep)
         self.load(state)
         val = accuracy(self.model, self.data.train, self.data.val_idx, self.eval_batch, self.device)
-        test = accuracy(self.model, self.data.test, torch.arange(len(self.data.test)), self.eval_batch, self.device)
+        pred, test = self._test()
         final_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-        return Final(final_state, mask, val, test, survivors(mask) / self.prunable_size)
+        return Final(final_state, mask, val, test, survivors(mask) / self.prunable_size, pred)
+
+    def control(self, ticket, keep: int | None) -> Control:
+        """LT (the ticket as stored, its own BatchNorm statistics) and LT+BN (`finalize` of the ticket)."""
+        self.model.load_state_dict(ticket)
+        lt_pred, lt_test = self._test()
+        return Control(lt_pred, lt_test, self.finalize(ticket, keep))

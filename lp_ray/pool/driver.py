@@ -19,8 +19,8 @@ import torch
 from lp_ray import interrupt, layout
 from lp_ray.errors import LpRayError
 from lp_ray.pool.chain import Chain, Decision, candidate_order
-from lp_ray.pool.core import Final, keep_count, merge
-from lp_ray.pool.executors import EvalRequest, Executor, FinalRequest
+from lp_ray.pool.core import Control, Final, keep_count, merge
+from lp_ray.pool.executors import ControlRequest, EvalRequest, Executor, FinalRequest
 from lp_ray.pool.methods import METHODS
 from lp_ray.sparsity import prunable_names
 from lp_ray.spec import JobSpec, PoolSpec
@@ -49,6 +49,11 @@ class TargetResult:
     alphas: list[float]
     path: str
     sha256: str
+    # The LT+BN control (the ticket recalibrated, nothing merged) and the per-example predictions file;
+    # None in records written before they existed.
+    lt_bn_val: float | None = None
+    lt_bn_test: float | None = None
+    predictions_sha256: str | None = None
 
     @property
     def gain(self) -> float:
@@ -66,6 +71,12 @@ class PoolRun:
     masks: dict[int, dict[str, torch.Tensor]]
     metas: dict[int, TicketMeta]
     prunable: list[str]
+
+    def test_labels(self):
+        from lp_ray.data import load_data
+
+        test = load_data(self.job, self.run).test
+        return test.batch(torch.arange(len(test)), augment=False, gen=None)[1].to(torch.int16)
 
 
 def open_run(run_uri: str) -> PoolRun:
@@ -155,6 +166,8 @@ class PoolDriver:
         self.chains: dict[int, Chain] = {}
         self.current: dict[int, dict] = {}
         self.version: dict[int, int] = {}
+        self.controls: dict[int, Control] = {}
+        self.finals: dict[int, Final] = {}
         self.evaluations_done = 0
         self.evaluations_replayed = 0
         self.pooled_now: set[int] = set()  # targets this run wrote (the others were finished before)
@@ -187,7 +200,8 @@ class PoolDriver:
         n = 0
         for chain in self.chains.values():
             steps_left = len(chain.candidates) - max(chain.index - 1, 0)  # every step of a chain has as many alphas
-            n += (1 if chain.index == 0 else 0) + steps_left * len(chain.alphas()) + 1
+            # + its control (LT+BN, never replayed: one evaluation) + its final one
+            n += (1 if chain.index == 0 else 0) + steps_left * len(chain.alphas()) + 1 + 1
         return n
 
     def _new_chain(self, t: int) -> Chain:
@@ -252,7 +266,10 @@ class PoolDriver:
             finished=len(self.results),
         )
         open_steps: dict[int, _Open] = {}
-        outstanding = sum(self._submit_next(chain, open_steps) for chain in self.chains.values())
+        for t in self.chains:
+            self.ex.submit((t, "control", 0), ControlRequest(("ticket", t), self.keep_for(t)))
+        outstanding = len(self.chains)
+        outstanding += sum(self._submit_next(chain, open_steps) for chain in self.chains.values())
         while outstanding:
             (t, kind, i), result = self.ex.next_done()
             interrupt.check()
@@ -260,8 +277,13 @@ class PoolDriver:
             self.evaluations_done += 1
             self.listener.on_evaluation(t)
             chain = self.chains[t]
+            if kind == "control":
+                self.controls[t] = result
+                self._write_if_ready(chain)
+                continue
             if kind == "final":
-                self._write_target(chain, result)
+                self.finals[t] = result
+                self._write_if_ready(chain)
                 del open_steps[t]
                 continue
             o = open_steps[t]
@@ -296,12 +318,26 @@ class PoolDriver:
             open_steps[t] = _Open(None)
             self.ex.submit((t, "final", 0), FinalRequest(self._current_key(t), self.keep_for(t)))
             return 1
-        # Nothing beat the target: the pooled network is the ticket itself, as trained.
+        # Nothing beat the target: the pooled network is the network the chain decided on, the ticket with
+        # its BatchNorm recalibrated (step 0's accuracy), which is the LT+BN control's network.
         self.listener.on_total_changed(-1)
-        m = self.pr.metas[t]
-        self._write_target(chain, Final(self.pr.tickets[t], self.pr.masks[t], m.val_acc, m.test_acc, m.density))
         open_steps.pop(t, None)
+        self._write_if_ready(chain)
         return 0
+
+    def _write_if_ready(self, chain: Chain) -> None:
+        """Write a target once its chain is done and its control and (when it merged anything) its final
+        evaluation are back, in whichever order they arrive."""
+        t = chain.target
+        if not chain.done or t not in self.controls or t in self.results:
+            return
+        if chain.accepted and t not in self.finals:
+            return
+        control = self.controls[t]
+        final = self.finals[t] if chain.accepted else control.lt_bn
+        if not chain.accepted:  # the ticket's own mask, not one read back from its nonzero weights
+            final = Final(final.state, self.pr.masks[t], final.val_acc, final.test_acc, final.density, final.test_pred)
+        self._write_target(chain, final, control)
 
     def _accept(self, chain: Chain, d: Decision, replay: bool = False) -> None:
         t = chain.target
@@ -329,8 +365,11 @@ class PoolDriver:
             )
         self.pr.run.write_table(layout.trace(self.name), trace_table(self.trace_rows))
 
-    def _write_target(self, chain: Chain, final: Final) -> None:
+    def _write_target(self, chain: Chain, final: Final, control: Control) -> None:
         t, run, m = chain.target, self.pr.run, self.pr.metas[chain.target]
+        preds = predictions_table(self.pr.test_labels(), control, final)
+        pred_rel = layout.predictions(self.name, t)
+        run.write_table(pred_rel, preds)
         rel = layout.target_weights(self.name, t)
         data = encode_weights(final.state, final.mask, {"target": str(t), "method": self.s.method})
         run.write_bytes(rel, data)
@@ -345,6 +384,9 @@ class PoolDriver:
             [d.alpha for d in chain.accepted],
             run.uri_of(rel),
             sha256(data),
+            control.lt_bn.val_acc,
+            control.lt_bn.test_acc,
+            sha256(run.read_bytes(pred_rel)),
         )
         run.write_json(
             layout.target_meta(self.name, t),
@@ -404,6 +446,31 @@ def finished_targets(run: RunDir, name: str) -> dict[int, TargetResult]:
     return dict(sorted(out.items()))
 
 
+def predictions_table(labels, control: Control, pooled: Final) -> pa.Table:
+    """Per test example: its label and the predicted class of LT, LT+BN and the pooled network, so any
+    paired statistic (McNemar, disagreement) can be computed later without the weights."""
+    return pa.table(
+        {
+            "example": pa.array(range(len(labels)), pa.int32()),
+            "label": pa.array(labels.numpy(), pa.int16()),
+            "lt": pa.array(control.lt_test_pred.numpy(), pa.int16()),
+            "lt_bn": pa.array(control.lt_bn.test_pred.numpy(), pa.int16()),
+            "pooled": pa.array(pooled.test_pred.numpy(), pa.int16()),
+        }
+    )
+
+
+def read_predictions(run: RunDir, name: str, result: TargetResult) -> pa.Table | None:
+    """A finished target's predictions, checked against its record (None for records without them)."""
+    if result.predictions_sha256 is None:
+        return None
+    rel = layout.predictions(name, result.target)
+    data = run.read_bytes(rel)
+    record = run.path(layout.target_meta(name, result.target))
+    check_sha256(data, result.predictions_sha256, run.path(rel), record, f"delete {record} to pool it again")
+    return run.read_table(rel)
+
+
 def trace_table(rows: list[dict]) -> pa.Table:
     schema = pa.schema(
         [
@@ -431,6 +498,8 @@ def summary_table(rows: list[TargetResult]) -> pa.Table:
             "val_acc": [r.val_acc for r in rows],
             "test_acc": [r.test_acc for r in rows],
             "gain": [r.gain for r in rows],
+            "lt_bn_val_acc": [r.lt_bn_val for r in rows],
+            "lt_bn_test_acc": [r.lt_bn_test for r in rows],
             "accepted": pa.array([r.accepted for r in rows], pa.list_(pa.int32())),
             "alphas": pa.array([r.alphas for r in rows], pa.list_(pa.float64())),
             "path": [r.path for r in rows],

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from lp_ray.pool.core import Evaluation, Evaluator, Final
+from lp_ray.pool.core import Control, Evaluation, Evaluator, Final
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,12 @@ class FinalRequest:
     keep: int | None
 
 
+@dataclass(frozen=True)
+class ControlRequest:
+    ticket: Hashable
+    keep: int | None
+
+
 class Executor(Protocol):
     parallel: int
 
@@ -43,9 +49,9 @@ class Executor(Protocol):
 
     def drop(self, key: Hashable) -> None: ...
 
-    def submit(self, tag: Any, request: EvalRequest | FinalRequest) -> None: ...
+    def submit(self, tag: Any, request: EvalRequest | FinalRequest | ControlRequest) -> None: ...
 
-    def next_done(self) -> tuple[Any, Evaluation | Final]: ...
+    def next_done(self) -> tuple[Any, Evaluation | Final | Control]: ...
 
     def close(self) -> None: ...
 
@@ -78,7 +84,13 @@ def build_evaluator(job_dict: dict, run_uri: str, bn_samples: int | None, torch_
 def _run(evaluator: Evaluator, request, current, candidate):
     if isinstance(request, FinalRequest):
         return evaluator.finalize(current, request.keep)
+    if isinstance(request, ControlRequest):
+        return evaluator.control(current, request.keep)
     return evaluator.evaluate(current, candidate, request.alpha, request.keep)
+
+
+def _weights_key(request) -> Hashable:
+    return request.ticket if isinstance(request, ControlRequest) else request.current
 
 
 class SerialExecutor:
@@ -101,7 +113,7 @@ class SerialExecutor:
     def next_done(self):
         tag, req = self.queue.popleft()
         cand = self.states[req.candidate] if isinstance(req, EvalRequest) and req.candidate is not None else None
-        return tag, _run(self.evaluator, req, self.states[req.current], cand)
+        return tag, _run(self.evaluator, req, self.states[_weights_key(req)], cand)
 
     def close(self):
         self.states.clear()
@@ -184,7 +196,7 @@ class RayExecutor:
             tag, req = self.queue.popleft()
             actor = self.idle.pop()
             cand = self.refs[req.candidate] if isinstance(req, EvalRequest) and req.candidate is not None else None
-            ref = actor.run.remote(req, self.refs[req.current], cand)
+            ref = actor.run.remote(req, self.refs[_weights_key(req)], cand)
             self.in_flight[ref] = (tag, actor)
 
     def next_done(self):
