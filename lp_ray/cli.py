@@ -283,9 +283,59 @@ def pool(
 
 
 @app.command()
-def report(run_dir: str = RunArg, tracking_uri: str | None = TrackingOpt) -> None:
-    """Table and plot of LT against every pooled method, per sparsity (report.csv/.parquet/.png)."""
+def report(
+    run_dir: str = typer.Argument(..., help="A run directory, or an experiment directory made by `lp-ray sweep`."),
+    tracking_uri: str | None = TrackingOpt,
+) -> None:
+    """Table and plot of LT against every pooled method, per sparsity (report.csv/.parquet/.png); for an
+    experiment directory, mean ± std over seeds, paired 95% CIs, McNemar + Holm, and a verdict per method."""
+    from lp_ray.experiment.report import is_experiment_dir
+
+    if is_experiment_dir(run_dir):
+        return _experiment_report(run_dir)
     _report(run_dir, tracking_uri)
+
+
+def _experiment_report(exp_uri: str) -> None:
+    from lp_ray.experiment import report as experiment_report
+    from lp_ray.progress import console
+    from lp_ray.store import RunDir
+
+    exp_dir = RunDir(exp_uri)
+    table, verdicts = experiment_report.build(exp_dir)  # every record checked before anything is written
+    paths = experiment_report.write(exp_dir, table, verdicts)
+    experiment_report.print_table(table, verdicts)
+    console.print(f"report: {paths['report.csv']}, {paths['report.parquet']}, {paths['verdict.txt']}")
+    console.print(f"plot:   {paths['report.png']}")
+
+
+@app.command()
+def sweep(
+    experiment: Path | None = typer.Argument(None, help="Experiment spec YAML (experiments/*.yaml)."),
+    job: Path | None = typer.Option(None, "--job", "-j", help="Without an experiment file: the base job spec."),
+    seeds: str | None = typer.Option(None, "--seeds", help="Without an experiment file: seeds, e.g. 0-4 or 0,3."),
+    grid: list[str] = typer.Option([], "--grid", help="Without an experiment file: key=v1,v2 (repeatable)."),
+    methods: str | None = typer.Option(None, "--methods", help="Without an experiment file: pool methods, a,b."),
+    cluster: Path | None = ClusterOpt,
+    max_concurrent: int | None = typer.Option(
+        None, "--max-concurrent", help="Trials at once (default: as many as the cluster can train at once)."
+    ),
+    tracking_uri: str | None = TrackingOpt,
+) -> None:
+    """Run an experiment on Ray Tune: every trial (seed x grid cell) is `lp-ray run` of its job, then the
+    experiment report. Rerun the same command to resume: finished trials are never recomputed."""
+    from lp_ray.experiment.spec import experiment_from_options, load_experiment
+    from lp_ray.experiment.sweep import run_sweep
+    from lp_ray.spec import load_cluster
+    from lp_ray.tracking import resolve_tracking_uri
+
+    if experiment is not None and (job or seeds or grid or methods):
+        raise typer.BadParameter("give an experiment file or --job/--seeds/--grid/--methods, not both")
+    exp = load_experiment(experiment) if experiment is not None else experiment_from_options(job, seeds, grid, methods)
+    c = load_cluster(cluster)
+    exp_dir = run_sweep(exp, c, resolve_tracking_uri(tracking_uri, c.tracking_uri), max_concurrent)
+    _experiment_report(exp_dir.uri)
+    typer.echo(f"experiment directory: {exp_dir.uri}")
 
 
 def _report(run_dir: str, tracking_uri: str | None) -> None:

@@ -218,7 +218,11 @@ class RayExecutor:
 
 
 def _actor_options(resources: dict[str, float]) -> dict:
-    out: dict[str, Any] = {"num_cpus": 0}
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    # Never inside the caller's placement group: a pool run by a Ray Tune trial would otherwise be
+    # squeezed into the trial's own small reservation (Tune captures child tasks by default).
+    out: dict[str, Any] = {"num_cpus": 0, "scheduling_strategy": PlacementGroupSchedulingStrategy(placement_group=None)}
     custom = {}
     for k, v in resources.items():
         if k in ("num_cpus", "CPU"):

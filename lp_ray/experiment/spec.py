@@ -1,0 +1,160 @@
+"""Experiment specs (docs/architecture.md, "Experiments"): a base job, seeds, a grid of job-field overrides
+and pool methods, expanded into trials. A trial's job is the base job + its overrides + `train.seed`, so
+its run directory is the ordinary content-hash run directory: a trial is exactly `lp-ray run` of that job,
+and a finished trial is found again by any sweep that shares it.
+
+    name: default
+    job: ../jobs/default.yaml          # a path (relative to this file) or an inline job mapping
+    seeds: [0, 1, 2, 3, 4]             # or "0-4"
+    grid: {imp.rewind_epoch: [2, 0]}   # dotted job keys -> values; every combination is a cell
+    methods: [interpolation, average, swa, ema]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from lp_ray.spec import JobSpec, SpecError, _read_yaml, apply_overrides, job_from_dict, job_to_dict, load_job
+
+
+@dataclass(frozen=True)
+class Trial:
+    index: int
+    cell: str  # the grid overrides, "imp.rewind_epoch=0" ("" for the base job)
+    seed: int
+    job: JobSpec
+
+    @property
+    def overrides(self) -> list[str]:
+        return [o for o in self.cell.split(" ") if o]
+
+
+@dataclass
+class ExperimentSpec:
+    name: str
+    base: JobSpec
+    seeds: list[int]
+    grid: dict[str, list]
+    methods: list[str]
+
+    def cells(self) -> list[str]:
+        keys = list(self.grid)
+        combos = itertools.product(*(self.grid[k] for k in keys)) if keys else [()]
+        return [" ".join(f"{k}={_yaml_value(v)}" for k, v in zip(keys, combo, strict=True)) for combo in combos]
+
+    def trials(self) -> list[Trial]:
+        out = []
+        for cell in self.cells():
+            for seed in self.seeds:
+                overrides = [o for o in cell.split(" ") if o] + [f"train.seed={seed}"]
+                job = apply_overrides(self.base, overrides, f"experiment {self.name}")
+                out.append(Trial(len(out), cell, seed, job))
+        return out
+
+    def identity(self) -> dict:
+        return {
+            "name": self.name,
+            "base": job_to_dict(self.base),
+            "seeds": self.seeds,
+            "grid": self.grid,
+            "methods": self.methods,
+        }
+
+    def experiment_hash(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+    def dir_name(self) -> str:
+        return f"{self.name}-{self.experiment_hash()}"
+
+
+def _yaml_value(v) -> str:
+    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip().replace(" ", "")
+
+
+def parse_seeds(value, where: str) -> list[int]:
+    """[0, 1, 2] or "0-4" or "0,2,5"."""
+    if isinstance(value, str):
+        try:
+            seeds = []
+            for part in value.split(","):
+                lo, _, hi = part.strip().partition("-")
+                seeds += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+        except ValueError:
+            raise SpecError(f"{where}: seeds: expected a list of integers or a range like 0-4, got {value!r}") from None
+    elif isinstance(value, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in value):
+        seeds = list(value)
+    else:
+        raise SpecError(f"{where}: seeds: expected a list of integers or a range like 0-4, got {value!r}")
+    if not seeds:
+        raise SpecError(f"{where}: seeds: must name at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise SpecError(f"{where}: seeds: a seed is listed twice ({seeds})")
+    return seeds
+
+
+def build_experiment(raw: dict, where: str, base_dir: Path, base_job: JobSpec | None = None) -> ExperimentSpec:
+    from lp_ray.pool.methods import METHODS, known
+
+    unknown = sorted(set(raw) - {"name", "job", "seeds", "grid", "methods"})
+    if unknown:
+        raise SpecError(f"{where}: unknown key '{unknown[0]}' (known: grid, job, methods, name, seeds)")
+    name = raw.get("name", "experiment")
+    if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
+        raise SpecError(f"{where}: name: must be a non-empty name without '/' or spaces, got {name!r}")
+    if base_job is None:
+        job = raw.get("job")
+        if job is None:
+            base_job = load_job(None)
+        elif isinstance(job, str):
+            base_job = load_job(base_dir / job)
+        elif isinstance(job, dict):
+            base_job = job_from_dict(job, f"{where}: job")
+        else:
+            raise SpecError(f"{where}: job: expected a path or a job mapping, got {type(job).__name__}")
+    seeds = parse_seeds(raw.get("seeds", [0]), where)
+    grid = raw.get("grid") or {}
+    if not isinstance(grid, dict):
+        raise SpecError(f"{where}: grid: expected a mapping of dotted job keys to lists of values")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise SpecError(f"{where}: grid.{key}: expected a non-empty list of values, got {values!r}")
+        if key == "train.seed":
+            raise SpecError(f"{where}: grid.train.seed: seeds are the `seeds` key, not a grid axis")
+        for v in values:  # each value checked by the job loader, as an override would be
+            apply_overrides(base_job, [f"{key}={_yaml_value(v)}"], f"{where}: grid")
+    methods = raw.get("methods", [base_job.pool.method])
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
+    if not isinstance(methods, list) or not methods:
+        raise SpecError(f"{where}: methods: expected a non-empty list of pool methods")
+    for m in methods:
+        if m not in METHODS:
+            raise SpecError(f"{where}: methods: unknown method {m!r} (known: {known()})")
+    return ExperimentSpec(name, base_job, seeds, {k: list(v) for k, v in grid.items()}, list(dict.fromkeys(methods)))
+
+
+def load_experiment(path: str | Path) -> ExperimentSpec:
+    return build_experiment(_read_yaml(path), str(path), Path(path).resolve().parent)
+
+
+def experiment_from_options(job_path, seeds: str | None, grid: list[str], methods: str | None) -> ExperimentSpec:
+    """`lp-ray sweep --job J --seeds 0-2 --grid imp.rewind_epoch=0,9 --methods interpolation,average`."""
+    base = load_job(job_path)
+    raw: dict = {"name": base.name, "seeds": seeds or "0"}
+    g = {}
+    for text in grid:
+        key, sep, values = text.partition("=")
+        if not sep or not key:
+            raise SpecError(f"--grid {text!r}: expected key=v1,v2 with a dotted job key")
+        g[key.strip()] = [yaml.safe_load(v) for v in values.split(",")]
+    raw["grid"] = g
+    if methods:
+        raw["methods"] = methods
+    return build_experiment(raw, "the command line", Path.cwd(), base)

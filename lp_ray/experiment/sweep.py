@@ -1,0 +1,275 @@
+"""`lp-ray sweep`: the trials of an experiment on Ray Tune (docs/architecture.md, "Experiments").
+
+Each trial is a function trainable that drives IMP (Ray Train fits) and the pool (evaluator actors) for
+its job, exactly as `lp-ray run` does. The experiment directory `<storage>/experiments/<name>-<hash>/`
+holds experiment.json (the resolved spec and its trials) and trials.parquet (trial, cell, seed, run
+directory, status).
+
+Resuming is our own index, not `Tuner.restore`: a trial's state lives in its content-hash run directory
+(finished rounds and targets on disk, mid-round checkpoints), so a rerun after a killed driver
+recomputes each trial's status from disk and hands only the unfinished ones to a fresh Tuner. That also
+skips a trial another sweep has finished, which Tune's own experiment state cannot know about.
+
+Train V2 inside Tune: no Tune stop conditions or schedulers (a trial runs to the end); a trial asks Tune
+for little CPU and its fits and evaluators are scheduled as ordinary Ray tasks outside its placement, so
+they compete for the cluster instead of deadlocking inside a trial's reservation; rounds never start
+early (`overlap_rounds` off), because an early worker group held by one trial could starve another.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from pathlib import Path
+
+import pyarrow as pa
+
+from lp_ray import layout
+from lp_ray.errors import LpRayError
+from lp_ray.experiment.spec import ExperimentSpec, Trial
+from lp_ray.spec import ClusterSpec, job_to_dict, run_name, storage_uri, with_pool_options
+from lp_ray.store import RunDir, check_storage_reachable, join_uri
+
+EXPERIMENT = "experiment.json"
+TRIALS = "trials.parquet"
+TRIAL_CPU = 0.25  # what a trial's own (driver) process asks Tune for
+
+
+def experiment_dir(exp: ExperimentSpec, cluster: ClusterSpec) -> RunDir:
+    return RunDir(join_uri(join_uri(storage_uri(cluster), "experiments"), exp.dir_name()))
+
+
+def trial_run(trial: Trial, cluster: ClusterSpec) -> RunDir:
+    from lp_ray.imp.driver import run_dir_for
+
+    return run_dir_for(trial.job, cluster)
+
+
+def trial_stage(trial: Trial, methods: list[str], cluster: ClusterSpec) -> tuple[str, str]:
+    """(status, stage) read from the trial's run directory: done / partial / queued, and e.g.
+    'round 7/11' or 'pool average 4/11'."""
+    from lp_ray.store import ticket_done
+
+    run = trial_run(trial, cluster)
+    rounds = trial.job.imp.rounds
+    if not run.exists(layout.JOB):
+        return "queued", ""
+    trained = sum(ticket_done(run, r) for r in range(rounds))
+    if trained < rounds:
+        return "partial", f"round {trained}/{rounds}"
+    for m in methods:
+        done = sum(run.exists(layout.target_meta(m, r)) for r in range(rounds))
+        if done < rounds:
+            return "partial", f"pool {m} {done}/{rounds}"
+    return "done", "done"
+
+
+def write_index(
+    exp_dir: RunDir, exp: ExperimentSpec, cluster: ClusterSpec, failed: set[int] = frozenset()
+) -> list[dict]:
+    rows = []
+    for t in exp.trials():
+        status, _ = trial_stage(t, exp.methods, cluster)
+        if status != "done" and t.index in failed:
+            status = "failed"
+        rows.append(
+            {
+                "trial": t.index,
+                "cell": t.cell,
+                "seed": t.seed,
+                "run_dir": trial_run(t, cluster).uri,
+                "run_name": run_name(t.job),
+                "status": status,
+            }
+        )
+    exp_dir.write_table(TRIALS, pa.Table.from_pylist(rows))
+    return rows
+
+
+def _trial_fn(config: dict) -> None:
+    """One trial, inside a Tune worker: IMP, then every method's pool search, then a report."""
+    from ray import tune
+
+    from lp_ray.imp.driver import run_imp
+    from lp_ray.pool.command import run_pool
+    from lp_ray.spec import _build, job_from_dict
+
+    t = config["trial"]
+    job = job_from_dict(t["job"])
+    cluster = _build(ClusterSpec, t["cluster"], "sweep", ())
+    result = run_imp(job, cluster, t["tracking_uri"])
+    for m in t["methods"]:
+        run_pool(
+            result.run.uri,
+            with_pool_options(job.pool, {"method": m}),
+            cluster,
+            t["tracking_uri"],
+            parallel_evals=_free_evaluators(cluster),
+        )
+    tune.report({"finished": 1})
+
+
+def _free_evaluators(cluster: ClusterSpec) -> int:
+    """Evaluators that fit in what the cluster has free now (at least one): asking for more than is free
+    would leave actors pending with evaluations queued on them while other trials hold the CPUs."""
+    import math
+
+    import ray
+
+    free = ray.available_resources()
+    caps = []
+    for k, v in cluster.eval_resources.items():
+        name = {"num_cpus": "CPU", "num_gpus": "GPU"}.get(k, k)
+        if v > 0:
+            caps.append(math.floor(free.get(name, 0.0) / v + 1e-9))
+    return max(1, min(caps) if caps else 1)
+
+
+def run_sweep(exp: ExperimentSpec, cluster: ClusterSpec, tracking_uri: str, max_concurrent: int | None) -> RunDir:
+    from lp_ray.cluster import check_address, check_storage, connect
+    from lp_ray.data.registry import preflight
+    from lp_ray.progress import console
+    from lp_ray.tracking import Tracker
+
+    trials = exp.trials()
+    # Everything checked before anything is written or started.
+    for t in trials:
+        preflight(t.job)
+        if t.job.train.batch_size % cluster.num_workers:
+            raise LpRayError(f"trial {t.index}: train.batch_size is not divisible by num_workers={cluster.num_workers}")
+    if max_concurrent is not None and max_concurrent < 1:
+        raise LpRayError(f"--max-concurrent must be at least 1, got {max_concurrent}")
+    check_storage_reachable(storage_uri(cluster))
+    check_address(cluster)
+    Tracker(tracking_uri, trials[0].job.name, run_name(trials[0].job).rsplit("-", 1)[1])  # MLflow usable
+    if not storage_uri(cluster).startswith(("s3://", "gs://")) and "://" not in cluster.storage_path:
+        # Tune runs trials in their own working directories: hand them an absolute storage path.
+        cluster = dataclasses.replace(cluster, storage_path=str(Path(cluster.storage_path).expanduser().resolve()))
+    cluster = dataclasses.replace(cluster, overlap_rounds=False)
+    exp_dir = experiment_dir(exp, cluster)
+    ident = {**exp.identity(), "trials": [{"trial": t.index, "cell": t.cell, "seed": t.seed} for t in trials]}
+    if exp_dir.exists(EXPERIMENT) and exp_dir.read_json(EXPERIMENT) != ident:
+        raise LpRayError(f"{exp_dir.uri}: holds a different experiment under the same hash; move it away")
+    connect(cluster, {"MLFLOW_TRACKING_URI": tracking_uri})
+    check_storage(cluster, exp_dir.uri)
+    if not exp_dir.exists(EXPERIMENT):
+        exp_dir.write_json(EXPERIMENT, ident)
+    rows = write_index(exp_dir, exp, cluster)
+    todo = [t for t, row in zip(trials, rows, strict=True) if row["status"] != "done"]
+    console.print(
+        f"[bold]lp-ray sweep[/] {exp.dir_name()}: {len(trials)} trial(s) ({len(exp.seeds)} seed(s) x "
+        f"{len(exp.cells())} cell(s)), methods {', '.join(exp.methods)}; {len(trials) - len(todo)} done already "
+        f"-> {exp_dir.uri}"
+    )
+    failed: set[int] = set()
+    if todo:
+        failed = _tune(exp, todo, cluster, tracking_uri, max_concurrent, exp_dir)
+    rows = write_index(exp_dir, exp, cluster, failed)
+    bad = [r for r in rows if r["status"] != "done"]
+    if bad:
+        raise LpRayError(
+            f"{len(bad)} trial(s) did not finish ({', '.join(str(r['trial']) for r in bad)}); their logs are under "
+            f"{exp_dir.path('tune')}; rerun the same command to resume them"
+        )
+    return exp_dir
+
+
+def _tune(exp, todo: list[Trial], cluster, tracking_uri, max_concurrent, exp_dir: RunDir) -> set[int]:
+    import ray
+    from ray import tune
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    total_cpu = ray.cluster_resources().get("CPU", 1.0)
+    per_worker = cluster.resources_per_worker.get("CPU", 1.0) * cluster.num_workers
+    # Default concurrency: as many trials as can train at once (each trial's fits need its workers).
+    auto = max(1, int((total_cpu - 1e-9) // (per_worker + TRIAL_CPU))) if per_worker > 0 else 1
+    concurrent = max_concurrent or auto
+    space = [
+        {
+            "index": t.index,
+            "job": job_to_dict(t.job),
+            "cluster": dataclasses.asdict(cluster),
+            "tracking_uri": tracking_uri,
+            "methods": exp.methods,
+        }
+        for t in todo
+    ]
+    view = SweepView(exp, cluster, concurrent)
+
+    class Follow(tune.Callback):  # defined here: ray is imported only after connect() set its environment
+        # Tune pickles its callbacks: this one holds only the set the view reads.
+        def __init__(self, running: set):
+            self.running = running
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.running.add(trial.config["trial"]["index"])
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.running.discard(trial.config["trial"]["index"])
+
+        on_trial_error = on_trial_complete
+
+    tuner = tune.Tuner(
+        tune.with_resources(_trial_fn, {"cpu": TRIAL_CPU}),
+        param_space={"trial": tune.grid_search(space)},
+        tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=False),
+        run_config=tune.RunConfig(
+            name="tune",
+            storage_path=exp_dir.path(""),
+            failure_config=tune.FailureConfig(max_failures=cluster.max_failures),
+            verbose=0,
+            callbacks=[Follow(view.running)],
+        ),
+    )
+    with view:
+        grid = tuner.fit()
+    failed = set()
+    for result in grid:
+        if result.error is not None:
+            failed.add(result.config["trial"]["index"])
+    return failed
+
+
+class SweepView:
+    """Live progress: trials done / running / queued, and each running trial's stage read from its run
+    directory (round r/R, pool method n/N). One line whenever it changes, at most every few seconds."""
+
+    def __init__(self, exp: ExperimentSpec, cluster: ClusterSpec, concurrent: int):
+        self.exp, self.cluster, self.concurrent = exp, cluster, concurrent
+        self.trials = {t.index: t for t in exp.trials()}
+        self.running: set[int] = set()
+        self.stop = threading.Event()
+        self.last = ""
+
+    def line(self) -> str:
+        stages = {i: trial_stage(t, self.exp.methods, self.cluster) for i, t in self.trials.items()}
+        done = sum(s == "done" for s, _ in stages.values())
+        running = sorted(i for i in self.running if stages[i][0] != "done")
+        queued = len(self.trials) - done - len(running)
+        parts = [f"trials: {done} done, {len(running)} running, {queued} queued"]
+        for i in running:
+            t = self.trials[i]
+            parts.append(f"trial {i} (seed {t.seed}{', ' + t.cell if t.cell else ''}): {stages[i][1] or 'starting'}")
+        return " | ".join(parts)
+
+    def _tick(self):
+        from lp_ray.progress import console
+
+        while not self.stop.wait(3.0):
+            try:
+                line = self.line()
+            except Exception:  # a file mid-write: try again next tick
+                continue
+            if line != self.last:
+                console.print(line, highlight=False)
+                self.last = line
+
+    def __enter__(self):
+        self.thread = threading.Thread(target=self._tick, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(timeout=5)

@@ -1,0 +1,154 @@
+"""`lp-ray sweep` end to end on real Ray Tune: the tiny job, 2 seeds x 2 grid values, one method. The
+driver is SIGKILLed mid-sweep and the same command is run again: finished trials are not retrained, the
+aggregate equals that of an uninterrupted sweep, and a trial's run directory is `lp-ray run` of its job."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import time
+
+import pyarrow.parquet as pq
+import pytest
+from helpers import LP_RAY, TINY_JOB, cli, one_error_line, tiny_cluster, write_yaml
+
+EXPERIMENT = {
+    "name": "tinyexp",
+    "job": TINY_JOB,
+    "seeds": "0-1",
+    "grid": {"imp.rewind_epoch": [1, 0]},
+    "methods": ["interpolation"],
+}
+
+
+def _cluster(d):
+    # One DDP worker per trial, evaluations at half a CPU: two trials fit on two cores.
+    return write_yaml(d / "cluster.yaml", {**tiny_cluster(d / "runs"), "num_workers": 1})
+
+
+def _digests(run_dir) -> dict[str, str]:
+    """sha256 and mtime of every ticket and pooled network of a run directory."""
+    out = {}
+    for p in sorted(run_dir.rglob("*.safetensors")):
+        if "rounds" in p.parts or "pool" in p.parts:
+            out[str(p.relative_to(run_dir))] = (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+    return out
+
+
+def _exp_dir(d):
+    (exp,) = (d / "runs" / "experiments").iterdir()
+    return exp
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, tracking_uri):
+    d = tmp_path_factory.mktemp("sweep-ref")
+    spec = write_yaml(d / "exp.yaml", EXPERIMENT)
+    proc = cli(
+        "sweep",
+        str(spec),
+        "--cluster",
+        str(_cluster(d)),
+        "--max-concurrent",
+        "2",
+        "--tracking-uri",
+        tracking_uri,
+        cwd=d,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return d, proc
+
+
+def test_sweep_resumes_after_sigkill_without_retraining(tmp_path, uninterrupted, tracking_uri):
+    ref_dir, ref_proc = uninterrupted
+    spec = write_yaml(tmp_path / "exp.yaml", EXPERIMENT)
+    cluster = _cluster(tmp_path)
+    args = [
+        LP_RAY,
+        "sweep",
+        str(spec),
+        "--cluster",
+        str(cluster),
+        "--max-concurrent",
+        "1",
+        "--tracking-uri",
+        tracking_uri,
+    ]
+    proc = subprocess.Popen(
+        args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    runs = tmp_path / "runs"
+    try:
+        deadline = time.time() + 900
+        # Kill once the first trial is finished (its last pooled target written) and the second has started.
+        while time.time() < deadline and proc.poll() is None:
+            finished = [r for r in runs.glob("tiny-*") if (r / "pool" / "interpolation" / "summary.parquet").exists()]
+            started = [r for r in runs.glob("tiny-*") if (r / "rounds").exists()]
+            if finished and len(started) >= 2:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the sweep finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the private Ray it started
+        except ProcessLookupError:
+            pass
+    index = pq.read_table(_exp_dir(tmp_path) / "trials.parquet").to_pylist()
+    assert len(index) == 4 and {r["status"] for r in index} <= {"queued", "partial", "done"}
+    before = {r.name: _digests(r) for r in finished}
+    again = cli("sweep", str(spec), "--cluster", str(cluster), "--max-concurrent", "1", "--tracking-uri", tracking_uri)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"{len(finished)} done already" in again.stdout
+    for r in finished:  # not retrained, not re-pooled: the same bytes, never rewritten
+        assert _digests(r) == before[r.name]
+    index = pq.read_table(_exp_dir(tmp_path) / "trials.parquet").to_pylist()
+    assert [r["status"] for r in index] == ["done"] * 4
+    # The aggregate equals the uninterrupted sweep's (same tickets, same decisions, same statistics).
+    ours = pq.read_table(_exp_dir(tmp_path) / "report.parquet").to_pylist()
+    theirs = pq.read_table(_exp_dir(ref_dir) / "report.parquet").to_pylist()
+    assert ours == theirs and len(ours) == 2 * 3
+    verdict = (_exp_dir(tmp_path) / "verdict.txt").read_text()
+    assert verdict == (_exp_dir(ref_dir) / "verdict.txt").read_text()
+    assert "interpolation − LT [imp.rewind_epoch=0]:" in verdict and "over 2 seeds" in verdict
+    assert "LT+BN − LT [imp.rewind_epoch=1] (control)" in verdict
+    assert "interpolation − LT [imp.rewind_epoch=1]:" in again.stdout  # printed as text, not swallowed as markup
+    for r in runs.glob("tiny-*"):  # every trial's run directory equals the reference sweep's, bit for bit
+        assert {k: v[0] for k, v in _digests(r).items()} == {
+            k: v[0] for k, v in _digests(ref_dir / "runs" / r.name).items()
+        }
+
+
+def test_a_trial_is_lp_ray_run_of_its_job(tmp_path, uninterrupted, tracking_uri):
+    ref_dir, _ = uninterrupted
+    job = dict(TINY_JOB, train={**TINY_JOB["train"], "seed": 1}, imp={**TINY_JOB["imp"], "rewind_epoch": 0})
+    path = write_yaml(tmp_path / "job.yaml", job)
+    proc = cli("run", "--job", str(path), "--cluster", str(_cluster(tmp_path)), "--tracking-uri", tracking_uri)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (run,) = (tmp_path / "runs").glob("tiny-*")
+    trial = ref_dir / "runs" / run.name  # the same content-hash name: the sweep's trial 3
+    assert trial.is_dir()
+    assert {k: v[0] for k, v in _digests(run).items()} == {k: v[0] for k, v in _digests(trial).items()}
+    trace = lambda d: [  # noqa: E731
+        {k: v for k, v in row.items() if k not in ("seconds", "node")}
+        for row in pq.read_table(d / "pool" / "interpolation" / "trace.parquet").to_pylist()
+    ]
+    assert sorted(trace(run), key=str) == sorted(trace(trial), key=str)
+
+
+def test_experiment_spec_errors_are_one_line(tmp_path):
+    cases = [
+        ({**EXPERIMENT, "colour": 1}, "unknown key 'colour'"),
+        ({**EXPERIMENT, "seeds": []}, "seeds: must name at least one seed"),
+        ({**EXPERIMENT, "grid": {"imp.rewind": [1]}}, "unknown key 'imp.rewind'"),
+        ({**EXPERIMENT, "grid": {"imp.rewind_epoch": [9]}}, "imp.rewind_epoch: must be in [0, train.epochs=4)"),
+        ({**EXPERIMENT, "methods": ["magic"]}, "methods: unknown method 'magic'"),
+    ]
+    for i, (spec, fragment) in enumerate(cases):
+        path = write_yaml(tmp_path / f"bad{i}.yaml", spec)
+        proc = cli("sweep", str(path), "--cluster", str(_cluster(tmp_path)), cwd=tmp_path)
+        one_error_line(proc, fragment)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
