@@ -163,6 +163,15 @@ def test_mlflow_pool_run_children_and_eval_from_mlflow(base_run):
     assert child.data.metrics["test_acc"] == pytest.approx(expected["test_acc"])
     assert child.data.metrics["gain_pt"] == pytest.approx(100 * expected["gain"])
     assert child.data.tags["network_sha256"] == expected["sha256"]
+    assert child.data.metrics["lt_bn_test_acc"] == pytest.approx(expected["lt_bn_test_acc"])
+    assert pools[0].data.metrics["evaluations"] > 0 and "search_seconds" in pools[0].data.metrics
+    # The imp parent charts LT and LP against the round: one point per round, step = round.
+    lt = client.get_metric_history(imp.info.run_id, "lt_test_acc")
+    lp = client.get_metric_history(imp.info.run_id, "lp_interpolation_test_acc")
+    assert sorted(m.step for m in lt) == [0, 1, 2] and sorted({m.step for m in lp}) == [0, 1, 2]
+    assert {m.step: m.value for m in lp}[2] == pytest.approx(expected["test_acc"])
+    params = client.get_run(imp.info.run_id).data.params
+    assert "data.num_samples" in params and "data.shape" not in params and "data.num_train" not in params
     out = cli("eval", f"runs:/{child.info.run_id}", "--tracking-uri", base_run["tracking_uri"])
     assert out.returncode == 0, out.stderr
     assert f"test acc {100 * expected['test_acc']:.2f}%" in out.stdout

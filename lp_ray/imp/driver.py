@@ -73,13 +73,37 @@ def prepare_run(job: JobSpec, cluster: ClusterSpec) -> RunDir:
     return run
 
 
+# Job fields that only one data set or model reads: logged to MLflow only for that one.
+_ONLY_FOR = {
+    "data.num_samples": ("data", "mnist1d"),
+    "data.train_size": ("data", "mnist1d"),
+    "data.test_size": ("data", "mnist1d"),
+    "data.generator": ("data", "mnist1d"),
+    "data.shape": ("data", "synthetic"),
+    "data.num_classes": ("data", "synthetic"),
+    "data.num_train": ("data", "synthetic"),
+    "data.num_test": ("data", "synthetic"),
+    "model.width": ("model", "conv1d"),
+}
+
+
 def flat_params(job: JobSpec) -> dict[str, object]:
+    """The job as MLflow parameters, without fields the job's data set or model does not read."""
+    used = {"data": job.data.dataset, "model": job.model.name}
     out = {}
     for section, values in job_to_dict(job).items():
-        if isinstance(values, dict):
-            out.update({f"{section}.{k}": v for k, v in values.items()})
-        else:
+        if not isinstance(values, dict):
             out[section] = values
+            continue
+        for k, v in values.items():
+            key = f"{section}.{k}"
+            only = next((o for p, o in _ONLY_FOR.items() if key == p), None)
+            if only is not None and used[only[0]] != only[1]:
+                continue
+            if isinstance(v, dict):
+                out.update({f"{key}.{kk}": vv for kk, vv in v.items()})
+            else:
+                out[key] = v
     return out
 
 
@@ -132,7 +156,7 @@ def run_imp(job: JobSpec, cluster: ClusterSpec, tracking_uri: str) -> ImpResult:
                 t0 = time.time()
                 final, early = launcher.run(r)
                 meta, history = _finish_round(job, run, r, mask, final, time.time() - t0, template, early)
-                _log_round(tracker, child, run, meta, history)
+                _log_round(tracker, child, run, meta, history, parent)
                 write_rounds_table(run)
                 trained.append(r)
                 progress.round_done(
@@ -328,8 +352,11 @@ def _finish_round(job, run, r, mask, state, seconds, template, started_early: bo
     return replace(meta, ticket_sha256=digest), history
 
 
-def _log_round(tracker: Tracker, child: str, run: RunDir, meta: TicketMeta, history: dict) -> None:
+def _log_round(tracker: Tracker, child: str, run: RunDir, meta: TicketMeta, history: dict, parent: str) -> None:
     tracker.log_metrics(child, history["epochs"], "epoch")
+    # On the parent with step = round, so MLflow draws accuracy against the IMP round natively.
+    row = {"round": meta.round, "lt_val_acc": meta.val_acc, "lt_test_acc": meta.test_acc, "density": meta.density}
+    tracker.log_metrics(parent, [row], "round")
     tracker.log_final(
         child,
         {"final_val_acc": meta.val_acc, "final_test_acc": meta.test_acc, "density": meta.density},
@@ -347,6 +374,6 @@ def _ensure_logged(tracker: Tracker, parent: str, meta: TicketMeta, run: RunDir)
     child = tracker.child_run(parent, "imp_round", str(meta.round), f"round {meta.round:02d}")
     info = tracker.client.get_run(child)
     if "final_test_acc" not in info.data.metrics:
-        _log_round(tracker, child, run, meta, run.read_json(layout.history(meta.round)))
+        _log_round(tracker, child, run, meta, run.read_json(layout.history(meta.round)), parent)
     elif info.info.status != "FINISHED":
         tracker.finish(child)

@@ -89,7 +89,7 @@ def run_pool(
         ex.close()
     seconds = time.time() - t0
     if tracker is not None:
-        _log_pool(tracker, pr, settings, name, results, driver.pooled_now)
+        _log_pool(tracker, pr, settings, name, results, driver.pooled_now, seconds, driver.evaluations_done)
     return PoolOutcome(
         results,
         pr.run.uri_of(folder),
@@ -175,21 +175,36 @@ def _imp_run_id(tracker, pr: PoolRun) -> str | None:
 
 
 def _log_pool(
-    tracker, pr: PoolRun, settings: PoolSpec, name: str, results: dict[int, TargetResult], pooled_now: set[int]
+    tracker,
+    pr: PoolRun,
+    settings: PoolSpec,
+    name: str,
+    results: dict[int, TargetResult],
+    pooled_now: set[int],
+    seconds: float = 0.0,
+    evaluations: int = 0,
 ) -> None:
     """The pool run holds every finished target of the folder (`results`); a child is logged when its
     target was pooled now or MLflow has not heard of it yet. A failure here marks the run FAILED."""
     parent = _imp_run_id(tracker, pr)
     pool_run = tracker.pool_run(name, parent, {f"pool.{k}": v for k, v in settings.identity(pr.rounds).items()})
     try:
-        _log_pool_results(tracker, pr, name, pool_run, results, pooled_now)
+        _log_pool_results(tracker, pr, name, pool_run, results, pooled_now, seconds, evaluations)
+        if parent is not None:  # the pooled accuracy beside LT's on the imp run, step = round
+            rows = [
+                {"round": t, f"lp_{name}_test_acc": r.test_acc, f"lp_{name}_val_acc": r.val_acc}
+                for t, r in results.items()
+            ]
+            tracker.log_metrics(parent, rows, "round")
     except BaseException:
         tracker.finish(pool_run, "FAILED")
         raise
     tracker.finish(pool_run)
 
 
-def _log_pool_results(tracker, pr: PoolRun, name: str, pool_run: str, results, pooled_now) -> None:
+def _log_pool_results(
+    tracker, pr: PoolRun, name: str, pool_run: str, results, pooled_now, seconds, evaluations
+) -> None:
     from lp_ray.report import write_plot
 
     for t, r in sorted(results.items()):
@@ -231,6 +246,8 @@ def _log_pool_results(tracker, pr: PoolRun, name: str, pool_run: str, results, p
     tracker.log_final(
         pool_run,
         {
+            "search_seconds": seconds,
+            "evaluations": evaluations,
             "mean_gain_pt": 100 * sum(gains) / len(gains),
             "targets_improved": sum(g > 0 for g in gains),
             "targets": len(gains),
