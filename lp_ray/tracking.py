@@ -24,6 +24,9 @@ TAG_PARENT = "mlflow.parentRunId"
 TAG_RUN_DIR = "lp_ray.run_dir"
 
 
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+
+
 def resolve_tracking_uri(cli_uri: str | None, cluster_uri: str | None) -> str:
     """--tracking-uri beats MLFLOW_TRACKING_URI beats the cluster spec beats ./mlflow.db. A relative SQLite
     path is made absolute, so a run directory remembers the same store from any working directory."""
@@ -96,7 +99,12 @@ class Tracker:
                 self.experiment_id = (
                     exp.experiment_id
                     if exp
-                    else self.client.create_experiment(experiment, artifact_location=artifact_location(uri, experiment))
+                    else self.client.create_experiment(
+                        experiment,
+                        artifact_location=artifact_location(uri, experiment),
+                        # MLflow 3's UI opens an untyped experiment in its GenAI view; ours train models.
+                        tags={EXPERIMENT_KIND_TAG: "custom_model_development"},
+                    )
                 )
             except Exception as e:  # any store failure here means MLflow cannot be used at all
                 raise LpRayError(

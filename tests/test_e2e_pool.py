@@ -143,6 +143,7 @@ def test_dense_target_average_and_eval(base_run):
 def test_mlflow_pool_run_children_and_eval_from_mlflow(base_run):
     client = MlflowClient(base_run["tracking_uri"])
     exp = client.get_experiment_by_name("tiny")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # not MLflow 3's GenAI view
     imps = client.search_runs(
         [exp.experiment_id], f"tags.`lp_ray.kind` = 'imp' and tags.`lp_ray.run_dir` = '{base_run['run']}'"
     )
