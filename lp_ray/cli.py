@@ -325,7 +325,7 @@ def sweep(
     """Run an experiment on Ray Tune: every trial (seed x grid cell) is `lp-ray run` of its job, then the
     experiment report. Rerun the same command to resume: finished trials are never recomputed."""
     from lp_ray.experiment.spec import experiment_from_options, load_experiment
-    from lp_ray.experiment.sweep import run_sweep
+    from lp_ray.experiment.sweep import log_sweep, run_sweep
     from lp_ray.spec import load_cluster
     from lp_ray.tracking import resolve_tracking_uri
 
@@ -333,8 +333,10 @@ def sweep(
         raise typer.BadParameter("give an experiment file or --job/--seeds/--grid/--methods, not both")
     exp = load_experiment(experiment) if experiment is not None else experiment_from_options(job, seeds, grid, methods)
     c = load_cluster(cluster)
-    exp_dir = run_sweep(exp, c, resolve_tracking_uri(tracking_uri, c.tracking_uri), max_concurrent)
+    uri = resolve_tracking_uri(tracking_uri, c.tracking_uri)
+    exp_dir = run_sweep(exp, c, uri, max_concurrent)
     _experiment_report(exp_dir.uri)
+    log_sweep(exp, exp_dir, uri, c, ("report.csv", "report.parquet", "report.png", "verdict.txt"))
     typer.echo(f"experiment directory: {exp_dir.uri}")
 
 

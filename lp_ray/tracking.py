@@ -147,6 +147,15 @@ class Tracker:
     def find_imp_run(self, run_dir: str) -> str | None:
         return self._find({TAG_HASH: self.run_hash, TAG_KIND: "imp", TAG_RUN_DIR: run_dir})
 
+    def sweep_run(self, experiment_dir: str, name: str) -> str:
+        """The parent run of one experiment directory (`lp-ray sweep`); a child per trial links its runs."""
+        return self._find_or_create(
+            f"sweep {name}", {TAG_HASH: self.run_hash, TAG_KIND: "sweep", TAG_RUN_DIR: experiment_dir}
+        )
+
+    def find_pool_run(self, name: str, imp_run_id: str) -> str | None:
+        return self._find({TAG_KIND: f"pool:{name}", TAG_PARENT: imp_run_id})
+
     def pool_run(self, name: str, imp_run_id: str | None, params: dict[str, object]) -> str:
         """`pool:<name>`, nested under the IMP parent run when there is one (it links the two in the UI)."""
         tags = {TAG_HASH: self.run_hash, TAG_KIND: f"pool:{name}"}

@@ -152,3 +152,30 @@ def test_experiment_spec_errors_are_one_line(tmp_path):
         proc = cli("sweep", str(path), "--cluster", str(_cluster(tmp_path)), cwd=tmp_path)
         one_error_line(proc, fragment)
     assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_mlflow_sweep_parent_links_every_trial(uninterrupted, tracking_uri):
+    from mlflow.tracking import MlflowClient
+
+    ref_dir, _ = uninterrupted
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name("tiny")
+    exp_dir = str(_exp_dir(ref_dir))
+    (parent,) = client.search_runs(
+        [exp.experiment_id], f"tags.`lp_ray.kind` = 'sweep' and tags.`lp_ray.run_dir` = '{exp_dir}'"
+    )
+    assert {"report.csv", "report.parquet", "report.png", "verdict.txt"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id)
+    }
+    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert sorted((c.data.tags["seed"], c.data.tags["cell"]) for c in children) == [
+        ("0", "imp.rewind_epoch=0"),
+        ("0", "imp.rewind_epoch=1"),
+        ("1", "imp.rewind_epoch=0"),
+        ("1", "imp.rewind_epoch=1"),
+    ]
+    for c in children:  # each trial's imp run is the run of its run directory, and its pool run hangs under it
+        imp = client.get_run(c.data.tags["imp_run_id"])
+        assert imp.data.tags["lp_ray.run_dir"] == c.data.tags["run_dir"]
+        pool = client.get_run(c.data.tags["pool_run_id.interpolation"])
+        assert pool.data.tags["mlflow.parentRunId"] == imp.info.run_id

@@ -126,6 +126,14 @@ def _free_evaluators(cluster: ClusterSpec) -> int:
     return max(1, min(caps) if caps else 1)
 
 
+def sweep_cluster(cluster: ClusterSpec) -> ClusterSpec:
+    """The cluster spec trials run with: an absolute storage path (Tune runs each trial in its own working
+    directory) and no early round starts (an early worker group of one trial could starve another)."""
+    if "://" not in cluster.storage_path:
+        cluster = dataclasses.replace(cluster, storage_path=str(Path(cluster.storage_path).expanduser().resolve()))
+    return dataclasses.replace(cluster, overlap_rounds=False)
+
+
 def run_sweep(exp: ExperimentSpec, cluster: ClusterSpec, tracking_uri: str, max_concurrent: int | None) -> RunDir:
     from lp_ray.cluster import check_address, check_storage, connect
     from lp_ray.data.registry import preflight
@@ -143,10 +151,7 @@ def run_sweep(exp: ExperimentSpec, cluster: ClusterSpec, tracking_uri: str, max_
     check_storage_reachable(storage_uri(cluster))
     check_address(cluster)
     Tracker(tracking_uri, trials[0].job.name, run_name(trials[0].job).rsplit("-", 1)[1])  # MLflow usable
-    if not storage_uri(cluster).startswith(("s3://", "gs://")) and "://" not in cluster.storage_path:
-        # Tune runs trials in their own working directories: hand them an absolute storage path.
-        cluster = dataclasses.replace(cluster, storage_path=str(Path(cluster.storage_path).expanduser().resolve()))
-    cluster = dataclasses.replace(cluster, overlap_rounds=False)
+    cluster = sweep_cluster(cluster)
     exp_dir = experiment_dir(exp, cluster)
     ident = {**exp.identity(), "trials": [{"trial": t.index, "cell": t.cell, "seed": t.seed} for t in trials]}
     if exp_dir.exists(EXPERIMENT) and exp_dir.read_json(EXPERIMENT) != ident:
@@ -273,3 +278,40 @@ class SweepView:
     def __exit__(self, *exc):
         self.stop.set()
         self.thread.join(timeout=5)
+
+
+def log_sweep(exp: ExperimentSpec, exp_dir: RunDir, tracking_uri: str, cluster: ClusterSpec, report_files) -> str:
+    """MLflow: a sweep parent run (in the trials' experiment) with the aggregate table, plot and verdict
+    as artifacts, and a child per trial whose tags link that trial's imp and pool runs."""
+    import tempfile
+
+    from lp_ray.store import read_tracking
+    from lp_ray.tracking import Tracker
+
+    trials, cluster = exp.trials(), sweep_cluster(cluster)
+    tracker = Tracker(tracking_uri, trials[0].job.name, exp.experiment_hash())
+    parent = tracker.sweep_run(exp_dir.uri, exp.dir_name())
+    tracker._log_new_params(parent, {"seeds": exp.seeds, "grid": exp.grid, "methods": exp.methods})
+    for t in trials:
+        run = trial_run(t, cluster)
+        info = read_tracking(run)
+        child = tracker.child_run(
+            parent, "sweep_trial", str(t.index), f"trial {t.index:02d} seed {t.seed} {t.cell}".strip()
+        )
+        tags = {"seed": str(t.seed), "cell": t.cell or "-", "run_dir": run.uri}
+        if info is not None and info.tracking_uri == tracking_uri:
+            tags["imp_run_id"] = info.imp_run_id
+            for m in exp.methods:
+                pool_id = tracker.find_pool_run(m, info.imp_run_id)
+                if pool_id:
+                    tags[f"pool_run_id.{m}"] = pool_id
+        tracker.log_final(child, {}, tags)
+        tracker.finish(child)
+    with tempfile.TemporaryDirectory() as d:
+        for rel in report_files:
+            path = f"{d}/{rel}"
+            with open(path, "wb") as f:
+                f.write(exp_dir.read_bytes(rel))
+            tracker.log_artifact(parent, path)
+    tracker.finish(parent)
+    return parent
