@@ -30,10 +30,6 @@ class Trial:
     seed: int
     job: JobSpec
 
-    @property
-    def overrides(self) -> list[str]:
-        return [o for o in self.cell.split(" ") if o]
-
 
 @dataclass
 class ExperimentSpec:

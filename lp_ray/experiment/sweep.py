@@ -113,17 +113,9 @@ def _trial_fn(config: dict) -> None:
 def _free_evaluators(cluster: ClusterSpec) -> int:
     """Evaluators that fit in what the cluster has free now (at least one): asking for more than is free
     would leave actors pending with evaluations queued on them while other trials hold the CPUs."""
-    import math
+    from lp_ray.pool.executors import eval_capacity
 
-    import ray
-
-    free = ray.available_resources()
-    caps = []
-    for k, v in cluster.eval_resources.items():
-        name = {"num_cpus": "CPU", "num_gpus": "GPU"}.get(k, k)
-        if v > 0:
-            caps.append(math.floor(free.get(name, 0.0) / v + 1e-9))
-    return max(1, min(caps) if caps else 1)
+    return max(1, min(eval_capacity(cluster.eval_resources, free_only=True), 10**3))
 
 
 def sweep_cluster(cluster: ClusterSpec) -> ClusterSpec:
@@ -200,7 +192,7 @@ def _tune(exp, todo: list[Trial], cluster, tracking_uri, max_concurrent, exp_dir
         }
         for t in todo
     ]
-    view = SweepView(exp, cluster, concurrent)
+    view = SweepView(exp, cluster)
 
     class Follow(tune.Callback):  # defined here: ray is imported only after connect() set its environment
         # Tune pickles its callbacks: this one holds only the set the view reads.
@@ -240,8 +232,8 @@ class SweepView:
     """Live progress: trials done / running / queued, and each running trial's stage read from its run
     directory (round r/R, pool method n/N). One line whenever it changes, at most every few seconds."""
 
-    def __init__(self, exp: ExperimentSpec, cluster: ClusterSpec, concurrent: int):
-        self.exp, self.cluster, self.concurrent = exp, cluster, concurrent
+    def __init__(self, exp: ExperimentSpec, cluster: ClusterSpec):
+        self.exp, self.cluster = exp, cluster
         self.trials = {t.index: t for t in exp.trials()}
         self.running: set[int] = set()
         self.stop = threading.Event()

@@ -464,11 +464,15 @@ def read_predictions(run: RunDir, name: str, result: TargetResult) -> pa.Table |
     """A finished target's predictions, checked against its record (None for records without them)."""
     if result.predictions_sha256 is None:
         return None
+    import io
+
+    import pyarrow.parquet as pq
+
     rel = layout.predictions(name, result.target)
-    data = run.read_bytes(rel)
+    data = run.read_bytes(rel)  # read once: checked, then parsed from the same bytes
     record = run.path(layout.target_meta(name, result.target))
     check_sha256(data, result.predictions_sha256, run.path(rel), record, f"delete {record} to pool it again")
-    return run.read_table(rel)
+    return pq.read_table(io.BytesIO(data))
 
 
 def trace_table(rows: list[dict]) -> pa.Table:

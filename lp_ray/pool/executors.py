@@ -148,11 +148,12 @@ class EvaluatorActor:
         return result
 
 
-def eval_capacity(eval_resources: dict[str, float]) -> int:
-    """How many evaluations the cluster can host at once with the given per-evaluation resources."""
+def eval_capacity(eval_resources: dict[str, float], free_only: bool = False) -> int:
+    """How many evaluations the cluster can host at once with the given per-evaluation resources (of
+    what is free right now with `free_only`)."""
     import ray
 
-    total = ray.cluster_resources()
+    total = ray.available_resources() if free_only else ray.cluster_resources()
     names = {"num_cpus": "CPU", "num_gpus": "GPU", "CPU": "CPU", "GPU": "GPU"}
     caps = [math.floor(total.get(names.get(k, k), 0.0) / v + 1e-9) for k, v in eval_resources.items() if v > 0]
     return min(caps) if caps else 10**6
