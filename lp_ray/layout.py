@@ -14,10 +14,11 @@ writes them. A file that is not named here is not part of a run.
         ticket.safetensors             weights + mask
         meta.json                      TicketMeta; written last: the round's "done" marker
         history.json                   per-epoch metrics
-    round_RR/                          Ray Train's own storage for that round's fit(); each of its
-        checkpoint_*/                  epoch checkpoints holds model.safetensors, optimizer.safetensors
-                                       (momentum by parameter name), best.safetensors (select: best_val)
-                                       and state.json (epoch, history)
+    train/fit_NN/                      Ray Train's own storage for the NN-th `lp-ray imp` fit of the run
+        checkpoint_*/                  (one per invocation that trained); each epoch checkpoint holds
+                                       model.safetensors, optimizer.safetensors (momentum by parameter
+                                       name), best.safetensors (select: best_val) and state.json (round,
+                                       epoch, history)
     pool/<name>/                       one search (<name> is the method unless --name says otherwise)
         settings.json                  what the search was run with (a resumed search must match)
         trace.parquet                  one row per evaluation
@@ -42,7 +43,9 @@ ROUNDS = "rounds"
 POOL = "pool"
 REPORT_FORMATS = ("csv", "parquet", "png")
 
-# Inside one epoch checkpoint of a round's fit() (imp/loop.py writes them, imp/driver.py reads the last).
+TRAIN = "train"
+
+# Inside one epoch checkpoint (imp/loop.py writes them; a new fit resumes from the newest usable one).
 CHECKPOINT_MODEL = "model.safetensors"
 CHECKPOINT_OPTIMIZER = "optimizer.safetensors"
 CHECKPOINT_BEST = "best.safetensors"
@@ -79,10 +82,15 @@ def injected_failure(r: int, epoch: int) -> str:
     return f"{round_dir(r)}/injected_failure_{epoch}"
 
 
-def train_storage(r: int) -> str:
-    """Ray Train's run name for round r's fit(), relative to the storage root: `<job>-<hash>/round_RR`
-    puts its checkpoints in the run directory, and the same name on a rerun resumes them."""
-    return f"round_{r:02d}"
+def train_fit(n: int) -> str:
+    """Ray Train's storage for the run's n-th fit: `<job>-<hash>/train/fit_NN` puts its checkpoints in the
+    run directory. (Runs made when every round was its own fit have them under `round_RR/`.)"""
+    return f"{TRAIN}/fit_{n:02d}"
+
+
+def parse_fit(name: str) -> int | None:
+    """n of a `fit_NN` folder name under train/, or None for anything else."""
+    return int(name[4:]) if name.startswith("fit_") and name[4:].isdigit() else None
 
 
 def pool_dir(name: str) -> str:

@@ -18,25 +18,16 @@ console = Console(
 
 class ProgressBoard:
     """A tiny Ray actor (created with num_cpus=0) owned by the driver: the last status each writer
-    pushed, and the start gates of rounds whose fit() was started early (see imp/driver.py): such a
-    round's workers wait until the driver opens its gate ("go", its mask is written) or closes it
-    ("cancel", the round before it failed)."""
+    pushed."""
 
     def __init__(self):
         self.state: dict = {}
-        self.gates: dict[int, str] = {}
 
     def update(self, status: dict) -> None:
         self.state.update(status)
 
     def get(self) -> dict:
         return dict(self.state)
-
-    def set_gate(self, round_: int, value: str) -> None:
-        self.gates[round_] = value
-
-    def gate(self, round_: int) -> str | None:
-        return self.gates.get(round_)
 
 
 def make_board():
@@ -101,9 +92,6 @@ class RoundProgress:
             self.progress.update(
                 self.epoch, description=desc, completed=s["step"], total=s["steps"], info=info, visible=True
             )
-
-    def round_started(self, r: int) -> None:
-        self.progress.update(self.rounds, description=f"round {r}")
 
     def round_done(self, line: str) -> None:
         self.progress.advance(self.rounds)

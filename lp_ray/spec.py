@@ -202,11 +202,6 @@ class ClusterSpec:
     # longer than this (the paper's jobs) are checkpointed every one; the default job's 0.7 s epochs were
     # spending ~10% of their time on checkpoints. 0 = every epoch.
     checkpoint_interval_s: float = 10.0
-    # Start round r+1's fit() while round r trains, so its ~10 s of worker start-up (new processes,
-    # imports, process group) is hidden; its workers wait for their mask. "auto": when the cluster can
-    # hold two worker groups at once (a 2-core laptop can; a cluster whose GPUs one round fills cannot).
-    # Unset (null) means auto; true or false force it.
-    overlap_rounds: bool | None = None
 
 
 def storage_uri(cluster: ClusterSpec) -> str:
@@ -335,6 +330,15 @@ def _read_yaml(path: str | Path) -> dict:
     return raw
 
 
+# Keys that were once part of a spec: a file that still sets one is told why it is gone.
+_REMOVED = {
+    (ClusterSpec, "overlap_rounds"): (
+        "removed: IMP now runs as one Ray Train run whose worker group lives for the whole job, so there is "
+        "no per-round start-up left to overlap; delete the key"
+    ),
+}
+
+
 def _build(cls: type, raw: Any, where: str, path: tuple[str, ...]) -> Any:
     key = ".".join(path) or "top level"
     if not isinstance(raw, dict):
@@ -342,6 +346,9 @@ def _build(cls: type, raw: Any, where: str, path: tuple[str, ...]) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - names)
+    for key_name in unknown:
+        if (cls, key_name) in _REMOVED:
+            raise SpecError(f"{where}: {'.'.join(path + (key_name,))}: {_REMOVED[cls, key_name]}")
     if unknown:
         full = ".".join(path + (str(unknown[0]),))
         raise SpecError(f"{where}: unknown key '{full}' (known: {', '.join(sorted(names))})")

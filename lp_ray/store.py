@@ -226,7 +226,6 @@ class TicketMeta:
     starts: list[int] = field(default_factory=list)  # the epoch each (re)start of the round began at
     rewind_epoch: int = 0
     run_hash: str = ""
-    started_early: bool = False
     ticket_sha256: str = ""
 
 

@@ -25,9 +25,8 @@ TINY_JOB = {
 
 
 def tiny_cluster(storage) -> dict:
-    """Two DDP workers (gloo) at half a CPU each, so that two rounds' worker groups fit on a 2-core
-    machine and the next round's fit() starts early (overlap_rounds auto); evaluations at half a CPU
-    so four fit; a checkpoint after every (0.1 s) epoch, so tests can kill a round between two."""
+    """Two DDP workers (gloo) at half a CPU each, so DDP is exercised on a 2-core machine; evaluations at
+    half a CPU so four fit; a checkpoint after every (0.1 s) epoch, so tests can kill a round between two."""
     return {
         "num_workers": 2,
         "resources_per_worker": {"CPU": 0.5},

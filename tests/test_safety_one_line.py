@@ -52,14 +52,13 @@ def test_corrupt_data_files_of_a_run(finished, name):
 @pytest.fixture
 def run_on_tmpfs(finished, tmp_path):
     """A copy of the finished run on its own small tmpfs (its records, tickets and data; Ray Train's
-    round_RR/ checkpoint folders are not needed to pool or report)."""
+    train/ checkpoint folder is not needed to pool or report)."""
     if not Tmpfs.available():
         pytest.skip("needs root to mount a tmpfs")
     src = finished["run"]
     with Tmpfs(tmp_path / "disk", size_kb=16384) as disk:
-        ray_storage = {p.name for p in src.glob("round_*") if p.is_dir()}
         run = disk.path / src.name
-        shutil.copytree(src, run, ignore=lambda d, names: ray_storage & set(names) if d == str(src) else set())
+        shutil.copytree(src, run, ignore=lambda d, names: {"train"} & set(names) if d == str(src) else set())
         yield disk, run
 
 

@@ -11,9 +11,8 @@ recomputes each trial's status from disk and hands only the unfinished ones to a
 skips a trial another sweep has finished, which Tune's own experiment state cannot know about.
 
 Train V2 inside Tune: no Tune stop conditions or schedulers (a trial runs to the end); a trial asks Tune
-for little CPU and its fits and evaluators are scheduled as ordinary Ray tasks outside its placement, so
-they compete for the cluster instead of deadlocking inside a trial's reservation; rounds never start
-early (`overlap_rounds` off), because an early worker group held by one trial could starve another.
+for little CPU and its fit and evaluators are scheduled as ordinary Ray tasks outside its placement, so
+they compete for the cluster instead of deadlocking inside a trial's reservation.
 """
 
 from __future__ import annotations
@@ -120,10 +119,10 @@ def _free_evaluators(cluster: ClusterSpec) -> int:
 
 def sweep_cluster(cluster: ClusterSpec) -> ClusterSpec:
     """The cluster spec trials run with: an absolute storage path (Tune runs each trial in its own working
-    directory) and no early round starts (an early worker group of one trial could starve another)."""
+    directory)."""
     if "://" not in cluster.storage_path:
         cluster = dataclasses.replace(cluster, storage_path=str(Path(cluster.storage_path).expanduser().resolve()))
-    return dataclasses.replace(cluster, overlap_rounds=False)
+    return cluster
 
 
 def run_sweep(exp: ExperimentSpec, cluster: ClusterSpec, tracking_uri: str, max_concurrent: int | None) -> RunDir:
