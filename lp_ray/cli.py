@@ -310,6 +310,7 @@ def _experiment_report(exp_uri: str) -> None:
 
 
 @app.command()
+@_interruptible
 def sweep(
     experiment: Path | None = typer.Argument(None, help="Experiment spec YAML (experiments/*.yaml)."),
     job: Path | None = typer.Option(None, "--job", "-j", help="Without an experiment file: the base job spec."),

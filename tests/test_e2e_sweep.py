@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import time
@@ -13,6 +14,8 @@ import time
 import pyarrow.parquet as pq
 import pytest
 from helpers import LP_RAY, TINY_JOB, cli, one_error_line, tiny_cluster, write_yaml
+
+pytestmark = pytest.mark.e2e
 
 EXPERIMENT = {
     "name": "tinyexp",
@@ -59,6 +62,38 @@ def uninterrupted(tmp_path_factory, tracking_uri):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return d, proc
+
+
+def test_progress_names_each_running_trials_stage(uninterrupted):
+    _, proc = uninterrupted
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("trials: ")]
+    assert lines[0].startswith("trials: 0 done") and lines[-1].startswith("trials: 4 done")
+    assert any("(seed 0, imp.rewind_epoch=1): round " in l for l in lines)
+    # a search's share of its evaluations, e.g. "pool interpolation 1/3 targets, 47% of its evaluations"
+    assert any(re.search(r"pool interpolation \d/3 targets, \d+% of its evaluations", l) for l in lines)
+
+
+def test_ctrl_c_ends_a_sweep_with_130_and_the_rerun_hint(tmp_path, tracking_uri):
+    spec = write_yaml(tmp_path / "exp.yaml", {**EXPERIMENT, "name": "interrupted", "seeds": [0]})
+    args = [LP_RAY, "sweep", str(spec), "--cluster", str(_cluster(tmp_path)), "--tracking-uri", tracking_uri]
+    proc = subprocess.Popen(
+        args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None and not list((tmp_path / "runs").glob("tiny-*/rounds")):
+            time.sleep(0.2)
+        assert proc.poll() is None, "the sweep ended before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == 130, out + err
+    assert "interrupted: finished work is kept; rerun the same command to resume" in err
+    assert "Tuner.restore" not in out + err and "did not finish" not in err
 
 
 def test_sweep_resumes_after_sigkill_without_retraining(tmp_path, uninterrupted, tracking_uri):

@@ -47,7 +47,7 @@ def trial_run(trial: Trial, cluster: ClusterSpec) -> RunDir:
 
 def trial_stage(trial: Trial, methods: list[str], cluster: ClusterSpec) -> tuple[str, str]:
     """(status, stage) read from the trial's run directory: done / partial / queued, and e.g.
-    'round 7/11' or 'pool average 4/11'."""
+    'round 7/11' or 'pool average 4/11 targets, 38% of its evaluations'."""
     from lp_ray.store import ticket_done
 
     run = trial_run(trial, cluster)
@@ -60,8 +60,24 @@ def trial_stage(trial: Trial, methods: list[str], cluster: ClusterSpec) -> tuple
     for m in methods:
         done = sum(run.exists(layout.target_meta(m, r)) for r in range(rounds))
         if done < rounds:
-            return "partial", f"pool {m} {done}/{rounds}"
+            return (
+                "partial",
+                f"pool {m} {done}/{rounds} targets, {_search_percent(trial, m, run):.0f}% of its evaluations",
+            )
     return "done", "done"
+
+
+def _search_percent(trial: Trial, method: str, run: RunDir) -> float:
+    """How far a search is: its evaluations in trace.parquet out of all its chains will make (every step
+    of a method scores the same number of coefficients, so the total is known before it starts)."""
+    from lp_ray.pool.chain import Chain, candidate_order
+
+    pool = with_pool_options(trial.job.pool, {"method": method})
+    rounds = list(range(trial.job.imp.rounds))
+    per_step = len(Chain(0, [], method, pool.coefficients, pool.ema_decay).alphas())
+    total = sum(1 + per_step * len(candidate_order(t, rounds, pool.search_num)) for t in rounds)
+    done = run.read_table(layout.trace(method)).num_rows if run.exists(layout.trace(method)) else 0
+    return 100 * min(done, total) / total
 
 
 def write_index(
@@ -176,6 +192,9 @@ def _tune(exp, todo: list[Trial], cluster, tracking_uri, max_concurrent, exp_dir
     from ray import tune
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Ctrl-C is lp-ray's to handle (exit 130, "rerun to resume"): Tune's own handler would end the fit
+    # quietly, leave our index saying "did not finish" and advise Tuner.restore, which lp-ray does not use.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     total_cpu = ray.cluster_resources().get("CPU", 1.0)
     per_worker = cluster.resources_per_worker.get("CPU", 1.0) * cluster.num_workers
     # Default concurrency: as many trials as can train at once (each trial's fits need its workers).
@@ -250,16 +269,19 @@ class SweepView:
         return " | ".join(parts)
 
     def _tick(self):
+        while not self.stop.wait(3.0):
+            self._show()
+
+    def _show(self) -> None:
         from lp_ray.progress import console
 
-        while not self.stop.wait(3.0):
-            try:
-                line = self.line()
-            except Exception:  # a file mid-write: try again next tick
-                continue
-            if line != self.last:
-                console.print(line, highlight=False)
-                self.last = line
+        try:
+            line = self.line()
+        except Exception:  # a file mid-write: try again next tick
+            return
+        if line != self.last:
+            console.print(line, highlight=False)
+            self.last = line
 
     def __enter__(self):
         self.thread = threading.Thread(target=self._tick, daemon=True)
@@ -269,6 +291,8 @@ class SweepView:
     def __exit__(self, *exc):
         self.stop.set()
         self.thread.join(timeout=5)
+        if exc[0] is None:
+            self._show()  # where the sweep ended, not where the last tick happened to see it
 
 
 def log_sweep(exp: ExperimentSpec, exp_dir: RunDir, tracking_uri: str, cluster: ClusterSpec, report_files) -> str:
