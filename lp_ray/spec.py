@@ -99,6 +99,9 @@ class ImpSpec:
     rate: float = 0.2
     rewind_epoch: int = 2
     prune_linear: bool = False
+    # How round r >= 1 retrains (imp/retrain.py): "rewind" (weights and schedule back to rewind_epoch),
+    # "lr_rewind" (trained weights kept, schedule rewound) or "finetune" (weights kept, final learning rate).
+    retrain: str = "rewind"
 
 
 @dataclass
@@ -146,14 +149,21 @@ def run_hash(job: JobSpec) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-def _non_default(value: Any, default: Any, path: tuple[str, ...]) -> Any:
+def job_changes(job: JobSpec) -> dict:
+    """Every field of the job that differs from its default, the run hash's exclusions included (name,
+    rounds, pool): a job's identity that a new field with a default never changes (experiment hashes)."""
+    changed = _non_default(job, JobSpec(), (), frozenset())
+    return {} if changed is _SAME else changed
+
+
+def _non_default(value: Any, default: Any, path: tuple[str, ...], skip=_NOT_IN_HASH) -> Any:
     if dataclasses.is_dataclass(value):
         out = {}
         for f in dataclasses.fields(value):
             sub = path + (f.name,)
-            if sub in _NOT_IN_HASH:
+            if sub in skip:
                 continue
-            v = _non_default(getattr(value, f.name), getattr(default, f.name), sub)
+            v = _non_default(getattr(value, f.name), getattr(default, f.name), sub, skip)
             if v is not _SAME:
                 out[f.name] = v
         return out if out else _SAME
@@ -466,8 +476,12 @@ def _check_job(job: JobSpec, where: str) -> None:
         _fail(where, "train.select", f"must be 'final' or 'best_val', got {t.select!r}")
     if i.rounds < 1:
         _fail(where, "imp.rounds", f"must be at least 1 (round 0 is the dense network), got {i.rounds}")
-    if not 0.0 < i.rate < 1.0:
-        _fail(where, "imp.rate", f"must be in (0, 1), got {i.rate}")
+    if not 0.0 <= i.rate < 1.0:  # 0: every round retrains the dense network (the stability analysis's copies)
+        _fail(where, "imp.rate", f"must be in [0, 1), got {i.rate}")
+    from lp_ray.imp.retrain import RETRAIN
+
+    if i.retrain not in RETRAIN:
+        _fail(where, "imp.retrain", f"unknown retraining {i.retrain!r} (known: {', '.join(RETRAIN)})")
     if not 0 <= i.rewind_epoch < t.epochs:
         _fail(where, "imp.rewind_epoch", f"must be in [0, train.epochs={t.epochs}), got {i.rewind_epoch}")
     check_pool(job.pool, lambda key, message: _fail(where, f"pool.{key}", message))

@@ -26,8 +26,8 @@ def test_malformed_yaml(tmp_path):
 
 
 def test_impossible_value_names_key_and_file(tmp_path):
-    p = write_yaml(tmp_path / "job.yaml", {"imp": {"rate": 0}})
-    one_line_error(cli("imp", "--job", str(p), cwd=tmp_path), "job.yaml: imp.rate: must be in (0, 1), got 0.0")
+    p = write_yaml(tmp_path / "job.yaml", {"imp": {"rate": 1}})
+    one_line_error(cli("imp", "--job", str(p), cwd=tmp_path), "job.yaml: imp.rate: must be in [0, 1), got 1.0")
 
 
 def test_bad_cluster_spec(tmp_path):

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -263,3 +264,24 @@ def test_ctrl_c_stops_at_once_and_the_rerun_resumes(tmp_path, tracking_uri):
     again = cli("imp", "--job", str(job), "--cluster", str(cluster), "--tracking-uri", tracking_uri, cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "round  1  trained" in again.stdout
+
+
+def test_lr_rewind_and_finetune_keep_the_trained_weights(tmp_path, tracking_uri):
+    """imp.retrain: round 0 is the same dense training for every rule; round 1 of lr_rewind replays the
+    schedule from the rewind epoch, finetune trains at the final learning rate, and each is a run of its
+    own (the rule is in the run hash, the default is not)."""
+    cluster = write_yaml(tmp_path / "cluster.yaml", {**tiny_cluster(tmp_path / "runs"), "num_workers": 1})
+    lrs, tickets = {}, {}
+    for retrain in ("lr_rewind", "finetune"):
+        spec = {**TINY_JOB, "name": "retrain", "imp": {**TINY_JOB["imp"], "rounds": 2, "retrain": retrain}}
+        job = write_yaml(tmp_path / f"{retrain}.yaml", spec)
+        proc = cli("imp", "--job", str(job), "--cluster", str(cluster), "--tracking-uri", tracking_uri, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        run = next(l.split(": ", 1)[1] for l in proc.stdout.splitlines() if l.startswith("run directory: "))
+        history = json.loads((Path(run) / "rounds" / "round_01" / "history.json").read_text())
+        lrs[retrain] = [round(row["lr"], 6) for row in history["epochs"]]
+        tickets[retrain] = [meta(Path(run), r)["ticket_sha256"] for r in (0, 1)]
+    assert lrs == {"lr_rewind": [0.1, 0.1, 0.01], "finetune": [0.01, 0.01, 0.01]}  # epochs 1-3, drop at 3
+    assert tickets["lr_rewind"][0] == tickets["finetune"][0]  # the same round 0
+    assert tickets["lr_rewind"][1] != tickets["finetune"][1]
+    assert len(list((tmp_path / "runs").glob("retrain-*"))) == 2

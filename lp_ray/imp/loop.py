@@ -33,6 +33,7 @@ from safetensors.torch import save_file
 
 from lp_ray import layout
 from lp_ray.data import load_data
+from lp_ray.imp.retrain import RETRAIN, lr_for
 from lp_ray.models import build_model
 from lp_ray.sparsity import apply_mask, dense_mask, density, prunable_names, prune_fraction
 from lp_ray.spec import job_from_dict, run_hash
@@ -47,7 +48,7 @@ from lp_ray.store import (
     write_mask,
     write_ticket,
 )
-from lp_ray.training import count_correct, epoch_seed, lr_at, make_optimizer, masked_sgd_epoch, set_lr
+from lp_ray.training import count_correct, epoch_seed, make_optimizer, masked_sgd_epoch, set_lr
 
 
 @dataclass(frozen=True)
@@ -155,9 +156,8 @@ class _Worker:
             model.load_state_dict(resume.model)
             history, start, best = resume.history, resume.epoch + 1, resume.best
         else:
-            if r > 0:  # rewind: the weights after epoch k, masked
-                rewind, _ = decode_weights(run.read_bytes(layout.REWIND), run.path(layout.REWIND), model.state_dict())
-                model.load_state_dict(apply_mask(rewind, mask))
+            if r > 0:  # the rewind point (or, for lr_rewind and finetune, the previous ticket), masked
+                model.load_state_dict(apply_mask(self._start_weights(r, model.state_dict(), names), mask))
             history, start, best = (
                 {"epochs": [], "starts": [], "best_val": -1.0},
                 (0 if r == 0 else job.imp.rewind_epoch),
@@ -181,7 +181,8 @@ class _Worker:
             if r == 0 and epoch == job.imp.rewind_epoch and rank == 0 and not run.exists(layout.REWIND):
                 run.write_bytes(layout.REWIND, encode_weights(model.state_dict(), metadata={"epoch": str(epoch)}))
             t0 = time.perf_counter()
-            set_lr(opt, lr_at(T, epoch))
+            lr = lr_for(job.imp.retrain, T, r, epoch)
+            set_lr(opt, lr)
             gen = torch.Generator().manual_seed(epoch_seed(T.seed, r, epoch))
 
             def on_step(step, loss, epoch=epoch, last=[0.0]):  # noqa: B006 (bound per epoch: when it last pushed)
@@ -205,7 +206,7 @@ class _Worker:
                 "train_loss": loss,
                 "train_acc": acc,
                 "val_acc": val_acc,
-                "lr": lr_at(T, epoch),
+                "lr": lr,
                 "seconds": time.perf_counter() - t0,
             }
             if T.select == "best_val" and val_acc > history["best_val"]:
@@ -228,6 +229,11 @@ class _Worker:
                 _maybe_inject_failure(self.cfg, run, r, epoch, rank)
         if rank == 0:
             self._write_ticket(r, model, best, mask, history, time.perf_counter() - t_start)
+
+    def _start_weights(self, r: int, template, names: list[str]) -> dict[str, torch.Tensor]:
+        if RETRAIN[self.job.imp.retrain].from_ticket:
+            return read_ticket(self.run, r - 1, template, set(names))[0]
+        return decode_weights(self.run.read_bytes(layout.REWIND), self.run.path(layout.REWIND), template)[0]
 
     def _mask(self, r: int, template, names: list[str]) -> dict[str, torch.Tensor]:
         """Round 0 is dense; round r prunes `rate` of ticket r-1's surviving weights by global magnitude.
