@@ -142,7 +142,9 @@ def main() -> None:
     t0 = time.time()
     with ProcessPoolExecutor(a.jobs) as pool:
         results = list(pool.map(run_one, a.run_dirs))
-    print(f"\n{'rule':>18} {'LP-LT (pt)':>11} {'95% CI over runs':>18} {'per run':>32} {'merges/target':>14} {'alpha ties':>11} {'ties w/ best':>13}")
+    print(
+        f"\n{'rule':>18} {'LP-LT (pt)':>11} {'95% CI over runs':>18} {'per run':>32} {'merges/target':>14} {'alpha ties':>11} {'ties w/ best':>13}"
+    )
     for rule in RULES:
         per_run = [100 * statistics.mean(r["gains"][rule]) for r in results]
         ci = paired_bootstrap_ci(per_run, [0.0] * len(per_run))

@@ -27,6 +27,7 @@ writes them. A file that is not named here is not part of a run.
         target_RR.json                 its result and decisions; written last: the target's "done" marker
         summary.parquet                one row per finished target
     report.csv, report.parquet, report.png
+    analysis/<name>/                   `lp-ray analyze <name>`: its tables (.parquet) and <name>.png
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ TRACKING = "tracking.json"
 ROUNDS_TABLE = "rounds.parquet"
 ROUNDS = "rounds"
 POOL = "pool"
+ANALYSIS = "analysis"
 REPORT_FORMATS = ("csv", "parquet", "png")
 
 TRAIN = "train"
@@ -119,6 +121,10 @@ def predictions(name: str, t: int) -> str:
 
 def target_meta(name: str, t: int) -> str:
     return f"{pool_dir(name)}/target_{t:02d}.json"
+
+
+def analysis_file(name: str, file: str) -> str:
+    return f"{ANALYSIS}/{name}/{file}"
 
 
 def report(fmt: str) -> str:

@@ -129,6 +129,24 @@ def predict(
     return torch.cat(preds).to(torch.int16), torch.cat(labels).to(torch.int16)
 
 
+@torch.no_grad()
+def probabilities(
+    model: nn.Module,
+    source: Source,
+    idx: torch.Tensor,
+    batch_size: int = 1000,
+    device: torch.device = torch.device("cpu"),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(softmax class probabilities, label) per example of `idx`, in eval mode, without augmentation."""
+    model.eval()
+    probs, labels = [], []
+    for start in range(0, len(idx), batch_size):
+        x, y = source.batch(idx[start : start + batch_size], augment=False, gen=None)
+        probs.append(torch.softmax(model(x.to(device)).float(), dim=1).cpu())
+        labels.append(y)
+    return torch.cat(probs), torch.cat(labels)
+
+
 def accuracy(
     model: nn.Module,
     source: Source,

@@ -23,6 +23,7 @@ EXPERIMENT = {
     "seeds": "0-1",
     "grid": {"imp.rewind_epoch": [1, 0]},
     "methods": ["interpolation"],
+    "analyses": ["ensemble"],  # run by every trial after its pool; aggregated by the report
 }
 
 
@@ -117,9 +118,10 @@ def test_sweep_resumes_after_sigkill_without_retraining(tmp_path, uninterrupted,
     runs = tmp_path / "runs"
     try:
         deadline = time.time() + 900
-        # Kill once the first trial is finished (its last pooled target written) and the second has started.
+        # Kill once the first trial is finished and the second has started.
         while time.time() < deadline and proc.poll() is None:
-            finished = [r for r in runs.glob("tiny-*") if (r / "pool" / "interpolation" / "summary.parquet").exists()]
+            # a trial is finished when its last step is: the ensemble analysis after its pool
+            finished = [r for r in runs.glob("tiny-*") if (r / "analysis" / "ensemble" / "ensemble.png").exists()]
             started = [r for r in runs.glob("tiny-*") if (r / "rounds").exists()]
             if finished and len(started) >= 2:
                 break
@@ -150,6 +152,7 @@ def test_sweep_resumes_after_sigkill_without_retraining(tmp_path, uninterrupted,
     assert verdict == (_exp_dir(ref_dir) / "verdict.txt").read_text()
     assert "interpolation − LT [imp.rewind_epoch=0]:" in verdict and "over 2 seeds" in verdict
     assert "LT+BN − LT [imp.rewind_epoch=1] (control)" in verdict
+    assert "output ensemble − interpolation [imp.rewind_epoch=1] (k× vs 1× inference):" in verdict
     assert "interpolation − LT [imp.rewind_epoch=1]:" in again.stdout  # printed as text, not swallowed as markup
     for r in runs.glob("tiny-*"):  # every trial's run directory equals the reference sweep's, bit for bit
         assert {k: v[0] for k, v in _digests(r).items()} == {
@@ -181,6 +184,7 @@ def test_experiment_spec_errors_are_one_line(tmp_path):
         ({**EXPERIMENT, "grid": {"imp.rewind": [1]}}, "unknown key 'imp.rewind'"),
         ({**EXPERIMENT, "grid": {"imp.rewind_epoch": [9]}}, "imp.rewind_epoch: must be in [0, train.epochs=4)"),
         ({**EXPERIMENT, "methods": ["magic"]}, "methods: unknown method 'magic'"),
+        ({**EXPERIMENT, "analyses": ["magic"]}, "analyses: expected a list of lmc, stability"),
     ]
     for i, (spec, fragment) in enumerate(cases):
         path = write_yaml(tmp_path / f"bad{i}.yaml", spec)

@@ -22,7 +22,8 @@ def write(tmp_path, text, name="job.yaml"):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("train: {epochs: 10, lr_drops: [5]}\nimp: {rate: 1.5}\n", "imp.rate: must be in (0, 1), got 1.5"),
+        ("train: {epochs: 10, lr_drops: [5]}\nimp: {rate: 1.5}\n", "imp.rate: must be in [0, 1), got 1.5"),
+        ("imp: {retrain: rewound}\n", "imp.retrain: unknown retraining 'rewound' (known: rewind, lr_rewind, finetune)"),
         (
             "train: {epochs: 10, lr_drops: [5]}\nimp: {rewind_epoch: 10}\n",
             "imp.rewind_epoch: must be in [0, train.epochs=10), got 10",
@@ -187,3 +188,16 @@ def test_mnist1d_generates_the_sizes_asked_for():
     t = _generate(spec)
     assert tuple(t["x_train"].shape) == (360, 32) and tuple(t["x_test"].shape) == (640, 32)
     assert sorted(t["y_test"].unique().tolist()) == list(range(10))
+
+
+def test_experiment_hash_pinned_and_blind_to_fields_at_their_default():
+    from pathlib import Path
+
+    from lp_ray.experiment.spec import load_experiment
+    from lp_ray.spec import job_changes
+
+    # An experiment's identity holds only the base job's changes from the defaults, so a job field added
+    # later with a default (imp.retrain was) never renames an experiment directory again.
+    assert job_changes(default_job()) == {"data": {"train_size": 4000, "test_size": 8000}}
+    root = Path(__file__).resolve().parent.parent
+    assert load_experiment(root / "experiments" / "default.yaml").dir_name() == "default-f29f9ab0dd"

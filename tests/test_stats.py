@@ -2,7 +2,7 @@
 
 import pytest
 
-from lp_ray.stats import compare_counts, holm, mcnemar_exact, mcnemar_p, paired_bootstrap_ci
+from lp_ray.stats import compare_counts, holm, mcnemar_exact, mcnemar_p, paired_bootstrap_ci, paired_t_ci
 
 
 def test_mcnemar_exact_on_2x2_tables():
@@ -45,3 +45,12 @@ def test_paired_bootstrap_ci_by_hand():
 
 def test_compare_counts():
     assert compare_counts([1, 2, 3, 4], [2, 2, 1, 0]) == (2, 1, 1)
+
+
+def test_paired_t_ci_by_hand():
+    # differences 1, 2, 3: mean 2, sd 1, se 1/sqrt(3); t(0.975, 2 df) = 4.302653 -> 2 -/+ 2.484138
+    ci = paired_t_ci([2, 4, 6], [1, 2, 3])
+    assert (ci.mean, ci.n) == (2.0, 3)
+    assert ci.low == pytest.approx(2 - 2.484138, abs=1e-6) and ci.high == pytest.approx(2 + 2.484138, abs=1e-6)
+    one = paired_t_ci([1.0], [0.0])
+    assert one.mean == 1.0 and one.low != one.low  # one seed: no interval (nan)

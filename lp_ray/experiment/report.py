@@ -3,6 +3,7 @@
 
     per cell, method and sparsity   mean ± std over seeds of LT, LT+BN and the method (test accuracy)
     paired gain                     method − LT per seed, mean with a seeded 95% bootstrap CI over seeds
+                                    and, beside it, a Student-t 95% CI (wider, honest at 3-5 seeds)
     significance                    exact McNemar of pooled vs LT on the test predictions, discordant
                                     counts summed over seeds (every seed sees the same test examples),
                                     Holm-corrected across sparsities
@@ -22,7 +23,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from lp_ray.errors import LpRayError
-from lp_ray.stats import compare_counts, holm, mcnemar_p, paired_bootstrap_ci
+from lp_ray.stats import compare_counts, holm, mcnemar_p, paired_bootstrap_ci, paired_t_ci
 from lp_ray.store import RunDir
 
 EXPERIMENT, TRIALS = "experiment.json", "trials.parquet"
@@ -34,7 +35,8 @@ def is_experiment_dir(uri: str) -> bool:
 
 
 def collect(exp_dir: RunDir) -> tuple[dict, dict]:
-    """{(cell, method): {target: {seed: (lt, lt_bn, pooled, density, b, c)}}} from every finished trial."""
+    """{(cell, method): {target: {seed: (lt, lt_bn, pooled, density, b, c, analyses)}}} from every
+    finished trial; `analyses` holds what `lp-ray analyze` measured of that pooled network, if anything."""
     from lp_ray.pool.driver import finished_targets, read_predictions
 
     ident = exp_dir.read_json(EXPERIMENT)
@@ -42,6 +44,7 @@ def collect(exp_dir: RunDir) -> tuple[dict, dict]:
     data: dict = {}
     for row in trials:
         run = RunDir(row["run_dir"])
+        measured = _analyses_of(run)
         for m in ident["methods"]:
             for t, r in finished_targets(run, m).items():
                 preds = read_predictions(run, m, r)
@@ -50,27 +53,83 @@ def collect(exp_dir: RunDir) -> tuple[dict, dict]:
                     y, lt, pooled = (preds.column(k).to_numpy() for k in ("label", "lt", "pooled"))
                     b, c = int(((lt == y) & (pooled != y)).sum()), int(((lt != y) & (pooled == y)).sum())
                 cell = data.setdefault((row["cell"], m), {}).setdefault(t, {})
-                cell[row["seed"]] = (r.lt_test, r.lt_bn_test, r.test_acc, r.density, b, c)
+                cell[row["seed"]] = (r.lt_test, r.lt_bn_test, r.test_acc, r.density, b, c, measured(m, t, r.test_acc))
     if not data:
         raise LpRayError(f"{exp_dir.uri}: no trial has finished a pool search yet; run `lp-ray sweep` first")
     return ident, data
 
 
+def _analyses_of(run: RunDir):
+    """What the trial's analyses measured, as a function (method, target, pooled test acc) -> dict:
+    the output ensemble's accuracy and size, LT's and the pooled network's mean corruption accuracy.
+    A row is taken only while its pooled network is still the search's (same test accuracy)."""
+    from lp_ray import layout
+
+    def rows(name: str, table: str) -> list[dict]:
+        rel = layout.analysis_file(name, f"{table}.parquet")
+        return run.read_table(rel).to_pylist() if run.exists(rel) else []
+
+    ensemble = {(r["search"], r["target"]): r for r in rows("ensemble", "ensemble")}
+    robust = {(r["network"], r["round"]): r for r in rows("robustness", "summary")}
+
+    def measured(method: str, t: int, pooled: float) -> dict:
+        out = {}
+        e = ensemble.get((method, t))
+        if e is not None and e["pooled_test_acc"] == pooled:
+            out["ensemble"], out["members"] = e["ensemble_test_acc"], e["members"]
+        lt, lp = robust.get(("LT", t)), robust.get((method, t))
+        if lt is not None and lp is not None and lp["clean_test_acc"] == pooled:
+            out["lt_corruption"], out["corruption"] = lt["mean_corruption_acc"], lp["mean_corruption_acc"]
+        return out
+
+    return measured
+
+
+def _analysis_summary(cell: str, method: str, targets: dict, seeds: list[int], rows: list[dict]) -> list[str]:
+    """Per-sparsity means of what every seed's analyses measured (columns of `rows`, in place), and a
+    verdict per analysis: output ensemble − pooled, and pooled − LT in mean corruption accuracy."""
+    where = f" [{cell}]" if cell else ""
+    out = []
+    for key, other, label in (
+        ("ensemble", None, f"output ensemble − {method}{where} (k× vs 1× inference)"),
+        ("corruption", "lt_corruption", f"{method} − LT{where}, mean corruption accuracy"),
+    ):
+        if not all(key in targets[t][s][6] for t in targets for s in seeds):
+            continue
+        for r in rows:
+            v = targets[r["round"]]
+            r[f"{key}_mean"] = float(np.mean([100 * v[s][6][key] for s in seeds]))
+            if other:
+                r[f"{other}_mean"] = float(np.mean([100 * v[s][6][other] for s in seeds]))
+            else:
+                r["ensemble_members_mean"] = float(np.mean([v[s][6]["members"] for s in seeds]))
+        mine = np.array([[100 * targets[t][s][6][key] for t in sorted(targets)] for s in seeds]).mean(axis=1)
+        if other:
+            base = np.array([[100 * targets[t][s][6][other] for t in sorted(targets)] for s in seeds]).mean(axis=1)
+        else:
+            base = np.array([[100 * targets[t][s][2] for t in sorted(targets)] for s in seeds]).mean(axis=1)
+        ci = paired_bootstrap_ci(mine, base)
+        out.append(f"{label}: {ci.mean:+.2f} pt [95% CI {ci.low:+.2f}, {ci.high:+.2f}] over {ci.n} seeds")
+    return out
+
+
 def build(exp_dir: RunDir) -> tuple[pa.Table, list[str]]:
     ident, data = collect(exp_dir)
-    rows, verdicts = [], []
+    rows, verdicts, analysis_verdicts = [], [], []
     for (cell, method), targets in sorted(data.items(), key=lambda kv: (kv[0][0], ident["methods"].index(kv[0][1]))):
         seeds = sorted(set.intersection(*(set(v) for v in targets.values())))  # seeds every target has
-        per_target = []
+        per_target, ci_t = [], {}
         for t in sorted(targets):
             v = targets[t]
             lt = np.array([100 * v[s][0] for s in seeds])
             bn = np.array([100 * (v[s][1] if v[s][1] is not None else np.nan) for s in seeds])
             lp = np.array([100 * v[s][2] for s in seeds])
             ci = paired_bootstrap_ci(lp, lt)
+            ci_t[t] = paired_t_ci(lp, lt)
             b, c = sum(v[s][4] for s in seeds), sum(v[s][5] for s in seeds)
             per_target.append((t, v[seeds[0]][3], lt, bn, lp, ci, mcnemar_p(b, c), b, c))
         adjusted = holm([p for *_, p, _, _ in per_target])
+        first_row = len(rows)
         for (t, density, lt, bn, lp, ci, p, b, c), p_holm in zip(per_target, adjusted, strict=True):
             rows.append(
                 {
@@ -88,6 +147,8 @@ def build(exp_dir: RunDir) -> tuple[pa.Table, list[str]]:
                     "gain_mean": ci.mean,
                     "gain_ci_low": ci.low,
                     "gain_ci_high": ci.high,
+                    "gain_t_ci_low": ci_t[t].low,
+                    "gain_t_ci_high": ci_t[t].high,
                     "lt_only_correct": b,
                     "method_only_correct": c,
                     "mcnemar_p": p,
@@ -98,13 +159,16 @@ def build(exp_dir: RunDir) -> tuple[pa.Table, list[str]]:
         lt_seed = np.array([[100 * targets[t][s][0] for t in sorted(targets)] for s in seeds]).mean(axis=1)
         lp_seed = np.array([[100 * targets[t][s][2] for t in sorted(targets)] for s in seeds]).mean(axis=1)
         ci = paired_bootstrap_ci(lp_seed, lt_seed)
+        t_ci = paired_t_ci(lp_seed, lt_seed)
         better, _, _ = compare_counts([r[4].mean() for r in per_target], [r[2].mean() for r in per_target])
         significant = sum(p < 0.05 for p in adjusted)
         where = f" [{cell}]" if cell else ""
         verdicts.append(
             f"{method} − LT{where}: {ci.mean:+.2f} pt [95% CI {ci.low:+.2f}, {ci.high:+.2f}] over {ci.n} seeds; "
             f"better at {better}/{len(per_target)} sparsities; significant (Holm, p < 0.05) at {significant}"
+            + (f"; Student t 95% CI [{t_ci.low:+.2f}, {t_ci.high:+.2f}]" if t_ci.n > 1 else "")
         )
+        analysis_verdicts += _analysis_summary(cell, method, targets, seeds, rows[first_row:])
     # The control: LT+BN − LT, once per cell (the same network in every method's search).
     for cell in sorted({c for c, _ in data}):
         method = next(m for m in ident["methods"] if (cell, m) in data)
@@ -119,7 +183,8 @@ def build(exp_dir: RunDir) -> tuple[pa.Table, list[str]]:
         verdicts.append(
             f"LT+BN − LT{where} (control): {ci.mean:+.2f} pt [95% CI {ci.low:+.2f}, {ci.high:+.2f}] over {ci.n} seeds"
         )
-    return pa.Table.from_pylist(rows), verdicts
+    keys = list(dict.fromkeys(k for r in rows for k in r))  # analysis columns exist only where measured
+    return pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in rows]), verdicts + analysis_verdicts
 
 
 def _std(x: np.ndarray) -> float:

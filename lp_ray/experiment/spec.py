@@ -8,10 +8,12 @@ and a finished trial is found again by any sweep that shares it.
     seeds: [0, 1, 2, 3, 4]             # or "0-4"
     grid: {imp.rewind_epoch: [2, 0]}   # dotted job keys -> values; every combination is a cell
     methods: [interpolation, average, swa, ema]
+    analyses: [ensemble, robustness]   # optional: `lp-ray analyze` runs every trial makes after its pools
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from lp_ray.spec import JobSpec, SpecError, _read_yaml, apply_overrides, job_from_dict, job_to_dict, load_job
+from lp_ray.spec import JobSpec, SpecError, _read_yaml, apply_overrides, job_changes, job_from_dict, load_job
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class ExperimentSpec:
     seeds: list[int]
     grid: dict[str, list]
     methods: list[str]
+    analyses: list[str] = dataclasses.field(default_factory=list)
 
     def cells(self) -> list[str]:
         keys = list(self.grid)
@@ -56,10 +59,13 @@ class ExperimentSpec:
     def identity(self) -> dict:
         return {
             "name": self.name,
-            "base": job_to_dict(self.base),
+            # the fields that differ from their defaults: a field added later never renames an experiment
+            "base": job_changes(self.base),
             "seeds": self.seeds,
             "grid": self.grid,
             "methods": self.methods,
+            # only when set, so experiments from before analyses existed keep their hash
+            **({"analyses": self.analyses} if self.analyses else {}),
         }
 
     def experiment_hash(self) -> str:
@@ -98,9 +104,9 @@ def parse_seeds(value, where: str) -> list[int]:
 def build_experiment(raw: dict, where: str, base_dir: Path, base_job: JobSpec | None = None) -> ExperimentSpec:
     from lp_ray.pool.methods import METHODS, known
 
-    unknown = sorted(set(raw) - {"name", "job", "seeds", "grid", "methods"})
+    unknown = sorted(set(raw) - {"name", "job", "seeds", "grid", "methods", "analyses"})
     if unknown:
-        raise SpecError(f"{where}: unknown key '{unknown[0]}' (known: grid, job, methods, name, seeds)")
+        raise SpecError(f"{where}: unknown key '{unknown[0]}' (known: analyses, grid, job, methods, name, seeds)")
     name = raw.get("name", "experiment")
     if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
         raise SpecError(f"{where}: name: must be a non-empty name without '/' or spaces, got {name!r}")
@@ -133,14 +139,30 @@ def build_experiment(raw: dict, where: str, base_dir: Path, base_job: JobSpec | 
     for m in methods:
         if m not in METHODS:
             raise SpecError(f"{where}: methods: unknown method {m!r} (known: {known()})")
-    return ExperimentSpec(name, base_job, seeds, {k: list(v) for k, v in grid.items()}, list(dict.fromkeys(methods)))
+    analyses = raw.get("analyses") or []
+    if isinstance(analyses, str):
+        analyses = [a.strip() for a in analyses.split(",") if a.strip()]
+    from lp_ray.analysis import ANALYSES
+
+    if not isinstance(analyses, list) or any(a not in ANALYSES for a in analyses):
+        raise SpecError(f"{where}: analyses: expected a list of {', '.join(ANALYSES)}, got {analyses!r}")
+    return ExperimentSpec(
+        name,
+        base_job,
+        seeds,
+        {k: list(v) for k, v in grid.items()},
+        list(dict.fromkeys(methods)),
+        list(dict.fromkeys(analyses)),
+    )
 
 
 def load_experiment(path: str | Path) -> ExperimentSpec:
     return build_experiment(_read_yaml(path), str(path), Path(path).resolve().parent)
 
 
-def experiment_from_options(job_path, seeds: str | None, grid: list[str], methods: str | None) -> ExperimentSpec:
+def experiment_from_options(
+    job_path, seeds: str | None, grid: list[str], methods: str | None, analyses: str | None = None
+) -> ExperimentSpec:
     """`lp-ray sweep --job J --seeds 0-2 --grid imp.rewind_epoch=0,9 --methods interpolation,average`."""
     base = load_job(job_path)
     raw: dict = {"name": base.name, "seeds": seeds or "0"}
@@ -153,4 +175,6 @@ def experiment_from_options(job_path, seeds: str | None, grid: list[str], method
     raw["grid"] = g
     if methods:
         raw["methods"] = methods
+    if analyses:
+        raw["analyses"] = analyses
     return build_experiment(raw, "the command line", Path.cwd(), base)

@@ -45,9 +45,10 @@ def trial_run(trial: Trial, cluster: ClusterSpec) -> RunDir:
     return run_dir_for(trial.job, cluster)
 
 
-def trial_stage(trial: Trial, methods: list[str], cluster: ClusterSpec) -> tuple[str, str]:
+def trial_stage(trial: Trial, methods: list[str], cluster: ClusterSpec, analyses=()) -> tuple[str, str]:
     """(status, stage) read from the trial's run directory: done / partial / queued, and e.g.
     'round 7/11' or 'pool average 4/11 targets, 38% of its evaluations'."""
+    from lp_ray.analysis import analysis_done
     from lp_ray.store import ticket_done
 
     run = trial_run(trial, cluster)
@@ -64,6 +65,9 @@ def trial_stage(trial: Trial, methods: list[str], cluster: ClusterSpec) -> tuple
                 "partial",
                 f"pool {m} {done}/{rounds} targets, {_search_percent(trial, m, run):.0f}% of its evaluations",
             )
+    for a in analyses:
+        if not analysis_done(run, a):
+            return "partial", f"analysis {a}"
     return "done", "done"
 
 
@@ -85,7 +89,7 @@ def write_index(
 ) -> list[dict]:
     rows = []
     for t in exp.trials():
-        status, _ = trial_stage(t, exp.methods, cluster)
+        status, _ = trial_stage(t, exp.methods, cluster, exp.analyses)
         if status != "done" and t.index in failed:
             status = "failed"
         rows.append(
@@ -103,7 +107,7 @@ def write_index(
 
 
 def _trial_fn(config: dict) -> None:
-    """One trial, inside a Tune worker: IMP, then every method's pool search, then a report."""
+    """One trial, inside a Tune worker: IMP, then every method's pool search, then the experiment's analyses."""
     from ray import tune
 
     from lp_ray.imp.driver import run_imp
@@ -122,6 +126,11 @@ def _trial_fn(config: dict) -> None:
             t["tracking_uri"],
             parallel_evals=_free_evaluators(cluster),
         )
+    from lp_ray.analysis import ANALYSES, analysis_done
+
+    for a in t["analyses"]:
+        if not analysis_done(result.run, a):
+            ANALYSES[a](result.run.uri, cluster, t["tracking_uri"])
     tune.report({"finished": 1})
 
 
@@ -207,6 +216,7 @@ def _tune(exp, todo: list[Trial], cluster, tracking_uri, max_concurrent, exp_dir
             "cluster": dataclasses.asdict(cluster),
             "tracking_uri": tracking_uri,
             "methods": exp.methods,
+            "analyses": exp.analyses,
         }
         for t in todo
     ]
@@ -258,7 +268,7 @@ class SweepView:
         self.last = ""
 
     def line(self) -> str:
-        stages = {i: trial_stage(t, self.exp.methods, self.cluster) for i, t in self.trials.items()}
+        stages = {i: trial_stage(t, self.exp.methods, self.cluster, self.exp.analyses) for i, t in self.trials.items()}
         done = sum(s == "done" for s, _ in stages.values())
         running = sorted(i for i in self.running if stages[i][0] != "done")
         queued = len(self.trials) - done - len(running)

@@ -117,6 +117,15 @@ class Evaluation:
 
 
 @dataclass
+class Score:
+    """A merged network's validation and test accuracy (analyses; the pool itself decides on validation
+    only and touches test once per pooled network)."""
+
+    val_acc: float
+    test_acc: float
+
+
+@dataclass
 class Final:
     state: State
     mask: Mask
@@ -178,6 +187,14 @@ class Evaluator:
         self.load(state)
         val = accuracy(self.model, self.data.train, self.data.val_idx, self.eval_batch, self.device)
         return Evaluation(val, survivors(mask) / self.prunable_size, time.perf_counter() - t0)
+
+    def score(self, current, candidate, alpha: float, keep: int | None) -> Score:
+        """`evaluate`'s network scored on validation and test: for analyses that map the space between
+        tickets (linear mode connectivity), never for a decision of the pool."""
+        state, _ = self.merge(current, candidate, alpha, keep)
+        self.load(state)
+        val = accuracy(self.model, self.data.train, self.data.val_idx, self.eval_batch, self.device)
+        return Score(val, self._test()[1])
 
     def _test(self) -> tuple[torch.Tensor, float]:
         pred, labels = predict(

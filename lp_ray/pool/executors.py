@@ -19,12 +19,22 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from lp_ray.pool.core import Control, Evaluation, Evaluator, Final
+from lp_ray.pool.core import Control, Evaluation, Evaluator, Final, Score
 
 
 @dataclass(frozen=True)
 class EvalRequest:
     current: Hashable  # key of a weights set given to put()
+    candidate: Hashable | None
+    alpha: float
+    keep: int | None
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """An EvalRequest scored on validation and test (`Evaluator.score`), for analyses."""
+
+    current: Hashable
     candidate: Hashable | None
     alpha: float
     keep: int | None
@@ -49,9 +59,9 @@ class Executor(Protocol):
 
     def drop(self, key: Hashable) -> None: ...
 
-    def submit(self, tag: Any, request: EvalRequest | FinalRequest | ControlRequest) -> None: ...
+    def submit(self, tag: Any, request: EvalRequest | ScoreRequest | FinalRequest | ControlRequest) -> None: ...
 
-    def next_done(self) -> tuple[Any, Evaluation | Final | Control]: ...
+    def next_done(self) -> tuple[Any, Evaluation | Score | Final | Control]: ...
 
     def close(self) -> None: ...
 
@@ -86,7 +96,13 @@ def _run(evaluator: Evaluator, request, current, candidate):
         return evaluator.finalize(current, request.keep)
     if isinstance(request, ControlRequest):
         return evaluator.control(current, request.keep)
+    if isinstance(request, ScoreRequest):
+        return evaluator.score(current, candidate, request.alpha, request.keep)
     return evaluator.evaluate(current, candidate, request.alpha, request.keep)
+
+
+def _has_candidate(request) -> bool:
+    return isinstance(request, EvalRequest | ScoreRequest) and request.candidate is not None
 
 
 def _weights_key(request) -> Hashable:
@@ -112,7 +128,7 @@ class SerialExecutor:
 
     def next_done(self):
         tag, req = self.queue.popleft()
-        cand = self.states[req.candidate] if isinstance(req, EvalRequest) and req.candidate is not None else None
+        cand = self.states[req.candidate] if _has_candidate(req) else None
         return tag, _run(self.evaluator, req, self.states[_weights_key(req)], cand)
 
     def close(self):
@@ -196,7 +212,7 @@ class RayExecutor:
         while self.idle and self.queue:
             tag, req = self.queue.popleft()
             actor = self.idle.pop()
-            cand = self.refs[req.candidate] if isinstance(req, EvalRequest) and req.candidate is not None else None
+            cand = self.refs[req.candidate] if _has_candidate(req) else None
             ref = actor.run.remote(req, self.refs[_weights_key(req)], cand)
             self.in_flight[ref] = (tag, actor)
 
