@@ -81,6 +81,6 @@ def evaluate_uri(uri: str, tracking_uri: str | None = None) -> dict:
     return {
         "path": run.uri_of(rel),
         "density": density(mask),
-        "val_acc": accuracy(model, data.train, data.val_idx, 1000),
-        "test_acc": accuracy(model, data.test, torch.arange(len(data.test)), 1000),
+        "val_acc": accuracy(model, data.train, data.val_idx, 1000, precision=job.train.precision),
+        "test_acc": accuracy(model, data.test, torch.arange(len(data.test)), 1000, precision=job.train.precision),
     }

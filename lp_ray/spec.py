@@ -90,6 +90,9 @@ class TrainSpec:
     seed: int = 0
     # Which epoch's weights become the ticket: "final" (default) or "best_val" (best on validation).
     select: str = "final"
+    # Arithmetic of forward passes (training, BN recalibration, evaluation): "fp32" (default) or "bf16"
+    # (torch.autocast; in the run hash only when set).
+    precision: str = "fp32"
 
 
 @dataclass
@@ -474,6 +477,10 @@ def _check_job(job: JobSpec, where: str) -> None:
         _fail(where, "train.warmup_epochs", f"must be in [0, {t.epochs}), got {t.warmup_epochs}")
     if t.select not in ("final", "best_val"):
         _fail(where, "train.select", f"must be 'final' or 'best_val', got {t.select!r}")
+    from lp_ray.training import PRECISIONS
+
+    if t.precision not in PRECISIONS:
+        _fail(where, "train.precision", f"must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
     if i.rounds < 1:
         _fail(where, "imp.rounds", f"must be at least 1 (round 0 is the dense network), got {i.rounds}")
     if not 0.0 <= i.rate < 1.0:  # 0: every round retrains the dense network (the stability analysis's copies)

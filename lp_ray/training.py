@@ -12,6 +12,29 @@ import torch.nn.functional as F
 from lp_ray.data.base import Source
 from lp_ray.spec import TrainSpec
 
+PRECISIONS = ("fp32", "bf16")  # train.precision: the one list of its values
+
+
+def autocast(device: torch.device, precision: str = "fp32"):
+    """bf16: forward passes (and losses) under torch.autocast, on CUDA and on the CPU alike, so the CPU
+    runs the very code path a GPU does. fp32: a disabled context, so results are those of plain fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch on the compute device; image batches channels-last on CUDA (faster convolutions on tensor
+    cores). On the CPU nothing changes: fp32 results there stay bit-identical."""
+    x = x.to(device, non_blocking=True)
+    if device.type == "cuda" and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def model_to_device(model: nn.Module, device: torch.device) -> nn.Module:
+    if device.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        return model.to(device, memory_format=torch.channels_last)
+    return model.to(device)
+
 
 def lr_at(spec: TrainSpec, epoch: int) -> float:
     """Step schedule (drops by `lr_drop_factor` at each epoch in `lr_drops`), with optional linear warmup.
@@ -53,6 +76,7 @@ def masked_sgd_epoch(
     rank: int = 0,
     world: int = 1,
     on_step: Callable[[int, float], None] | None = None,
+    precision: str = "fp32",
 ) -> tuple[float, float]:
     """One epoch of SGD in which pruned weights stay exactly zero: gradients are masked before the step
     (so momentum never grows there) and weights after it. Returns (mean loss, accuracy) on this rank."""
@@ -62,9 +86,10 @@ def masked_sgd_epoch(
     total_loss, correct, seen = 0.0, 0, 0
     for step, b in enumerate(shard_batches(idx, batch_size, rank, world, gen)):
         x, y = source.batch(b, augment=True, gen=gen)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        out = model(x)
-        loss = F.cross_entropy(out, y)
+        x, y = to_device(x, device), y.to(device, non_blocking=True)
+        with autocast(device, precision):
+            out = model(x)
+            loss = F.cross_entropy(out, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         with torch.no_grad():
@@ -99,6 +124,7 @@ def count_correct(
     batch_size: int = 1000,
     rank: int = 0,
     world: int = 1,
+    precision: str = "fp32",
 ) -> tuple[int, int]:
     """(correct, total) over this rank's share of `idx`, in eval mode, without augmentation.
     Shares do not overlap (no padding), so summing over ranks gives the exact accuracy."""
@@ -107,7 +133,9 @@ def count_correct(
     correct = 0
     for start in range(0, len(mine), batch_size):
         x, y = source.batch(mine[start : start + batch_size], augment=False, gen=None)
-        correct += (model(x.to(device)).argmax(1) == y.to(device)).sum().item()
+        with autocast(device, precision):
+            out = model(to_device(x, device))
+        correct += (out.argmax(1) == y.to(device)).sum().item()
     return correct, len(mine)
 
 
@@ -118,13 +146,15 @@ def predict(
     idx: torch.Tensor,
     batch_size: int = 1000,
     device: torch.device = torch.device("cpu"),
+    precision: str = "fp32",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(predicted class, label) per example of `idx`, in eval mode, without augmentation (int16)."""
     model.eval()
     preds, labels = [], []
     for start in range(0, len(idx), batch_size):
         x, y = source.batch(idx[start : start + batch_size], augment=False, gen=None)
-        preds.append(model(x.to(device)).argmax(1).cpu())
+        with autocast(device, precision):
+            preds.append(model(to_device(x, device)).argmax(1).cpu())
         labels.append(y)
     return torch.cat(preds).to(torch.int16), torch.cat(labels).to(torch.int16)
 
@@ -136,13 +166,16 @@ def probabilities(
     idx: torch.Tensor,
     batch_size: int = 1000,
     device: torch.device = torch.device("cpu"),
+    precision: str = "fp32",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(softmax class probabilities, label) per example of `idx`, in eval mode, without augmentation."""
     model.eval()
     probs, labels = [], []
     for start in range(0, len(idx), batch_size):
         x, y = source.batch(idx[start : start + batch_size], augment=False, gen=None)
-        probs.append(torch.softmax(model(x.to(device)).float(), dim=1).cpu())
+        with autocast(device, precision):
+            out = model(to_device(x, device))
+        probs.append(torch.softmax(out.float(), dim=1).cpu())
         labels.append(y)
     return torch.cat(probs), torch.cat(labels)
 
@@ -153,10 +186,11 @@ def accuracy(
     idx: torch.Tensor,
     batch_size: int = 1000,
     device: torch.device = torch.device("cpu"),
+    precision: str = "fp32",
 ) -> float:
     """Eval-mode accuracy over `idx` without augmentation, in one process: the counting the training
     loop reports (it sums `count_correct` over ranks instead)."""
-    correct, total = count_correct(model, source, idx, device, batch_size=batch_size)
+    correct, total = count_correct(model, source, idx, device, batch_size=batch_size, precision=precision)
     return correct / total
 
 

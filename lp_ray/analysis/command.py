@@ -312,7 +312,7 @@ def ticket_probabilities(
     out, labels = {}, None
     for key, state in states.items():
         model.load_state_dict(state)
-        probs, y = probabilities(model, data.test, idx, 1000, device)
+        probs, y = probabilities(model, data.test, idx, 1000, device, pr.job.train.precision)
         out[key] = probs.numpy()
         labels = y.numpy()
         interrupt.check()
@@ -403,6 +403,7 @@ def run_robustness(
     sets = corrupted_test_sets(pr, corruptions_dir, seed)
     data = load_data(pr.job, pr.run)
     model = build_model(pr.job.model, data.num_classes, data.input_shape)
+    precision = pr.job.train.precision
     networks = {("LT", r): pr.tickets[r] for r in pr.rounds}
     for search, results in pooled_results(pr.run).items():
         for t in results:
@@ -417,9 +418,9 @@ def run_robustness(
     with bars:
         for (network, r), state in networks.items():
             model.load_state_dict(state)  # as stored: the ticket's own BatchNorm statistics, the pooled network's
-            clean = accuracy(model, data.test, torch.arange(len(data.test)))
+            clean = accuracy(model, data.test, torch.arange(len(data.test)), precision=precision)
             for (family, s), source in sorted(sets.items()):
-                acc = accuracy(model, source, torch.arange(len(source)))
+                acc = accuracy(model, source, torch.arange(len(source)), precision=precision)
                 rows.append(
                     {
                         "network": network,

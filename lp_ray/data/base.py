@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -38,10 +39,17 @@ class TensorSource:
         return len(self.y)
 
     def batch(self, idx, augment, gen):
+        idx = idx.to(self.x.device)  # a few hundred indices; the examples never leave their device
         x = self.x[idx]
         if augment and self.augmentation is not None:
             x = self.augmentation(x, gen)
         return x, self.y[idx]
+
+    def to(self, device: torch.device) -> TensorSource:
+        """The same examples resident on `device` (once), so batches are indexed and augmented there."""
+        if self.x.device == torch.device(device):
+            return self
+        return TensorSource(self.x.to(device), self.y.to(device), self.num_classes, self.augmentation)
 
 
 @dataclass
@@ -52,6 +60,12 @@ class DataBundle:
     val_idx: torch.Tensor
     num_classes: int
     input_shape: tuple[int, ...]
+
+    def to(self, device: torch.device) -> DataBundle:
+        """In-memory sets moved to `device` (a GPU worker or evaluator keeps them there: no per-step
+        host-to-device copy); sources that read from disk (ImageNet folders) stay where they are."""
+        moved = [s.to(device) if isinstance(s, TensorSource) else s for s in (self.train, self.test)]
+        return DataBundle(moved[0], moved[1], self.train_idx, self.val_idx, self.num_classes, self.input_shape)
 
 
 def make_split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,15 +83,18 @@ def random_crop_flip(pad: int) -> Augment:
     def apply(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         n, _, h, w = x.shape
         padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-        dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-        dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-        flip = torch.rand(n, generator=gen) < 0.5
+        # The draws come from the (CPU) generator, so a GPU run crops exactly as a CPU run does; the
+        # few index tensors then move to the batch's device.
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(x.device)
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(x.device)
+        flip = (torch.rand(n, generator=gen) < 0.5).to(x.device)
         # Gather crops with one advanced-indexing call instead of a Python loop over the batch.
-        rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None]
-        cols = dx[:, None] + torch.arange(w)[None, :]
+        ar = functools.partial(torch.arange, device=x.device)
+        rows = (dy[:, None] + ar(h)[None, :])[:, None, :, None]
+        cols = dx[:, None] + ar(w)[None, :]
         cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, None, :]
-        batch = torch.arange(n)[:, None, None, None]
-        chan = torch.arange(x.shape[1])[None, :, None, None]
+        batch = ar(n)[:, None, None, None]
+        chan = ar(x.shape[1])[None, :, None, None]
         return padded[batch, chan, rows, cols]
 
     return apply

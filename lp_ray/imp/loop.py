@@ -48,7 +48,7 @@ from lp_ray.store import (
     write_mask,
     write_ticket,
 )
-from lp_ray.training import count_correct, epoch_seed, make_optimizer, masked_sgd_epoch, set_lr
+from lp_ray.training import count_correct, epoch_seed, make_optimizer, masked_sgd_epoch, model_to_device, set_lr
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ class _Worker:
     def __init__(self, cfg: ImpConfig, job, run: RunDir, rank: int, world: int, device):
         self.cfg, self.job, self.run = cfg, job, run
         self.rank, self.world, self.device = rank, world, device
-        self.data = load_data(job, run)
+        self.data = load_data(job, run).to(device)  # resident on a GPU for the whole job
 
     def _fresh_model(self):
         # As a round of its own would: the same seeded initialization on every rank (round 0 trains it;
@@ -166,8 +166,8 @@ class _Worker:
         if start < T.epochs:  # (a checkpoint of the last epoch whose ticket was not written yet trains nothing)
             history["starts"].append(start)
 
-        model.to(self.device)
-        net = ray.train.torch.prepare_model(model) if world > 1 else model
+        model_to_device(model, self.device)
+        net = ray.train.torch.prepare_model(model, move_to_device=False) if world > 1 else model
         opt = make_optimizer(net, T)
         if resume is not None:
             _load_momentum(opt, model, resume.momentum)
@@ -193,14 +193,25 @@ class _Worker:
                     )
 
             loss, acc = masked_sgd_epoch(
-                net, opt, data.train, data.train_idx, per_worker_batch, mask, gen, self.device, rank, world, on_step
+                net,
+                opt,
+                data.train,
+                data.train_idx,
+                per_worker_batch,
+                mask,
+                gen,
+                self.device,
+                rank,
+                world,
+                on_step,
+                T.precision,
             )
             due = epoch == T.epochs - 1 or time.monotonic() - last_checkpoint >= self.cfg.checkpoint_interval_s
             # one all-reduce carries the epoch's metrics and rank 0's checkpoint decision (every rank must
             # call report() the same number of times)
             loss, acc, due = _sum_over_ranks([loss, acc, float(due) if rank == 0 else 0.0], world)
             loss, acc, due = loss / world, acc / world, due > 0
-            val_acc = _accuracy(net, data.train, data.val_idx, self.device, rank, world)
+            val_acc = _accuracy(net, data.train, data.val_idx, self.device, rank, world, T.precision)
             row = {
                 "epoch": epoch,
                 "train_loss": loss,
@@ -209,13 +220,17 @@ class _Worker:
                 "lr": lr,
                 "seconds": time.perf_counter() - t0,
             }
+            if self.device.type == "cuda":  # what the round needed of the GPU, for sizing jobs
+                row["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
             if T.select == "best_val" and val_acc > history["best_val"]:
                 history["best_val"] = val_acc
                 best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             if epoch == T.epochs - 1:  # the test set is touched once, for the report
                 if best is not None:
                     model.load_state_dict(best)
-                row["test_acc"] = _accuracy(net, data.test, torch.arange(len(data.test)), self.device, rank, world)
+                row["test_acc"] = _accuracy(
+                    net, data.test, torch.arange(len(data.test)), self.device, rank, world, T.precision
+                )
                 row["selected_val_acc"] = history["best_val"] if best is not None else val_acc
             history["epochs"].append(row)
             if board is not None and rank == 0:
@@ -315,8 +330,8 @@ def _load_momentum(opt, model, buffers) -> None:
         opt.state[p]["momentum_buffer"] = buf.to(p.device).clone()
 
 
-def _accuracy(net, source, idx, device, rank, world) -> float:
-    correct, total = count_correct(net, source, idx, device, rank=rank, world=world)
+def _accuracy(net, source, idx, device, rank, world, precision) -> float:
+    correct, total = count_correct(net, source, idx, device, rank=rank, world=world, precision=precision)
     correct, total = _sum_over_ranks([correct, total], world)
     return correct / total
 

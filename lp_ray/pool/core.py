@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from lp_ray.data.base import DataBundle, Source
 from lp_ray.sparsity import Mask, apply_mask, keep_top_k, survivors
-from lp_ray.training import accuracy, predict
+from lp_ray.training import accuracy, autocast, model_to_device, predict, to_device
 
 State = dict[str, torch.Tensor]
 
@@ -75,7 +75,12 @@ def merge(
 
 @torch.no_grad()
 def recalibrate_bn(
-    model: nn.Module, source: Source, idx: torch.Tensor, batch_size: int, device: torch.device = torch.device("cpu")
+    model: nn.Module,
+    source: Source,
+    idx: torch.Tensor,
+    batch_size: int,
+    device: torch.device = torch.device("cpu"),
+    precision: str = "fp32",
 ) -> None:
     """Recompute BatchNorm running statistics: reset them, use a cumulative average (momentum None),
     and run forward passes in train mode over `idx` in the given order, without augmentation.
@@ -92,7 +97,8 @@ def recalibrate_bn(
     model.train()
     for start in range(0, len(idx), batch_size):
         x, _ = source.batch(idx[start : start + batch_size], augment=False, gen=None)
-        model(x.to(device))
+        with autocast(device, precision):
+            model(to_device(x, device))
     for bn, momentum in saved_momenta.items():
         bn.momentum = momentum
     model.train(was_training)
@@ -160,11 +166,14 @@ class Evaluator:
         bn_idx: torch.Tensor,
         batch_size: int,
         device: torch.device = torch.device("cpu"),
+        precision: str = "fp32",
     ):
-        self.model = model.to(device)
-        self.data, self.prunable, self.bn_idx = data, sorted(prunable), bn_idx
-        self.batch_size, self.device = batch_size, device
-        self.eval_batch = max(batch_size, 1000)
+        self.model = model_to_device(model, device)
+        self.data, self.prunable, self.bn_idx = data.to(device), sorted(prunable), bn_idx
+        self.batch_size, self.device, self.precision = batch_size, device, precision
+        # Scoring batches only change speed, not results (eval mode): large ones keep a GPU busy. BN
+        # recalibration keeps the job's batch size, whose statistics it averages.
+        self.eval_batch = max(batch_size, 4096 if device.type == "cuda" else 1000)
         self.prunable_size = sum(p.numel() for n, p in model.state_dict().items() if n in self.prunable)
 
     def merge(
@@ -179,13 +188,13 @@ class Evaluator:
     def load(self, state: Mapping[str, torch.Tensor]) -> None:
         """Put `state` into the resident model and recalibrate its BatchNorm statistics."""
         self.model.load_state_dict(state)
-        recalibrate_bn(self.model, self.data.train, self.bn_idx, self.batch_size, self.device)
+        recalibrate_bn(self.model, self.data.train, self.bn_idx, self.batch_size, self.device, self.precision)
 
     def evaluate(self, current, candidate, alpha: float, keep: int | None) -> Evaluation:
         t0 = time.perf_counter()
         state, mask = self.merge(current, candidate, alpha, keep)
         self.load(state)
-        val = accuracy(self.model, self.data.train, self.data.val_idx, self.eval_batch, self.device)
+        val = accuracy(self.model, self.data.train, self.data.val_idx, self.eval_batch, self.device, self.precision)
         return Evaluation(val, survivors(mask) / self.prunable_size, time.perf_counter() - t0)
 
     def score(self, current, candidate, alpha: float, keep: int | None) -> Score:
@@ -193,12 +202,12 @@ class Evaluator:
         tickets (linear mode connectivity), never for a decision of the pool."""
         state, _ = self.merge(current, candidate, alpha, keep)
         self.load(state)
-        val = accuracy(self.model, self.data.train, self.data.val_idx, self.eval_batch, self.device)
+        val = accuracy(self.model, self.data.train, self.data.val_idx, self.eval_batch, self.device, self.precision)
         return Score(val, self._test()[1])
 
     def _test(self) -> tuple[torch.Tensor, float]:
         pred, labels = predict(
-            self.model, self.data.test, torch.arange(len(self.data.test)), self.eval_batch, self.device
+            self.model, self.data.test, torch.arange(len(self.data.test)), self.eval_batch, self.device, self.precision
         )
         return pred, int((pred == labels).sum()) / len(labels)
 
@@ -206,7 +215,7 @@ class Evaluator:
         """The pooled network: re-pruned if asked, BatchNorm recalibrated, scored on val and, once, on test."""
         state, mask = self.merge(current, None, 0.0, keep)
         self.load(state)
-        val = accuracy(self.model, self.data.train, self.data.val_idx, self.eval_batch, self.device)
+        val = accuracy(self.model, self.data.train, self.data.val_idx, self.eval_batch, self.device, self.precision)
         pred, test = self._test()
         final_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         return Final(final_state, mask, val, test, survivors(mask) / self.prunable_size, pred)

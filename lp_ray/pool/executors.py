@@ -80,6 +80,7 @@ def build_evaluator(job_dict: dict, run_uri: str, bn_samples: int | None, torch_
     run = RunDir(run_uri)
     data = load_data(job, run)
     model = build_model(job.model, data.num_classes, data.input_shape)
+    # An actor given a GPU (a fraction: four at num_gpus 0.25 share one) keeps model and data on it.
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     return Evaluator(
         model,
@@ -88,6 +89,7 @@ def build_evaluator(job_dict: dict, run_uri: str, bn_samples: int | None, torch_
         bn_subset(data.train_idx, bn_samples, job.data.split_seed),
         job.train.batch_size,
         device,
+        job.train.precision,
     )
 
 
@@ -162,6 +164,12 @@ class EvaluatorActor:
         if isinstance(result, Evaluation):
             result.node = self.node
         return result
+
+    def peak_memory_mb(self) -> float:
+        """The most GPU memory this evaluator has held (nan on a CPU), for sizing eval_resources."""
+        if self.evaluator.device.type != "cuda":
+            return float("nan")
+        return torch.cuda.max_memory_allocated(self.evaluator.device) / 2**20
 
 
 def eval_capacity(eval_resources: dict[str, float], free_only: bool = False) -> int:
