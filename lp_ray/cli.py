@@ -441,6 +441,42 @@ def run(
     typer.echo(f"run directory: {result.run.uri}")
 
 
+@app.command("import")
+@_interruptible
+def import_(
+    source: str = typer.Argument(
+        ...,
+        help="An OpenLTH replicate folder (.../replicate_<n>) or the paper code's save folder (<L>model_SA_best.pth.tar).",
+    ),
+    fmt: str = typer.Option(..., "--format", "-f", help="openlth or lottery-pools."),
+    job: Path = typer.Option(
+        ...,
+        "--job",
+        "-j",
+        help="A job spec naming the data set and lp-ray's model the tickets are (and their training).",
+    ),
+    cluster: Path | None = ClusterOpt,
+    tracking_uri: str | None = TrackingOpt,
+) -> None:
+    """Bring your own tickets: build a run directory from IMP tickets trained elsewhere (OpenLTH lottery
+    levels, or the Lottery Pools paper code's checkpoints), read with torch.load(weights_only=True) only
+    and mapped onto lp-ray's model, so `lp-ray pool`, `report`, `eval` and `analyze` work on them."""
+    from lp_ray.importing.command import import_run
+    from lp_ray.progress import console
+    from lp_ray.spec import load_cluster
+    from lp_ray.tracking import resolve_tracking_uri
+
+    j, c = _job(job, None), load_cluster(cluster)
+    run, metas = import_run(source, fmt, j, c, resolve_tracking_uri(tracking_uri, c.tracking_uri))
+    for m in metas:
+        console.print(
+            f"round {m.round:2d}  imported: density {100 * m.density:6.2f}%  val {100 * m.val_acc:.2f}%  "
+            f"test {100 * m.test_acc:.2f}%"
+        )
+    console.print(f"run directory: {run.uri}")
+    console.print(f"next: lp-ray pool {run.uri}")
+
+
 analyze_app = typer.Typer(
     no_args_is_help=True,
     help="Analyses of a finished run: each writes RUN_DIR/analysis/<name>/ (Parquet tables and a PNG) and logs "

@@ -180,3 +180,30 @@ class Tmpfs:
     def __exit__(self, *exc):
         subprocess.run(["umount", "-l", str(self.path)], check=False)
         return False
+
+
+def cifar_archive(path, n_per_batch=4, dataset="cifar10"):
+    """A CIFAR python archive in the official layout (pickled batches in a tar.gz), n images per batch."""
+    import io
+    import pickle
+    import tarfile
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    if dataset == "cifar10":
+        folder, files, key = "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], b"labels"
+    else:
+        folder, files, key = "cifar-100-python", ["train", "test"], b"fine_labels"
+    with tarfile.open(path, "w:gz") as tar:
+        for name in files:
+            d = {
+                b"data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
+                key: [int(v) for v in rng.integers(0, 10, n_per_batch)],
+                b"batch_label": b"x",
+            }
+            raw = pickle.dumps(d, protocol=2)
+            info = tarfile.TarInfo(f"{folder}/{name}")
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    return path

@@ -5,6 +5,7 @@ import tarfile
 import numpy as np
 import pytest
 import torch
+from helpers import cifar_archive
 
 from lp_ray.data import load_data, materialize_data
 from lp_ray.data.base import make_split, random_crop_flip
@@ -66,28 +67,8 @@ def test_mnist1d_generated_offline_and_stored(tmp_path):
     assert x.shape == (5, 40) and x.dtype == torch.float32 and y.max() < 10
 
 
-def _cifar_archive(path, n_per_batch=4, dataset="cifar10"):
-    rng = np.random.default_rng(0)
-    if dataset == "cifar10":
-        folder, files, key = "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], b"labels"
-    else:
-        folder, files, key = "cifar-100-python", ["train", "test"], b"fine_labels"
-    with tarfile.open(path, "w:gz") as tar:
-        for name in files:
-            d = {
-                b"data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
-                key: [int(v) for v in rng.integers(0, 10, n_per_batch)],
-                b"batch_label": b"x",
-            }
-            raw = pickle.dumps(d, protocol=2)
-            info = tarfile.TarInfo(f"{folder}/{name}")
-            info.size = len(raw)
-            tar.addfile(info, io.BytesIO(raw))
-    return path
-
-
 def test_cifar10_archive_reader(tmp_path):
-    path = _cifar_archive(tmp_path / "cifar-10-python.tar.gz")
+    path = cifar_archive(tmp_path / "cifar-10-python.tar.gz")
     x_train, y_train, x_test, y_test = read_archive(path, "cifar10")
     assert x_train.shape == (20, 3, 32, 32) and x_train.dtype == np.uint8
     assert x_test.shape == (4, 3, 32, 32) and y_train.shape == (20,)
@@ -101,7 +82,7 @@ def test_cifar10_archive_reader(tmp_path):
 
 
 def test_cifar100_archive_reader(tmp_path):
-    path = _cifar_archive(tmp_path / "cifar-100-python.tar.gz", dataset="cifar100")
+    path = cifar_archive(tmp_path / "cifar-100-python.tar.gz", dataset="cifar100")
     x_train, y_train, _, _ = read_archive(path, "cifar100")
     assert x_train.shape == (4, 3, 32, 32) and y_train.dtype == np.int64
 

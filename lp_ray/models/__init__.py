@@ -28,6 +28,12 @@ def _vgg16(num_classes, spec, input_shape):
     return vgg16_bn(num_classes)
 
 
+def _vgg16_avgpool(num_classes, spec, input_shape):
+    from lp_ray.models.vgg import vgg16_bn_avgpool
+
+    return vgg16_bn_avgpool(num_classes)
+
+
 def _imagenet(depth):
     def build(num_classes, spec, input_shape):
         from lp_ray.data.imagenet import require_torchvision
@@ -42,6 +48,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "conv1d": _conv1d,
     "cifar_resnet18": _resnet18,
     "cifar_vgg16": _vgg16,
+    "cifar_vgg16_avgpool": _vgg16_avgpool,
     "imagenet_resnet18": _imagenet(18),
     "imagenet_resnet34": _imagenet(34),
 }
