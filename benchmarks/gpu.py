@@ -122,8 +122,6 @@ def bare_training(spec: dict, run: Path, device: torch.device) -> tuple[list[flo
 def lp_ray_evaluations(run: Path, spec: dict, device: str, evaluators: int, n: int) -> tuple[float, float]:
     """Evaluations/s of the pool's Ray evaluators (warm: every actor has scored once), and their peak
     memory (MB, the largest actor's)."""
-    import ray
-
     from lp_ray.cluster import connect
     from lp_ray.pool.core import keep_count
     from lp_ray.pool.driver import open_run
@@ -133,7 +131,9 @@ def lp_ray_evaluations(run: Path, spec: dict, device: str, evaluators: int, n: i
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         yaml.safe_dump(cluster(run.parent.parent, device, evaluators), f)
     c = load_cluster(f.name)
-    connect(c)
+    connect(c)  # before ray is imported here: connect() sets the environment (auth mode) ray reads then
+    import ray
+
     pr = open_run(str(run))
     ex = RayExecutor(job_to_dict(pr.job), str(run), None, c.torch_threads, evaluators, c.eval_resources)
     try:

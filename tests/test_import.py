@@ -105,7 +105,13 @@ def paper_checkpoints(folder, rounds=3):
         opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, [91, 136])
         torch.save(
-            {"state_dict": sd, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "best_sa": 50.0, "epoch": 3},
+            {
+                "state_dict": sd,
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "best_sa": 50.0,
+                "epoch": 3,
+            },
             folder / f"{r}model_SA_best.pth.tar",
         )
         nets.append(net)
@@ -116,13 +122,24 @@ def test_paper_checkpoints_import_and_compute_what_the_paper_code_computes(tmp_p
     path, spec = job_yaml(tmp_path, "cifar_resnet18")
     nets = paper_checkpoints(tmp_path / "paper")
     cluster = write_yaml(tmp_path / "cluster.yaml", {"storage_path": str(tmp_path / "runs")})
-    args = ["import", str(tmp_path / "paper"), "--format", "lottery-pools", "--job", str(path), "--cluster", str(cluster)]
+    args = [
+        "import",
+        str(tmp_path / "paper"),
+        "--format",
+        "lottery-pools",
+        "--job",
+        str(path),
+        "--cluster",
+        str(cluster),
+    ]
     proc = cli(*args, "--tracking-uri", tracking_uri)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (run,) = (tmp_path / "runs").glob("imported-cifar_resnet18-import-*")
     job = job_from_dict(spec)
     data = load_data(job, RunDir(str(run)))
-    raw_test = data.test.x * torch.tensor(STD["cifar10"]).view(1, 3, 1, 1) + torch.tensor(MEAN["cifar10"]).view(1, 3, 1, 1)
+    raw_test = data.test.x * torch.tensor(STD["cifar10"]).view(1, 3, 1, 1) + torch.tensor(MEAN["cifar10"]).view(
+        1, 3, 1, 1
+    )
     for r, net in enumerate(nets):
         state, mask = decode_weights((run / "rounds" / f"round_{r:02d}" / "ticket.safetensors").read_bytes(), "t")
         for k, m in mask.items():
@@ -133,10 +150,16 @@ def test_paper_checkpoints_import_and_compute_what_the_paper_code_computes(tmp_p
             assert torch.allclose(model(data.test.x), net(raw_test), atol=1e-4)
         meta = json.loads((run / "rounds" / f"round_{r:02d}" / "meta.json").read_text())
         assert meta["test_acc"] == accuracy(model, data.test, torch.arange(len(data.test)))
-        assert meta["density"] == pytest.approx(sum(m.sum().item() for m in mask.values()) / sum(m.numel() for m in mask.values()))
+        assert meta["density"] == pytest.approx(
+            sum(m.sum().item() for m in mask.values()) / sum(m.numel() for m in mask.values())
+        )
     assert json.loads((run / "import.json").read_text())["format"] == "lottery-pools"
     ev = cli("eval", str(run / "rounds" / "round_01" / "ticket.safetensors"))
-    assert ev.returncode == 0 and f"test acc {100 * json.loads((run / 'rounds' / 'round_01' / 'meta.json').read_text())['test_acc']:.2f}%" in ev.stdout
+    assert (
+        ev.returncode == 0
+        and f"test acc {100 * json.loads((run / 'rounds' / 'round_01' / 'meta.json').read_text())['test_acc']:.2f}%"
+        in ev.stdout
+    )
     again = cli(*args, "--tracking-uri", tracking_uri)  # the same files: the same run directory, nothing new
     assert again.returncode == 0 and len(list((tmp_path / "runs").iterdir())) == 1
     pool = cli("pool", str(run), "--method", "average", "--serial")

@@ -38,13 +38,13 @@ def import_run(
     if fmt not in FORMATS:
         raise LpRayError(f"--format: unknown format {fmt!r} (known: {', '.join(FORMATS)})")
     form = FORMATS[fmt]
+    if not folder.is_dir():
+        raise LpRayError(f"{folder}: no such folder")
     if job.model.name not in form.names:
         raise LpRayError(
             f"model.name={job.model.name!r}: {fmt} tickets can be imported as {', '.join(form.names)} (the architectures "
             "lp-ray has that compute the same function)"
         )
-    if not folder.is_dir():
-        raise LpRayError(f"{folder}: no such folder")
     preflight(job)
     check_storage_reachable(storage_uri(cluster))
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".pth", ".tar"))
