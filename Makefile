@@ -21,7 +21,7 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/lp-ray run
 
-# Lint first: a style or size problem fails in seconds, not after the 15-minute suite.
+# Lint first: a style or size problem fails in seconds, not after the 30-minute suite.
 test: lint
 	$(BIN)/pytest -q
 
