@@ -139,6 +139,17 @@ def count_correct(
     return correct, len(mine)
 
 
+def _eval_outputs(model, source, idx, batch_size, device, precision):
+    """(outputs, labels) per batch of `idx`, in eval mode, without augmentation: what predict() and
+    probabilities() read."""
+    model.eval()
+    for start in range(0, len(idx), batch_size):
+        x, y = source.batch(idx[start : start + batch_size], augment=False, gen=None)
+        with autocast(device, precision):
+            out = model(to_device(x, device))
+        yield out, y
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module,
@@ -149,12 +160,9 @@ def predict(
     precision: str = "fp32",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(predicted class, label) per example of `idx`, in eval mode, without augmentation (int16)."""
-    model.eval()
     preds, labels = [], []
-    for start in range(0, len(idx), batch_size):
-        x, y = source.batch(idx[start : start + batch_size], augment=False, gen=None)
-        with autocast(device, precision):
-            preds.append(model(to_device(x, device)).argmax(1).cpu())
+    for out, y in _eval_outputs(model, source, idx, batch_size, device, precision):
+        preds.append(out.argmax(1).cpu())
         labels.append(y)
     return torch.cat(preds).to(torch.int16), torch.cat(labels).to(torch.int16)
 
@@ -169,12 +177,8 @@ def probabilities(
     precision: str = "fp32",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(softmax class probabilities, label) per example of `idx`, in eval mode, without augmentation."""
-    model.eval()
     probs, labels = [], []
-    for start in range(0, len(idx), batch_size):
-        x, y = source.batch(idx[start : start + batch_size], augment=False, gen=None)
-        with autocast(device, precision):
-            out = model(to_device(x, device))
+    for out, y in _eval_outputs(model, source, idx, batch_size, device, precision):
         probs.append(torch.softmax(out.float(), dim=1).cpu())
         labels.append(y)
     return torch.cat(probs), torch.cat(labels)

@@ -76,16 +76,10 @@ def summary(steps: list[dict]) -> dict:
 
 
 def plot(path: str, rounds: Sequence[int], densities: dict[int, float], m: np.ndarray, steps: list[dict]) -> None:
-    import matplotlib
+    from lp_ray.analysis.plots import save, ticket_heat_map, two_panels
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5))
-    labels = [f"{r}\n{100 * densities[r]:.0f}%" for r in rounds]
-    im = left.imshow(100 * m, cmap="magma")
-    left.set_xticks(range(len(rounds)), labels, fontsize=7)
-    left.set_yticks(range(len(rounds)), labels, fontsize=7)
+    plt, fig, left, right = two_panels()
+    ticket_heat_map(fig, left, m, rounds, densities, "magma")
     index = {r: i for i, r in enumerate(rounds)}
     taken = [(index[s["target"]], index[s["candidate"]]) for s in steps if s["accepted"]]
     if taken:
@@ -93,7 +87,6 @@ def plot(path: str, rounds: Sequence[int], densities: dict[int, float], m: np.nd
     left.set_title("test disagreement (%) between tickets\n(circles: candidate merged into the row's target)")
     left.set_xlabel("candidate")
     left.set_ylabel("target")
-    fig.colorbar(im, ax=left, fraction=0.046)
     for accepted, colour in ((False, "tab:gray"), (True, "tab:blue")):
         pts = [s for s in steps if s["accepted"] == accepted]
         right.scatter(
@@ -108,6 +101,4 @@ def plot(path: str, rounds: Sequence[int], densities: dict[int, float], m: np.nd
     right.set_ylabel("best validation gain of the step (pt)")
     right.set_title("does diversity predict what a merge gains?")
     right.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(plt, fig, path)

@@ -86,22 +86,15 @@ def midpoint_matrix(rounds: Sequence[int], pairs_: list[dict], own: dict[int, fl
 
 
 def plot(path: str, rounds: Sequence[int], densities: dict[int, float], rows: list[dict], matrix: np.ndarray) -> None:
-    import matplotlib
+    from lp_ray.analysis.plots import save, ticket_heat_map, two_panels
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5))
-    labels = [f"{r}\n{100 * densities[r]:.0f}%" for r in rounds]
-    im = left.imshow(100 * matrix, cmap="viridis")
-    left.set_xticks(range(len(rounds)), labels, fontsize=7)
-    left.set_yticks(range(len(rounds)), labels, fontsize=7)
+    plt, fig, left, right = two_panels()
+    ticket_heat_map(fig, left, matrix, rounds, densities, "viridis")
     left.set_title("test accuracy (%) at the midpoint of each pair\n(diagonal: the ticket itself, BN recalibrated)")
     for i in range(len(rounds)):
         for j in range(len(rounds)):
             if not np.isnan(matrix[i, j]):
                 left.text(j, i, f"{100 * matrix[i, j]:.1f}", ha="center", va="center", fontsize=6, color="w")
-    fig.colorbar(im, ax=left, fraction=0.046)
     for a, b in zip(rounds, rounds[1:], strict=False):
         line = sorted((r for r in rows if (r["a"], r["b"]) == (a, b)), key=lambda r: r["alpha"])
         right.plot([r["alpha"] for r in line], [100 * (1 - r["test_acc"]) for r in line], marker=".", label=f"{a}-{b}")
@@ -109,6 +102,4 @@ def plot(path: str, rounds: Sequence[int], densities: dict[int, float], rows: li
     right.set_ylabel("test error (%)")
     right.set_title("error along the path between adjacent tickets")
     right.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(plt, fig, path)
