@@ -33,15 +33,16 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lp_ray.data import load_data  # noqa: E402
+from lp_ray.data.loading import load_data  # noqa: E402
+from lp_ray.imp.retrain import lr_at  # noqa: E402
 from lp_ray.models import build_model  # noqa: E402
 from lp_ray.sparsity import dense_mask, prunable_names  # noqa: E402
-from lp_ray.spec import job_from_dict, job_to_dict, run_name  # noqa: E402
+from lp_ray.spec import job_to_dict, run_name  # noqa: E402
+from lp_ray.spec_loading import job_from_dict  # noqa: E402
 from lp_ray.store import RunDir  # noqa: E402
 from lp_ray.training import (  # noqa: E402
     count_correct,
     epoch_seed,
-    lr_at,
     make_optimizer,
     masked_sgd_epoch,
     model_to_device,
@@ -126,7 +127,7 @@ def lp_ray_evaluations(run: Path, spec: dict, device: str, evaluators: int, n: i
     from lp_ray.pool.core import keep_count
     from lp_ray.pool.driver import open_run
     from lp_ray.pool.executors import EvalRequest, RayExecutor
-    from lp_ray.spec import load_cluster
+    from lp_ray.spec_loading import load_cluster
 
     spec_file = run.parent.parent / f"cluster-{evaluators}-evaluators.yaml"  # in the working folder, not /tmp
     spec_file.write_text(yaml.safe_dump(cluster(run.parent.parent, device, evaluators)))

@@ -29,12 +29,13 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lp_ray.data import materialize_data  # noqa: E402
+from lp_ray.data.loading import materialize_data  # noqa: E402
+from lp_ray.imp.retrain import lr_at  # noqa: E402
 from lp_ray.models import build_model  # noqa: E402
 from lp_ray.sparsity import apply_mask, dense_mask, prunable_names, prune_fraction  # noqa: E402
-from lp_ray.spec import load_job  # noqa: E402
+from lp_ray.spec_loading import load_job  # noqa: E402
 from lp_ray.store import RunDir, read_ticket_meta  # noqa: E402
-from lp_ray.training import accuracy, epoch_seed, lr_at, make_optimizer, masked_sgd_epoch, set_lr  # noqa: E402
+from lp_ray.training import accuracy, epoch_seed, make_optimizer, masked_sgd_epoch, set_lr  # noqa: E402
 
 
 def bare_imp(job, out: Path) -> list[float]:

@@ -69,7 +69,7 @@ OverridesArg = typer.Argument(
 
 
 def _job(job: Path | None, overrides: list[str] | None):
-    from lp_ray.spec import load_job
+    from lp_ray.spec_loading import load_job
 
     return load_job(job, overrides or ())
 
@@ -88,7 +88,8 @@ def imp(
 ) -> None:
     """Train IMP with rewinding on Ray Train: one checkpointed, resumable fit() per round."""
     from lp_ray.imp.driver import run_imp
-    from lp_ray.spec import load_cluster, run_name
+    from lp_ray.spec import run_name
+    from lp_ray.spec_loading import load_cluster
 
     if rounds is not None and rounds < 1:
         raise LpRayError(f"--rounds must be at least 1, got {rounds}")
@@ -188,7 +189,7 @@ def _job_tracking_uri(cli_uri: str | None, job, cluster) -> str:
 def _pool_settings(job, overrides: list[str] | None, options: dict):
     """The run's pool section, then `pool.*` overrides, then the command's options: one PoolSpec, checked
     once. Other job fields belong to the run directory and cannot change here."""
-    from lp_ray.spec import apply_overrides, with_pool_options
+    from lp_ray.spec_loading import apply_overrides, with_pool_options
 
     others = [o for o in overrides or [] if not o.strip().startswith("pool.")]
     if others:
@@ -209,7 +210,7 @@ def _pool(
     serial: bool = False,
 ):
     from lp_ray.pool.command import run_pool
-    from lp_ray.spec import load_cluster
+    from lp_ray.spec_loading import load_cluster
     from lp_ray.store import RunDir, read_job
 
     c = load_cluster(cluster)
@@ -264,7 +265,7 @@ def pool(
 ) -> None:
     """Lottery Pools: greedily interpolate each target ticket with the others, evaluated in parallel on Ray."""
     if submit:
-        from lp_ray.spec import load_cluster
+        from lp_ray.spec_loading import load_cluster
 
         folder = run_dir.partition("?")[0].rstrip("/").rsplit("/", 1)[-1]
         return _submit(f"lp-ray-pool-{folder}-{name or method or 'interpolation'}", load_cluster(cluster))
@@ -330,7 +331,7 @@ def sweep(
     experiment report. Rerun the same command to resume: finished trials are never recomputed."""
     from lp_ray.experiment.spec import experiment_from_options, load_experiment
     from lp_ray.experiment.sweep import log_sweep, run_sweep
-    from lp_ray.spec import load_cluster
+    from lp_ray.spec_loading import load_cluster
     from lp_ray.tracking import resolve_tracking_uri
 
     if experiment is not None and (job or seeds or grid or methods or analyses):
@@ -428,7 +429,8 @@ def run(
     """The main job: imp, then pool, then report (what `make demo` runs on the default job)."""
     from lp_ray.imp.driver import run_imp
     from lp_ray.pool.command import run_pool
-    from lp_ray.spec import load_cluster, run_name, with_pool_options
+    from lp_ray.spec import run_name
+    from lp_ray.spec_loading import load_cluster, with_pool_options
 
     j, c = _job(job, overrides), load_cluster(cluster)
     settings = with_pool_options(j.pool, {"method": method})  # checked before anything trains
@@ -463,7 +465,7 @@ def import_(
     and mapped onto lp-ray's model, so `lp-ray pool`, `report`, `eval` and `analyze` work on them."""
     from lp_ray.importing.command import import_run
     from lp_ray.progress import console
-    from lp_ray.spec import load_cluster
+    from lp_ray.spec_loading import load_cluster
     from lp_ray.tracking import resolve_tracking_uri
 
     j, c = _job(job, None), load_cluster(cluster)
@@ -513,7 +515,7 @@ def analyze_lmc(
     Figures 1-2, the reason rewinding matters to Lottery Pools."""
     from lp_ray.analysis import lmc
     from lp_ray.analysis.command import run_lmc
-    from lp_ray.spec import load_cluster
+    from lp_ray.spec_loading import load_cluster
 
     try:
         path = lmc.check_alphas(_floats(alphas, "--alphas") or lmc.ALPHAS)
@@ -557,7 +559,7 @@ def analyze_stability(
     the contrast that makes rewinding matter."""
     from lp_ray.analysis import lmc
     from lp_ray.analysis.command import run_stability
-    from lp_ray.spec import load_cluster
+    from lp_ray.spec_loading import load_cluster
     from lp_ray.store import RunDir, read_job
 
     try:
@@ -668,7 +670,7 @@ def status(
     submission_id: str = typer.Argument(..., help="As printed by --submit."), cluster: Path | None = ClusterOpt
 ) -> None:
     """Status of a submitted command (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED)."""
-    from lp_ray.spec import load_cluster
+    from lp_ray.spec_loading import load_cluster
     from lp_ray.submit import status as job_status
 
     typer.echo(f"{submission_id}: {job_status(submission_id, load_cluster(cluster))}")
@@ -679,7 +681,7 @@ def logs(
     submission_id: str = typer.Argument(..., help="As printed by --submit."), cluster: Path | None = ClusterOpt
 ) -> None:
     """Output of a submitted command so far."""
-    from lp_ray.spec import load_cluster
+    from lp_ray.spec_loading import load_cluster
     from lp_ray.submit import logs as job_logs
 
     typer.echo(job_logs(submission_id, load_cluster(cluster)), nl=False)

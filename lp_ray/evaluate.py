@@ -62,7 +62,7 @@ def read_weights(run: RunDir, rel: str, template, prunable: set[str]):
 
 
 def evaluate_uri(uri: str, tracking_uri: str | None = None) -> dict:
-    from lp_ray.data import load_data
+    from lp_ray.data.loading import load_data
     from lp_ray.models import build_model
     from lp_ray.sparsity import density, prunable_names
     from lp_ray.training import accuracy

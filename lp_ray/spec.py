@@ -1,10 +1,10 @@
-"""Job and cluster specs: dataclasses loaded from YAML, validated, and hashed into a run identity
-(docs/architecture.md, "Specs and identity").
+"""Job and cluster specs as types: their fields and defaults, and the run hash (docs/architecture.md,
+"Specs and identity").
 
 A job spec says *what* to compute (data, model, training, IMP, pool); a cluster spec says *where*
-(Ray address, workers, storage, MLflow). Only the job spec feeds the run hash. `key=value` overrides
-(`train.epochs=3`) go through the same loader and the same checks as a spec file. Names (data sets,
-models, pool methods) are checked against their registries, the only lists of them.
+(Ray address, workers, storage, MLflow). Only the job spec feeds the run hash. Reading a spec from
+YAML or overrides and checking it against the registries is `spec_loading.py`, one layer up: this
+module imports nothing of lp-ray but its error type, and nothing heavy (no torch).
 """
 
 from __future__ import annotations
@@ -12,13 +12,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from lp_ray.errors import LpRayError
 
@@ -49,6 +44,10 @@ class Mnist1dGenerator:
 
 @dataclass
 class DataSpec:
+    """Every data set's fields in one flat section (the run hash is taken over it, so its shape never
+    changes). Which of them a data set reads, and the checks on them, live in that data set's module
+    (`data/<name>.py`: FIELDS and check); the registry says which module a name is."""
+
     dataset: str = "mnist1d"
     # mnist1d: samples generated offline, split 80% train / 20% test as the mnist1d package splits ...
     num_samples: int = 10000
@@ -95,6 +94,10 @@ class TrainSpec:
     precision: str = "fp32"
 
 
+SELECTIONS = ("final", "best_val")  # train.select: the one list of its values
+PRECISIONS = ("fp32", "bf16")  # train.precision: the one list of its values
+
+
 @dataclass
 class ImpSpec:
     # Number of tickets, the dense round 0 included: densities 1, 0.8, 0.64, ... for rate 0.2.
@@ -110,7 +113,7 @@ class ImpSpec:
 @dataclass
 class PoolSpec:
     """The pool settings: the job's pool section, with `lp-ray pool`'s options and overrides on top
-    (`with_pool_options`). Validated in one place, `check_pool`."""
+    (`spec_loading.with_pool_options`). Validated in one place, `spec_loading.check_pool`."""
 
     method: str = "interpolation"  # a key of pool/methods.py's METHODS
     coefficients: list[float] | None = None  # default: the method's
@@ -237,7 +240,7 @@ def storage_uri(cluster: ClusterSpec) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# Loading and validation
+# The default job
 
 
 def default_job() -> JobSpec:
@@ -248,290 +251,5 @@ def default_job() -> JobSpec:
     return JobSpec(data=DataSpec(train_size=4000, test_size=8000))
 
 
-def load_job(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> JobSpec:
-    """Load a job spec (`None`: the embedded default job), then apply `key=value` overrides; every value
-    is checked as if the file had said it."""
-    if path is None:
-        job = default_job()
-    else:
-        job = _build(JobSpec, _read_yaml(path), str(path), ())
-        _check_job(job, str(path))
-    job = apply_overrides(job, overrides, str(path) if path is not None else "the default job")
-    if job.data.path and "://" not in job.data.path:
-        # Relative to where the command runs; Ray workers run elsewhere, so they get an absolute path.
-        job.data.path = str(Path(job.data.path).expanduser().resolve())
-    return job
-
-
-def apply_overrides(job: JobSpec, overrides: typing.Sequence[str], where: str) -> JobSpec:
-    """`section.field=value` pairs on top of a job (values are YAML: `train.lr_drops=[20,30]`,
-    `pool.search_num=null`). An unknown key or a bad value is a SpecError naming the override."""
-    if not overrides:
-        return job
-    raw = job_to_dict(job)
-    for text in overrides:
-        key, sep, value = text.partition("=")
-        parts = key.strip().split(".")
-        if not sep or not all(parts):
-            raise SpecError(f"{text!r}: expected key=value with a dotted key, e.g. train.epochs=3")
-        node = raw
-        for i, part in enumerate(parts):
-            if not isinstance(node, dict) or part not in node:
-                known = f" (known: {', '.join(sorted(node))})" if isinstance(node, dict) else ""
-                raise SpecError(f"{text}: unknown key '{'.'.join(parts[: i + 1])}'{known}")
-            if i < len(parts) - 1:
-                node = node[part]
-        try:
-            node[parts[-1]] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise SpecError(f"{text}: the value is not valid YAML") from None
-    return job_from_dict(raw, f"{where} with {' '.join(overrides)}")
-
-
-def with_pool_options(pool: PoolSpec, options: dict[str, Any]) -> PoolSpec:
-    """The pool settings with command-line options on top (None: not given), checked by the same rules
-    as a spec file; a bad option is one error naming it (`--search-num: must be at least 1, got 0`)."""
-    given = {k: v for k, v in options.items() if v is not None}
-    settings = dataclasses.replace(pool, **given)
-
-    def fail(field_name: str, message: str) -> None:
-        flag = f"--{field_name.replace('_', '-')}" if field_name in given else f"pool.{field_name}"
-        raise SpecError(f"{flag}: {message}")
-
-    check_pool(settings, fail)
-    return settings
-
-
-def load_cluster(path: str | Path | None) -> ClusterSpec:
-    if path is None:
-        return ClusterSpec()
-    raw = _read_yaml(path)
-    cluster = _build(ClusterSpec, raw, str(path), ())
-    _check_cluster(cluster, str(path))
-    return cluster
-
-
-def job_from_dict(raw: dict, where: str = "<job>") -> JobSpec:
-    job = _build(JobSpec, raw, where, ())
-    _check_job(job, where)
-    return job
-
-
 def job_to_dict(job: JobSpec) -> dict:
     return dataclasses.asdict(job)
-
-
-def _read_yaml(path: str | Path) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise SpecError(f"{path}: no such file")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise SpecError(f"{path}: not a text file (a YAML spec was expected)") from None
-    except OSError as e:
-        raise SpecError(f"{path}: cannot read it ({e.strerror or e})") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise SpecError(f"{path}: malformed YAML{where}: {problem}") from None
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise SpecError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
-    return raw
-
-
-# Keys that were once part of a spec: a file that still sets one is told why it is gone.
-_REMOVED = {
-    (ClusterSpec, "overlap_rounds"): (
-        "removed: IMP now runs as one Ray Train run whose worker group lives for the whole job, so there is "
-        "no per-round start-up left to overlap; delete the key"
-    ),
-}
-
-
-def _build(cls: type, raw: Any, where: str, path: tuple[str, ...]) -> Any:
-    key = ".".join(path) or "top level"
-    if not isinstance(raw, dict):
-        raise SpecError(f"{where}: {key}: expected a mapping, got {_show(raw)}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
-    for key_name in unknown:
-        if (cls, key_name) in _REMOVED:
-            raise SpecError(f"{where}: {'.'.join(path + (key_name,))}: {_REMOVED[cls, key_name]}")
-    if unknown:
-        full = ".".join(path + (str(unknown[0]),))
-        raise SpecError(f"{where}: unknown key '{full}' (known: {', '.join(sorted(names))})")
-    kwargs = {}
-    for name, value in raw.items():
-        kwargs[name] = _coerce(value, hints[name], where, path + (name,))
-    return cls(**kwargs)
-
-
-def _coerce(value: Any, tp: Any, where: str, path: tuple[str, ...]) -> Any:
-    key = ".".join(path)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, where, path)
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):  # X | None
-        if value is None:
-            return None
-        return _coerce(value, [a for a in args if a is not type(None)][0], where, path)
-    if origin is list:
-        if not isinstance(value, list):
-            raise SpecError(f"{where}: {key}: expected a list, got {_show(value)}")
-        return [_coerce(v, args[0], where, path + (f"[{i}]",)) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise SpecError(f"{where}: {key}: expected a mapping, got {_show(value)}")
-        return {str(k): _coerce(v, args[1], where, path + (str(k),)) for k, v in value.items()}
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise SpecError(f"{where}: {key}: expected true or false, got {_show(value)}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SpecError(f"{where}: {key}: expected an integer, got {_show(value)}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SpecError(f"{where}: {key}: expected a number, got {_show(value)}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise SpecError(f"{where}: {key}: expected a string, got {_show(value)}")
-        return value
-    raise TypeError(f"unsupported spec type {tp}")
-
-
-def _show(value: Any) -> str:
-    return f"{type(value).__name__} {value!r}"[:80]
-
-
-def _fail(where: str, key: str, message: str) -> None:
-    raise SpecError(f"{where}: {key}: {message}")
-
-
-def _check_job(job: JobSpec, where: str) -> None:
-    from lp_ray.data.registry import DATASETS
-    from lp_ray.models import MODELS
-
-    d, m, t, i = job.data, job.model, job.train, job.imp
-    if not job.name or any(c in job.name for c in "/\\ "):
-        _fail(where, "name", f"must be a non-empty name without '/' or spaces, got {job.name!r}")
-    if d.dataset not in DATASETS:
-        _fail(where, "data.dataset", f"unknown data set {d.dataset!r} (known: {', '.join(sorted(DATASETS))})")
-    if not 0.0 < d.val_fraction < 1.0:
-        _fail(where, "data.val_fraction", f"must be in (0, 1), got {d.val_fraction}")
-    if d.num_samples < 100:
-        _fail(where, "data.num_samples", f"must be at least 100, got {d.num_samples}")
-    if (d.train_size is None) != (d.test_size is None):
-        _fail(where, "data.train_size", "give both data.train_size and data.test_size, or neither")
-    if d.train_size is not None:
-        if d.num_samples != DataSpec.num_samples:
-            _fail(where, "data.num_samples", "set either data.num_samples or data.train_size and data.test_size")
-        if d.train_size < 20 or d.test_size < 10:
-            _fail(
-                where,
-                "data.train_size",
-                f"need at least 20 train and 10 test examples, got {d.train_size}, {d.test_size}",
-            )
-        if (d.train_size + d.test_size) % 10:
-            _fail(
-                where,
-                "data.test_size",
-                f"train_size + test_size must be a multiple of 10 (examples per class), got {d.train_size + d.test_size}",
-            )
-    g = d.generator
-    if g.template_len < 1 or g.final_seq_length < 8 or len(g.padding) != 2 or g.max_translation < 0:
-        _fail(
-            where, "data.generator", "template_len >= 1, final_seq_length >= 8, padding [lo, hi], max_translation >= 0"
-        )
-    if min(g.scale_coeff, g.corr_noise_scale, g.iid_noise_scale, g.shear_scale) < 0:
-        _fail(where, "data.generator", "scales must be >= 0")
-    if d.dataset == "synthetic" and (not d.shape or not d.num_classes):
-        _fail(where, "data.shape", "the synthetic data set needs data.shape and data.num_classes")
-    if m.name not in MODELS:
-        _fail(where, "model.name", f"unknown model {m.name!r} (known: {', '.join(sorted(MODELS))})")
-    if m.width < 1:
-        _fail(where, "model.width", f"must be at least 1, got {m.width}")
-    if m.num_classes is not None and m.num_classes < 2:
-        _fail(where, "model.num_classes", f"must be at least 2, got {m.num_classes}")
-    if t.epochs < 1:
-        _fail(where, "train.epochs", f"must be at least 1, got {t.epochs}")
-    if t.batch_size < 1:
-        _fail(where, "train.batch_size", f"must be at least 1, got {t.batch_size}")
-    if t.lr <= 0:
-        _fail(where, "train.lr", f"must be positive, got {t.lr}")
-    if not 0.0 <= t.momentum < 1.0:
-        _fail(where, "train.momentum", f"must be in [0, 1), got {t.momentum}")
-    if t.weight_decay < 0:
-        _fail(where, "train.weight_decay", f"must be >= 0, got {t.weight_decay}")
-    if any(not 0 < e < t.epochs for e in t.lr_drops) or t.lr_drops != sorted(t.lr_drops):
-        _fail(where, "train.lr_drops", f"must be increasing epochs inside (0, {t.epochs}), got {t.lr_drops}")
-    if not 0 <= t.warmup_epochs < t.epochs:
-        _fail(where, "train.warmup_epochs", f"must be in [0, {t.epochs}), got {t.warmup_epochs}")
-    if t.select not in ("final", "best_val"):
-        _fail(where, "train.select", f"must be 'final' or 'best_val', got {t.select!r}")
-    from lp_ray.training import PRECISIONS
-
-    if t.precision not in PRECISIONS:
-        _fail(where, "train.precision", f"must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
-    if i.rounds < 1:
-        _fail(where, "imp.rounds", f"must be at least 1 (round 0 is the dense network), got {i.rounds}")
-    if not 0.0 <= i.rate < 1.0:  # 0: every round retrains the dense network (the stability analysis's copies)
-        _fail(where, "imp.rate", f"must be in [0, 1), got {i.rate}")
-    from lp_ray.imp.retrain import RETRAIN
-
-    if i.retrain not in RETRAIN:
-        _fail(where, "imp.retrain", f"unknown retraining {i.retrain!r} (known: {', '.join(RETRAIN)})")
-    if not 0 <= i.rewind_epoch < t.epochs:
-        _fail(where, "imp.rewind_epoch", f"must be in [0, train.epochs={t.epochs}), got {i.rewind_epoch}")
-    check_pool(job.pool, lambda key, message: _fail(where, f"pool.{key}", message))
-
-
-def check_pool(p: PoolSpec, fail: typing.Callable[[str, str], None]) -> None:
-    """The one set of rules for pool settings, from a spec file or from `lp-ray pool`'s options;
-    `fail(field, message)` raises an error that names where the value came from."""
-    from lp_ray.pool.methods import METHODS, known
-
-    if p.method not in METHODS:
-        fail("method", f"unknown method {p.method!r} (known: {known()})")
-    if p.coefficients is not None and (not p.coefficients or any(not 0 < a < 1 for a in p.coefficients)):
-        fail("coefficients", f"must be a non-empty list of numbers in (0, 1), got {p.coefficients}")
-    if p.search_num is not None and p.search_num < 1:
-        fail("search_num", f"must be at least 1, got {p.search_num}")
-    if p.bn_samples is not None and p.bn_samples < 1:
-        fail("bn_samples", f"must be at least 1, got {p.bn_samples}")
-    if not 0.0 < p.ema_decay < 1.0:
-        fail("ema_decay", f"must be in (0, 1), got {p.ema_decay}")
-    if p.targets is not None and (not p.targets or any(t < 0 for t in p.targets)):
-        fail("targets", f"must be a non-empty list of rounds (>= 0), got {p.targets}")
-
-
-def _check_cluster(c: ClusterSpec, where: str) -> None:
-    if c.num_workers < 1:
-        _fail(where, "num_workers", f"must be at least 1, got {c.num_workers}")
-    if not c.storage_path.strip():
-        _fail(where, "storage_path", "must not be empty (a local path, an NFS mount or a URI such as s3://bucket/runs)")
-    if c.placement_strategy not in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"):
-        _fail(
-            where,
-            "placement_strategy",
-            f"must be PACK, SPREAD, STRICT_PACK or STRICT_SPREAD, got {c.placement_strategy!r}",
-        )
-    if c.address.startswith("ray://"):
-        _fail(where, "address", "ray:// (Ray Client) is not supported for Ray Train; use 'auto' or host:port")
-    if c.checkpoint_interval_s < 0:
-        _fail(where, "checkpoint_interval_s", f"must be >= 0, got {c.checkpoint_interval_s}")
-    if c.max_failures < 0:
-        _fail(where, "max_failures", f"must be >= 0, got {c.max_failures}")
-    if c.torch_threads < 1:
-        _fail(where, "torch_threads", f"must be at least 1, got {c.torch_threads}")
-    for k, v in {**c.resources_per_worker, **c.eval_resources}.items():
-        if v < 0:
-            _fail(where, k, f"resources must be >= 0, got {v}")

@@ -183,7 +183,7 @@ def read_job(run: RunDir):
     """The job spec a run directory was made for (its job.yaml), validated like any spec file."""
     import yaml
 
-    from lp_ray.spec import job_from_dict
+    from lp_ray.spec_loading import job_from_dict
 
     if not run.exists(layout.JOB):
         raise LpRayError(f"{run.uri}: not an lp-ray run directory (no {layout.JOB}); run `lp-ray imp` first")

@@ -12,8 +12,6 @@ import torch.nn.functional as F
 from lp_ray.data.base import Source
 from lp_ray.spec import TrainSpec
 
-PRECISIONS = ("fp32", "bf16")  # train.precision: the one list of its values
-
 
 def autocast(device: torch.device, precision: str = "fp32"):
     """bf16: forward passes (and losses) under torch.autocast, on CUDA and on the CPU alike, so the CPU
@@ -34,15 +32,6 @@ def model_to_device(model: nn.Module, device: torch.device) -> nn.Module:
     if device.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules()):
         return model.to(device, memory_format=torch.channels_last)
     return model.to(device)
-
-
-def lr_at(spec: TrainSpec, epoch: int) -> float:
-    """Step schedule (drops by `lr_drop_factor` at each epoch in `lr_drops`), with optional linear warmup.
-    A function of the epoch alone, so a resumed or rewound round needs no scheduler state."""
-    lr = spec.lr * spec.lr_drop_factor ** sum(epoch >= d for d in spec.lr_drops)
-    if epoch < spec.warmup_epochs:
-        lr *= (epoch + 1) / spec.warmup_epochs
-    return lr
 
 
 def epoch_seed(seed: int, round_: int, epoch: int) -> int:

@@ -7,11 +7,11 @@ import pytest
 import torch
 from helpers import cifar_archive
 
-from lp_ray.data import load_data, materialize_data
 from lp_ray.data.base import make_split, random_crop_flip
 from lp_ray.data.cifar import read_archive
+from lp_ray.data.loading import load_data, materialize_data
 from lp_ray.errors import LpRayError
-from lp_ray.spec import job_from_dict
+from lp_ray.spec_loading import job_from_dict
 from lp_ray.store import RunDir
 
 
@@ -33,9 +33,9 @@ def test_split_is_stored_with_the_run(tmp_path):
     first = materialize_data(job, run)
     assert run.exists("split.safetensors")
     # A later reader (a worker, a pool evaluator) gets the stored split even if the seed were different.
-    from lp_ray.data import registry
+    from lp_ray.data import loading
 
-    registry._CACHE.clear()
+    loading._CACHE.clear()
     job2 = job_from_dict(
         {
             "data": {
@@ -50,7 +50,7 @@ def test_split_is_stored_with_the_run(tmp_path):
     )
     second = load_data(job2, run)
     assert torch.equal(first.val_idx, second.val_idx)
-    registry._CACHE.clear()
+    loading._CACHE.clear()
     with pytest.raises(LpRayError, match="split.safetensors: missing"):
         load_data(job, RunDir(str(tmp_path / "other")))
 

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from lp_ray.data.base import DataBundle, TensorSource, random_crop_flip
 from lp_ray.pool.core import recalibrate_bn
-from lp_ray.spec import JobSpec, SpecError, job_from_dict, run_hash
+from lp_ray.spec import JobSpec, SpecError, run_hash
+from lp_ray.spec_loading import job_from_dict
 from lp_ray.training import count_correct, masked_sgd_epoch, shard_batches
 
 CPU = torch.device("cpu")

@@ -14,10 +14,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from helpers import cifar_archive, cli, one_error_line, write_yaml
 
-from lp_ray.data import load_data
 from lp_ray.data.cifar import MEAN, STD
+from lp_ray.data.loading import load_data
 from lp_ray.models import build_model
-from lp_ray.spec import job_from_dict
+from lp_ray.spec_loading import job_from_dict
 from lp_ray.store import RunDir, decode_weights
 from lp_ray.training import accuracy
 

@@ -5,13 +5,14 @@ import pytest
 import torch
 import yaml
 
-from lp_ray.data import materialize_data
+from lp_ray.data.loading import materialize_data
 from lp_ray.errors import LpRayError
 from lp_ray.models import build_model
 from lp_ray.pool.driver import PoolDriver, QuietListener, open_run
 from lp_ray.pool.executors import SerialExecutor, build_evaluator
 from lp_ray.sparsity import dense_mask, prunable_names, prune_fraction, survivors
-from lp_ray.spec import PoolSpec, job_from_dict, job_to_dict
+from lp_ray.spec import PoolSpec, job_to_dict
+from lp_ray.spec_loading import job_from_dict
 from lp_ray.store import RunDir, TicketMeta, decode_weights, write_ticket
 
 JOB = {
@@ -141,7 +142,7 @@ def test_controls_predictions_and_the_no_accept_rule(tmp_path):
     """LT+BN is the ticket recalibrated, nothing merged; a chain that accepts nothing yields exactly that
     network (the one whose validation accuracy the chain decided on), and every stored prediction
     column scores the accuracy its record says."""
-    from lp_ray.data import load_data
+    from lp_ray.data.loading import load_data
     from lp_ray.pool.driver import read_predictions
     from lp_ray.training import accuracy
 

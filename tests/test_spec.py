@@ -1,16 +1,7 @@
 import pytest
 
-from lp_ray.spec import (
-    ClusterSpec,
-    JobSpec,
-    SpecError,
-    default_job,
-    job_from_dict,
-    load_cluster,
-    load_job,
-    run_hash,
-    run_name,
-)
+from lp_ray.spec import ClusterSpec, JobSpec, SpecError, default_job, run_hash, run_name
+from lp_ray.spec_loading import job_from_dict, load_cluster, load_job
 
 
 def write(tmp_path, text, name="job.yaml"):
@@ -138,7 +129,7 @@ def test_tracking_uri_precedence_and_absolute_sqlite(tmp_path, monkeypatch):
 
 
 def test_overrides_go_through_the_loader(tmp_path):
-    from lp_ray.spec import apply_overrides
+    from lp_ray.spec_loading import apply_overrides
 
     job = load_job(None, ["train.epochs=10", "train.lr_drops=[5, 8]", "pool.search_num=3", "data.path=./x"])
     assert (job.train.epochs, job.train.lr_drops, job.pool.search_num) == (10, [5, 8], 3)
@@ -152,7 +143,8 @@ def test_overrides_go_through_the_loader(tmp_path):
 
 
 def test_pool_options_share_the_spec_rules():
-    from lp_ray.spec import PoolSpec, with_pool_options
+    from lp_ray.spec import PoolSpec
+    from lp_ray.spec_loading import with_pool_options
 
     base = PoolSpec(search_num=4)
     got = with_pool_options(base, {"method": "average", "search_num": None, "bn_samples": 100})
@@ -201,3 +193,20 @@ def test_experiment_hash_pinned_and_blind_to_fields_at_their_default():
     assert job_changes(default_job()) == {"data": {"train_size": 4000, "test_size": 8000}}
     root = Path(__file__).resolve().parent.parent
     assert load_experiment(root / "experiments" / "default.yaml").dir_name() == "default-f29f9ab0dd"
+
+
+def test_checking_a_job_imports_no_torch():
+    """Loading and checking a job (every registry consulted) stays light: a bad spec is refused in a
+    fraction of a second, before torch (~1-2 s to import) is ever loaded."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys; from lp_ray.spec_loading import load_job, load_cluster; "
+        "load_job('jobs/cifar10-vgg16.yaml', ['imp.retrain=finetune', 'pool.method=ema']); load_job(None); "
+        "load_cluster('cluster/local.yaml'); print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
+    )
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -302,7 +302,7 @@ def ticket_probabilities(
 ) -> tuple[dict, np.ndarray]:
     """Softmax outputs on the test set of every network in `states` (as stored: its own BatchNorm
     statistics), and the labels."""
-    from lp_ray.data import load_data
+    from lp_ray.data.loading import load_data
     from lp_ray.models import build_model
     from lp_ray.training import probabilities
 
@@ -353,7 +353,8 @@ def corrupted_test_sets(pr: PoolRun, corruptions_dir: str | None, seed: int):
     from safetensors.torch import save as st_save
 
     from lp_ray.analysis import corruptions
-    from lp_ray.data import TensorSource, load_data
+    from lp_ray.data.base import TensorSource
+    from lp_ray.data.loading import load_data
 
     data = load_data(pr.job, pr.run)
     test = data.test
@@ -393,7 +394,7 @@ def corrupted_test_sets(pr: PoolRun, corruptions_dir: str | None, seed: int):
 def run_robustness(
     run_uri: str, tracking_uri: str | None, corruptions_dir: str | None = None, seed: int = 0
 ) -> tuple[list[dict], Written]:
-    from lp_ray.data import load_data
+    from lp_ray.data.loading import load_data
     from lp_ray.models import build_model
     from lp_ray.report import pooled_results
     from lp_ray.store import decode_weights

@@ -1,15 +1,26 @@
 """ImageNet as an ImageFolder (`<path>/train/<class>/*.JPEG`, `<path>/val/<class>/*.JPEG`), through the
-optional `vision` extra: torchvision is imported only here, and only when this data set is used."""
+optional `vision` extra: torchvision is imported only here, and only when this data set is used (torch
+too, inside the loader: the registry and its checks stay light)."""
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import torch
-
 from lp_ray.errors import LpRayError
 from lp_ray.spec import DataSpec
+
+FIELDS = ("path",)
+
+
+def check(d: DataSpec, fail) -> None:
+    """Nothing beyond the types: the folder is looked for by preflight, before anything starts."""
+
+
+def preflight(spec: DataSpec) -> None:
+    require_torchvision()
+    if spec.path is None or not (Path(spec.path) / "train").is_dir():
+        raise LpRayError(f"data.path={spec.path!r}: no ImageNet train/ folder there")
 
 
 def require_torchvision():
@@ -40,6 +51,8 @@ class ImageFolderSource:
         return len(self.folder)
 
     def batch(self, idx, augment, gen):
+        import torch
+
         tf = self.train_tf if augment else self.eval_tf
 
         def one(i):
@@ -50,7 +63,7 @@ class ImageFolderSource:
         return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
 
 
-def load(spec: DataSpec):
+def load(spec: DataSpec, run):
     if spec.path is None:
         raise LpRayError("data.path is not set: point it at an ImageNet folder with train/ and val/ inside")
     root = Path(spec.path).expanduser()

@@ -1,17 +1,40 @@
 """MNIST-1D (Greydanus 2020), generated offline with the mnist1d package's `make_dataset` (never its
 download path), with the job's generator arguments. The package splits 80% train / 20% test of
-`num_samples`; a job that gives `train_size` and `test_size` gets exactly those."""
+`num_samples`; a job that gives `train_size` and `test_size` gets exactly those. (torch is imported
+inside the loader: the registry and its checks stay light.)"""
 
 from __future__ import annotations
 
-import torch
-
-from lp_ray.data.base import TensorSource
 from lp_ray.spec import DataSpec
+
+FIELDS = ("num_samples", "train_size", "test_size", "generator")
+
+
+def check(d: DataSpec, fail) -> None:
+    if d.num_samples < 100:
+        fail("num_samples", f"must be at least 100, got {d.num_samples}")
+    if (d.train_size is None) != (d.test_size is None):
+        fail("train_size", "give both data.train_size and data.test_size, or neither")
+    if d.train_size is not None:
+        if d.num_samples != DataSpec.num_samples:
+            fail("num_samples", "set either data.num_samples or data.train_size and data.test_size")
+        if d.train_size < 20 or d.test_size < 10:
+            fail("train_size", f"need at least 20 train and 10 test examples, got {d.train_size}, {d.test_size}")
+        if (d.train_size + d.test_size) % 10:
+            fail(
+                "test_size",
+                f"train_size + test_size must be a multiple of 10 (examples per class), got {d.train_size + d.test_size}",
+            )
+    g = d.generator
+    if g.template_len < 1 or g.final_seq_length < 8 or len(g.padding) != 2 or g.max_translation < 0:
+        fail("generator", "template_len >= 1, final_seq_length >= 8, padding [lo, hi], max_translation >= 0")
+    if min(g.scale_coeff, g.corr_noise_scale, g.iid_noise_scale, g.shear_scale) < 0:
+        fail("generator", "scales must be >= 0")
 
 
 def load(spec: DataSpec, run):
-    from lp_ray.data.registry import generated_tensors
+    from lp_ray.data.base import TensorSource
+    from lp_ray.data.loading import generated_tensors
 
     t = generated_tensors(run, lambda: _generate(spec))
     train = TensorSource(t["x_train"], t["y_train"], 10)
@@ -19,9 +42,10 @@ def load(spec: DataSpec, run):
     return train, test, 10, tuple(t["x_train"].shape[1:])
 
 
-def _generate(spec: DataSpec) -> dict[str, torch.Tensor]:
+def _generate(spec: DataSpec) -> dict:
     import dataclasses
 
+    import torch
     from mnist1d.data import get_dataset_args, make_dataset
 
     args = get_dataset_args()

@@ -1,80 +1,47 @@
-"""The data-set registry (the one list of data-set names), and the two steps every run takes: the driver
-materializes the data set and its split into the run directory once; workers and evaluators load them
-from there."""
+"""The data-set registry: the one list of data-set names, and for each what it reads and checks.
+
+Each data set is one module (`data/<name>.py`) that owns the fields of the job's `data` section it reads
+(FIELDS, beside the common ones below), their checks (`check`), a cheap look for its files before
+anything starts (`preflight`) and its loader (`load`). A new data set is its module plus a line here.
+Nothing here imports torch (the loaders import it when called): checking a job stays light.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
-
-from lp_ray import layout
-from lp_ray.data.base import DataBundle, make_split
-from lp_ray.errors import LpRayError
+from lp_ray.data import cifar, imagenet, mnist1d, synthetic
 from lp_ray.spec import DataSpec, JobSpec
 
-
-def _mnist1d(job: JobSpec, run) -> tuple:
-    from lp_ray.data import mnist1d
-
-    return mnist1d.load(job.data, run)
+# Fields of the data section every data set reads: which one, and how its validation split is carved.
+COMMON_FIELDS = ("dataset", "val_fraction", "split_seed")
 
 
-def _cifar(job: JobSpec, run) -> tuple:
-    from lp_ray.data import cifar
-
-    return cifar.load(job.data)
-
-
-def _imagenet(job: JobSpec, run) -> tuple:
-    from lp_ray.data import imagenet
-
-    return imagenet.load(job.data)
-
-
-def _synthetic(job: JobSpec, run) -> tuple:
-    from lp_ray.data import synthetic
-
-    return synthetic.load(job.data)
-
-
-def _cifar_present(spec: DataSpec) -> None:
-    from lp_ray.data.cifar import archive_path
-
-    archive_path(spec, spec.dataset)
-
-
-def _imagenet_present(spec: DataSpec) -> None:
-    from pathlib import Path
-
-    from lp_ray.data.imagenet import require_torchvision
-
-    require_torchvision()
-    if spec.path is None or not (Path(spec.path) / "train").is_dir():
-        raise LpRayError(f"data.path={spec.path!r}: no ImageNet train/ folder there")
-
-
-def _generated(spec: DataSpec) -> None:
+def _nothing_to_find(spec: DataSpec) -> None:
     """Generated in the run directory: nothing to find beforehand."""
 
 
 @dataclass(frozen=True)
 class DataSet:
-    # (job, run directory) -> (train source, test source, num_classes, input shape)
-    load: Callable[[JobSpec, object], tuple]
+    fields: tuple[str, ...]  # the DataSpec fields it reads, beyond COMMON_FIELDS
+    # check(spec, fail): its fields' rules; fail(field, message) raises a SpecError naming the source
+    check: Callable
+    # load(job, run directory) -> (train source, test source, num_classes, input shape)
+    load: Callable
     # a cheap check that the data is there, made before anything is started or written
-    preflight: Callable[[DataSpec], None] = _generated
+    preflight: Callable[[DataSpec], None] = _nothing_to_find
+
+    def reads(self, field_name: str) -> bool:
+        return field_name in COMMON_FIELDS or field_name in self.fields
 
 
 DATASETS: dict[str, DataSet] = {
-    "mnist1d": DataSet(_mnist1d),
-    "cifar10": DataSet(_cifar, _cifar_present),
-    "cifar100": DataSet(_cifar, _cifar_present),
-    "imagenet": DataSet(_imagenet, _imagenet_present),
-    "synthetic": DataSet(_synthetic),
+    "mnist1d": DataSet(mnist1d.FIELDS, mnist1d.check, mnist1d.load),
+    "cifar10": DataSet(cifar.FIELDS, cifar.check, cifar.load, cifar.preflight),
+    "cifar100": DataSet(cifar.FIELDS, cifar.check, cifar.load, cifar.preflight),
+    "imagenet": DataSet(imagenet.FIELDS, imagenet.check, imagenet.load, imagenet.preflight),
+    "synthetic": DataSet(synthetic.FIELDS, synthetic.check, synthetic.load),
 }
 
 
@@ -82,60 +49,3 @@ def preflight(job: JobSpec) -> None:
     """Cheap checks that a data set is there, made before a run directory or MLflow run is created,
     so a missing archive leaves nothing half-made behind."""
     DATASETS[job.data.dataset].preflight(job.data)
-
-
-def materialize_data(job: JobSpec, run) -> DataBundle:
-    """Driver side: build (or find) everything the run's data needs in the run directory, so workers on
-    any node read the same examples and the same validation split forever after."""
-    return load_data(job, run, create=True)
-
-
-_CACHE: dict[tuple, DataBundle] = {}
-
-
-def load_data(job: JobSpec, run, create: bool = False) -> DataBundle:
-    key = (run.uri, repr(job.data))
-    if key in _CACHE:
-        return _CACHE[key]
-    train, test, num_classes, input_shape = DATASETS[job.data.dataset].load(job, run)
-    if run.exists(layout.SPLIT):
-        split = read_tensors(run, layout.SPLIT, ("train_idx", "val_idx"))
-        train_idx, val_idx = split["train_idx"], split["val_idx"]
-        if len(train_idx) + len(val_idx) != len(train):
-            raise LpRayError(
-                f"{run.path(layout.SPLIT)}: the stored split covers {len(train_idx) + len(val_idx)} examples "
-                f"but the training set has {len(train)}: the data set changed under this run"
-            )
-    elif create:
-        train_idx, val_idx = make_split(len(train), job.data.val_fraction, job.data.split_seed)
-        run.write_bytes(layout.SPLIT, st_save({"train_idx": train_idx, "val_idx": val_idx}))
-    else:
-        raise LpRayError(f"{run.path(layout.SPLIT)}: missing; run `lp-ray imp` on this run first")
-    bundle = DataBundle(train, test, train_idx, val_idx, num_classes, input_shape)
-    _CACHE[key] = bundle
-    return bundle
-
-
-def read_tensors(run, rel: str, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """A safetensors file the run wrote once (its split, its generated data), with the tensors it must
-    hold; corrupt bytes or a different file are one error naming it."""
-    try:
-        tensors = st_load(run.read_bytes(rel))
-    except LpRayError:
-        raise
-    except Exception as e:  # safetensors raises several types on bad bytes
-        raise LpRayError(f"{run.path(rel)}: corrupt or truncated ({str(e).splitlines()[0]}); restore it") from None
-    missing = [k for k in keys if k not in tensors]
-    if missing:
-        raise LpRayError(f"{run.path(rel)}: not this run's {rel} (no {missing[0]} tensor); restore it")
-    return tensors
-
-
-def generated_tensors(run, build: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Generated data sets are built once and stored with the run, so a package upgrade never
-    changes the examples of an existing run."""
-    if run.exists(layout.DATASET):
-        return read_tensors(run, layout.DATASET, ("x_train", "y_train", "x_test", "y_test"))
-    tensors = build()
-    run.write_bytes(layout.DATASET, st_save(tensors))
-    return tensors

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import yaml
 
-from lp_ray.spec import JobSpec, SpecError, _read_yaml, apply_overrides, job_changes, job_from_dict, load_job
+from lp_ray.spec import JobSpec, SpecError, job_changes
+from lp_ray.spec_loading import apply_overrides, job_from_dict, load_job, read_yaml
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,7 @@ def build_experiment(raw: dict, where: str, base_dir: Path, base_job: JobSpec | 
 
 
 def load_experiment(path: str | Path) -> ExperimentSpec:
-    return build_experiment(_read_yaml(path), str(path), Path(path).resolve().parent)
+    return build_experiment(read_yaml(path), str(path), Path(path).resolve().parent)
 
 
 def experiment_from_options(

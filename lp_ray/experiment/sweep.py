@@ -27,7 +27,8 @@ import pyarrow as pa
 from lp_ray import layout
 from lp_ray.errors import LpRayError
 from lp_ray.experiment.spec import ExperimentSpec, Trial
-from lp_ray.spec import ClusterSpec, job_to_dict, run_name, storage_uri, with_pool_options
+from lp_ray.spec import ClusterSpec, job_to_dict, run_name, storage_uri
+from lp_ray.spec_loading import with_pool_options
 from lp_ray.store import RunDir, check_storage_reachable, join_uri
 
 EXPERIMENT = "experiment.json"
@@ -112,11 +113,11 @@ def _trial_fn(config: dict) -> None:
 
     from lp_ray.imp.driver import run_imp
     from lp_ray.pool.command import run_pool
-    from lp_ray.spec import _build, job_from_dict
+    from lp_ray.spec_loading import build, job_from_dict
 
     t = config["trial"]
     job = job_from_dict(t["job"])
-    cluster = _build(ClusterSpec, t["cluster"], "sweep", ())
+    cluster = build(ClusterSpec, t["cluster"], "sweep", ())
     result = run_imp(job, cluster, t["tracking_uri"])
     for m in t["methods"]:
         run_pool(

@@ -20,7 +20,8 @@ from dataclasses import dataclass, replace
 import yaml
 
 from lp_ray import interrupt, layout
-from lp_ray.data import materialize_data, preflight
+from lp_ray.data.loading import materialize_data
+from lp_ray.data.registry import preflight
 from lp_ray.errors import LpRayError
 from lp_ray.progress import RoundProgress, console, make_board
 from lp_ray.spec import ClusterSpec, JobSpec, job_to_dict, run_hash, run_name, storage_uri
@@ -62,23 +63,13 @@ def prepare_run(job: JobSpec, cluster: ClusterSpec) -> RunDir:
     return run
 
 
-# Job fields that only one data set or model reads: logged to MLflow only for that one.
-_ONLY_FOR = {
-    "data.num_samples": ("data", "mnist1d"),
-    "data.train_size": ("data", "mnist1d"),
-    "data.test_size": ("data", "mnist1d"),
-    "data.generator": ("data", "mnist1d"),
-    "data.shape": ("data", "synthetic"),
-    "data.num_classes": ("data", "synthetic"),
-    "data.num_train": ("data", "synthetic"),
-    "data.num_test": ("data", "synthetic"),
-    "model.width": ("model", "conv1d"),
-}
-
-
 def flat_params(job: JobSpec) -> dict[str, object]:
-    """The job as MLflow parameters, without fields the job's data set or model does not read."""
-    used = {"data": job.data.dataset, "model": job.model.name}
+    """The job as MLflow parameters, without the data and model fields its data set and model do not
+    read (their registries say which they do)."""
+    from lp_ray.data.registry import DATASETS
+    from lp_ray.models import MODELS
+
+    reads = {"data": DATASETS[job.data.dataset].reads, "model": MODELS[job.model.name].reads}
     out = {}
     for section, values in job_to_dict(job).items():
         if not isinstance(values, dict):
@@ -86,8 +77,7 @@ def flat_params(job: JobSpec) -> dict[str, object]:
             continue
         for k, v in values.items():
             key = f"{section}.{k}"
-            only = next((o for p, o in _ONLY_FOR.items() if key == p), None)
-            if only is not None and used[only[0]] != only[1]:
+            if section in reads and not reads[section](k):
                 continue
             if isinstance(v, dict):
                 out.update({f"{key}.{kk}": vv for kk, vv in v.items()})

@@ -32,11 +32,12 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save_file
 
 from lp_ray import layout
-from lp_ray.data import load_data
+from lp_ray.data.loading import load_data
 from lp_ray.imp.retrain import RETRAIN, lr_for
 from lp_ray.models import build_model
 from lp_ray.sparsity import apply_mask, dense_mask, density, prunable_names, prune_fraction
-from lp_ray.spec import job_from_dict, run_hash
+from lp_ray.spec import run_hash
+from lp_ray.spec_loading import job_from_dict
 from lp_ray.store import (
     RunDir,
     TicketMeta,

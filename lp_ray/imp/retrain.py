@@ -1,5 +1,5 @@
 """How IMP retrains a round after pruning (docs/architecture.md, "IMP with rewinding"): the one list of
-`imp.retrain` names. Every rule trains round r >= 1 for epochs rewind_epoch .. epochs-1 under round r's
+`imp.retrain` names, and the step learning-rate schedule they share (`lr_at`). Every rule trains round r >= 1 for epochs rewind_epoch .. epochs-1 under round r's
 mask, with the data order of (seed, round, epoch); they differ in where the weights start and which
 learning rate each epoch gets. Round 0 (dense training) is the same for all. Pure: no Ray.
 
@@ -15,7 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lp_ray.spec import TrainSpec
-from lp_ray.training import lr_at
+
+
+def lr_at(spec: TrainSpec, epoch: int) -> float:
+    """Step schedule (drops by `lr_drop_factor` at each epoch in `lr_drops`), with optional linear warmup.
+    A function of the epoch alone, so a resumed or rewound round needs no scheduler state."""
+    lr = spec.lr * spec.lr_drop_factor ** sum(epoch >= d for d in spec.lr_drops)
+    if epoch < spec.warmup_epochs:
+        lr *= (epoch + 1) / spec.warmup_epochs
+    return lr
 
 
 @dataclass(frozen=True)

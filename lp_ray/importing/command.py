@@ -28,8 +28,8 @@ IMPORT_RECORD = "import.json"
 def import_run(
     source: str, fmt: str, job: JobSpec, cluster: ClusterSpec, tracking_uri: str | None
 ) -> tuple[RunDir, list]:
-    from lp_ray.data import materialize_data, preflight
-    from lp_ray.data.registry import DATASETS
+    from lp_ray.data.loading import load_sources, materialize_data
+    from lp_ray.data.registry import preflight
     from lp_ray.models import build_model
     from lp_ray.sparsity import density, prunable_names
     from lp_ray.store import read_ticket_meta, ticket_done, write_rounds_table
@@ -56,7 +56,7 @@ def import_run(
     # Everything is read and checked before anything is written: every file decoded (weights_only),
     # every ticket mapped onto lp-ray's model. (The importable data sets are read, never generated.)
     raw = form.read(folder)
-    train, _, num_classes, input_shape = DATASETS[job.data.dataset].load(job, run)
+    _, _, num_classes, input_shape = load_sources(job, run)
     model = build_model(job.model, num_classes, input_shape)
     prunable = prunable_names(model, job.imp.prune_linear)
     tickets = {r: _map(form, job, r, state, mask, model.state_dict(), prunable) for r, (state, mask) in raw.items()}

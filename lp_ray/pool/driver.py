@@ -73,14 +73,14 @@ class PoolRun:
     prunable: list[str]
 
     def test_labels(self):
-        from lp_ray.data import load_data
+        from lp_ray.data.loading import load_data
 
         test = load_data(self.job, self.run).test
         return test.batch(torch.arange(len(test)), augment=False, gen=None)[1].to(torch.int16)
 
 
 def open_run(run_uri: str) -> PoolRun:
-    from lp_ray.data import load_data
+    from lp_ray.data.loading import load_data
     from lp_ray.models import build_model
 
     run = RunDir(run_uri)

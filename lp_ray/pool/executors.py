@@ -68,11 +68,11 @@ class Executor(Protocol):
 
 def build_evaluator(job_dict: dict, run_uri: str, bn_samples: int | None, torch_threads: int) -> Evaluator:
     """An evaluator for a run, built the same way in the driver's process and in every actor."""
-    from lp_ray.data import load_data
+    from lp_ray.data.loading import load_data
     from lp_ray.models import build_model
     from lp_ray.pool.core import bn_subset
     from lp_ray.sparsity import prunable_names
-    from lp_ray.spec import job_from_dict
+    from lp_ray.spec_loading import job_from_dict
     from lp_ray.store import RunDir
 
     torch.set_num_threads(torch_threads)

@@ -1,0 +1,80 @@
+"""The two steps every run takes with its data: the driver materializes the data set and its split into
+the run directory once (`materialize_data`); workers and evaluators load them from there (`load_data`).
+Which data sets exist, and how each loads, is the registry's (`data/registry.py`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from lp_ray import layout
+from lp_ray.data.base import DataBundle, make_split
+from lp_ray.data.registry import DATASETS
+from lp_ray.errors import LpRayError
+from lp_ray.spec import JobSpec
+
+
+def materialize_data(job: JobSpec, run) -> DataBundle:
+    """Driver side: build (or find) everything the run's data needs in the run directory, so workers on
+    any node read the same examples and the same validation split forever after."""
+    return load_data(job, run, create=True)
+
+
+def load_sources(job: JobSpec, run) -> tuple:
+    """The data set's train and test sources, class count and input shape, without the split (what an
+    import needs to check tickets before it writes anything)."""
+    return DATASETS[job.data.dataset].load(job.data, run)
+
+
+_CACHE: dict[tuple, DataBundle] = {}
+
+
+def load_data(job: JobSpec, run, create: bool = False) -> DataBundle:
+    key = (run.uri, repr(job.data))
+    if key in _CACHE:
+        return _CACHE[key]
+    train, test, num_classes, input_shape = load_sources(job, run)
+    if run.exists(layout.SPLIT):
+        split = read_tensors(run, layout.SPLIT, ("train_idx", "val_idx"))
+        train_idx, val_idx = split["train_idx"], split["val_idx"]
+        if len(train_idx) + len(val_idx) != len(train):
+            raise LpRayError(
+                f"{run.path(layout.SPLIT)}: the stored split covers {len(train_idx) + len(val_idx)} examples "
+                f"but the training set has {len(train)}: the data set changed under this run"
+            )
+    elif create:
+        train_idx, val_idx = make_split(len(train), job.data.val_fraction, job.data.split_seed)
+        run.write_bytes(layout.SPLIT, st_save({"train_idx": train_idx, "val_idx": val_idx}))
+    else:
+        raise LpRayError(f"{run.path(layout.SPLIT)}: missing; run `lp-ray imp` on this run first")
+    bundle = DataBundle(train, test, train_idx, val_idx, num_classes, input_shape)
+    _CACHE[key] = bundle
+    return bundle
+
+
+def read_tensors(run, rel: str, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """A safetensors file the run wrote once (its split, its generated data), with the tensors it must
+    hold; corrupt bytes or a different file are one error naming it."""
+    try:
+        tensors = st_load(run.read_bytes(rel))
+    except LpRayError:
+        raise
+    except Exception as e:  # safetensors raises several types on bad bytes
+        raise LpRayError(f"{run.path(rel)}: corrupt or truncated ({str(e).splitlines()[0]}); restore it") from None
+    missing = [k for k in keys if k not in tensors]
+    if missing:
+        raise LpRayError(f"{run.path(rel)}: not this run's {rel} (no {missing[0]} tensor); restore it")
+    return tensors
+
+
+def generated_tensors(run, build: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Generated data sets are built once and stored with the run, so a package upgrade never
+    changes the examples of an existing run."""
+    if run.exists(layout.DATASET):
+        return read_tensors(run, layout.DATASET, ("x_train", "y_train", "x_test", "y_test"))
+    tensors = build()
+    run.write_bytes(layout.DATASET, st_save(tensors))
+    return tensors
