@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from lp_ray import layout
 from lp_ray.errors import LpRayError
 
 app = typer.Typer(
@@ -109,7 +110,6 @@ def tickets(
     """Table of a run's tickets: round, density, validation and test accuracy, path."""
     from rich.table import Table
 
-    from lp_ray import layout
     from lp_ray.progress import console
     from lp_ray.store import RunDir, finished_rounds, read_mask, read_ticket, read_ticket_meta
 
@@ -178,9 +178,8 @@ def _run_tracking_uri(cli_uri: str | None, cluster_uri: str | None, run_dir: str
 def _job_tracking_uri(cli_uri: str | None, job, cluster) -> str:
     """For imp/run: as for any command on a run, a run directory that exists already keeps logging where
     it logged (a rerun from another directory must not start a second store)."""
-    from lp_ray.imp.driver import run_dir_for
     from lp_ray.spec import storage_uri
-    from lp_ray.store import check_storage_reachable
+    from lp_ray.store import check_storage_reachable, run_dir_for
 
     check_storage_reachable(storage_uri(cluster))  # a missing bucket says so before anything reads it
     return _run_tracking_uri(cli_uri, cluster.tracking_uri, run_dir_for(job, cluster).uri)
@@ -306,8 +305,9 @@ def _experiment_report(exp_uri: str) -> None:
     table, verdicts = experiment_report.build(exp_dir)  # every record checked before anything is written
     paths = experiment_report.write(exp_dir, table, verdicts)
     experiment_report.print_table(table, verdicts)
-    console.print(f"report: {paths['report.csv']}, {paths['report.parquet']}, {paths['verdict.txt']}")
-    console.print(f"plot:   {paths['report.png']}")
+    csv, parquet, png, verdict = (paths[f] for f in layout.EXPERIMENT_REPORT)
+    console.print(f"report: {csv}, {parquet}, {verdict}")
+    console.print(f"plot:   {png}")
 
 
 @app.command()
@@ -345,7 +345,7 @@ def sweep(
     uri = resolve_tracking_uri(tracking_uri, c.tracking_uri)
     exp_dir = run_sweep(exp, c, uri, max_concurrent)
     _experiment_report(exp_dir.uri)
-    log_sweep(exp, exp_dir, uri, c, ("report.csv", "report.parquet", "report.png", "verdict.txt"))
+    log_sweep(exp, exp_dir, uri, c, layout.EXPERIMENT_REPORT)
     typer.echo(f"experiment directory: {exp_dir.uri}")
 
 
@@ -371,7 +371,6 @@ def _report_logger(run, tracking_uri: str):
     """What logs the report files to the IMP parent run's artifacts (under report/), made before any
     file is written so an unusable MLflow fails first; None when there is nothing to log to (no store
     at that URI yet: a read-only command does not create one, or no imp run of this directory in it)."""
-    from lp_ray import layout
     from lp_ray.spec import run_hash
     from lp_ray.store import read_job
     from lp_ray.tracking import Tracker, store_exists

@@ -28,6 +28,15 @@ writes them. A file that is not named here is not part of a run.
         summary.parquet                one row per finished target
     report.csv, report.parquet, report.png
     analysis/<name>/                   `lp-ray analyze <name>`: its tables (.parquet) and <name>.png
+        corruptions.safetensors        (robustness, MNIST-1D) the generated corrupted test sets, kept
+    import.json                        `lp-ray import` only: the format, each source file's sha256
+
+The experiment directory `<storage>/experiments/<name>-<hash>/` of `lp-ray sweep`:
+
+    experiment.json                    the resolved experiment and its trials (its identity)
+    trials.parquet                     trial, cell, seed, run directory, status; rebuilt at every start
+    report.csv, report.parquet, report.png, verdict.txt
+    tune/                              Ray Tune's own storage (trial logs)
 """
 
 from __future__ import annotations
@@ -46,6 +55,15 @@ ANALYSIS = "analysis"
 REPORT_FORMATS = ("csv", "parquet", "png")
 
 TRAIN = "train"
+IMPORT_RECORD = "import.json"
+
+# The experiment directory
+EXPERIMENTS = "experiments"  # under the storage path
+EXPERIMENT = "experiment.json"
+TRIALS = "trials.parquet"
+VERDICT = "verdict.txt"
+TUNE = "tune"
+EXPERIMENT_REPORT = ("report.csv", "report.parquet", "report.png", VERDICT)
 
 # Inside one epoch checkpoint (imp/loop.py writes them; a new fit resumes from the newest usable one).
 CHECKPOINT_MODEL = "model.safetensors"
@@ -129,6 +147,11 @@ def analysis_file(name: str, file: str) -> str:
 
 def report(fmt: str) -> str:
     return f"report.{fmt}"
+
+
+def corruptions() -> str:
+    """The robustness analysis's generated corrupted test sets (MNIST-1D), stored once per run."""
+    return analysis_file("robustness", "corruptions.safetensors")
 
 
 def parse_target_meta(name: str) -> int | None:

@@ -196,6 +196,22 @@ def read_job(run: RunDir):
     return job
 
 
+def write_job(run: RunDir, job) -> None:
+    """The run's job.yaml: the resolved job spec the run was made for (read back by `read_job`)."""
+    import yaml
+
+    from lp_ray.spec import job_to_dict
+
+    run.write_bytes(layout.JOB, yaml.safe_dump(job_to_dict(job), sort_keys=False).encode())
+
+
+def run_dir_for(job, cluster) -> RunDir:
+    """Where a job's run directory is: `<storage>/<job name>-<run hash>`."""
+    from lp_ray.spec import run_name, storage_uri
+
+    return RunDir(join_uri(storage_uri(cluster), run_name(job)))
+
+
 def _check_job_made_the_tickets(run: RunDir, job) -> None:
     """An edited job.yaml would have every later command read the tickets as another job's."""
     from lp_ray.spec import run_hash

@@ -361,7 +361,7 @@ def corrupted_test_sets(pr: PoolRun, corruptions_dir: str | None, seed: int):
     dataset = pr.job.data.dataset
     out = {}
     if dataset == "mnist1d":
-        rel = layout.analysis_file("robustness", "corruptions.safetensors")
+        rel = layout.corruptions()
         if pr.run.exists(rel):
             stored = st_load(pr.run.read_bytes(rel))
         else:

@@ -22,16 +22,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from lp_ray import layout
 from lp_ray.errors import LpRayError
 from lp_ray.stats import compare_counts, holm, mcnemar_p, paired_bootstrap_ci, paired_t_ci
 from lp_ray.store import RunDir
 
-EXPERIMENT, TRIALS = "experiment.json", "trials.parquet"
-
 
 def is_experiment_dir(uri: str) -> bool:
     d = RunDir(uri)
-    return d.exists(EXPERIMENT) and d.exists(TRIALS)
+    return d.exists(layout.EXPERIMENT) and d.exists(layout.TRIALS)
 
 
 def collect(exp_dir: RunDir) -> tuple[dict, dict]:
@@ -39,8 +38,8 @@ def collect(exp_dir: RunDir) -> tuple[dict, dict]:
     finished trial; `analyses` holds what `lp-ray analyze` measured of that pooled network, if anything."""
     from lp_ray.pool.driver import finished_targets, read_predictions
 
-    ident = exp_dir.read_json(EXPERIMENT)
-    trials = exp_dir.read_table(TRIALS).to_pylist()
+    ident = exp_dir.read_json(layout.EXPERIMENT)
+    trials = exp_dir.read_table(layout.TRIALS).to_pylist()
     data: dict = {}
     for row in trials:
         run = RunDir(row["run_dir"])
@@ -63,7 +62,6 @@ def _analyses_of(run: RunDir):
     """What the trial's analyses measured, as a function (method, target, pooled test acc) -> dict:
     the output ensemble's accuracy and size, LT's and the pooled network's mean corruption accuracy.
     A row is taken only while its pooled network is still the search's (same test accuracy)."""
-    from lp_ray import layout
 
     def rows(name: str, table: str) -> list[dict]:
         rel = layout.analysis_file(name, f"{table}.parquet")
@@ -192,15 +190,15 @@ def _std(x: np.ndarray) -> float:
 
 
 def write(exp_dir: RunDir, table: pa.Table, verdicts: list[str]) -> dict[str, str]:
-    exp_dir.write_table("report.parquet", table)
+    exp_dir.write_table(layout.report("parquet"), table)
     buf = io.BytesIO()
     pacsv.write_csv(table, buf)
-    exp_dir.write_bytes("report.csv", buf.getvalue())
-    exp_dir.write_bytes("verdict.txt", ("\n".join(verdicts) + "\n").encode())
+    exp_dir.write_bytes(layout.report("csv"), buf.getvalue())
+    exp_dir.write_bytes(layout.VERDICT, ("\n".join(verdicts) + "\n").encode())
     png = io.BytesIO()
     _plot(table, png)
-    exp_dir.write_bytes("report.png", png.getvalue())
-    return {k: exp_dir.uri_of(k) for k in ("report.csv", "report.parquet", "report.png", "verdict.txt")}
+    exp_dir.write_bytes(layout.report("png"), png.getvalue())
+    return {k: exp_dir.uri_of(k) for k in layout.EXPERIMENT_REPORT}
 
 
 def _plot(table: pa.Table, out) -> None:

@@ -31,17 +31,15 @@ from lp_ray.spec import ClusterSpec, job_to_dict, run_name, storage_uri
 from lp_ray.spec_loading import with_pool_options
 from lp_ray.store import RunDir, check_storage_reachable, join_uri
 
-EXPERIMENT = "experiment.json"
-TRIALS = "trials.parquet"
 TRIAL_CPU = 0.25  # what a trial's own (driver) process asks Tune for
 
 
 def experiment_dir(exp: ExperimentSpec, cluster: ClusterSpec) -> RunDir:
-    return RunDir(join_uri(join_uri(storage_uri(cluster), "experiments"), exp.dir_name()))
+    return RunDir(join_uri(join_uri(storage_uri(cluster), layout.EXPERIMENTS), exp.dir_name()))
 
 
 def trial_run(trial: Trial, cluster: ClusterSpec) -> RunDir:
-    from lp_ray.imp.driver import run_dir_for
+    from lp_ray.store import run_dir_for
 
     return run_dir_for(trial.job, cluster)
 
@@ -103,7 +101,7 @@ def write_index(
                 "status": status,
             }
         )
-    exp_dir.write_table(TRIALS, pa.Table.from_pylist(rows))
+    exp_dir.write_table(layout.TRIALS, pa.Table.from_pylist(rows))
     return rows
 
 
@@ -171,12 +169,12 @@ def run_sweep(exp: ExperimentSpec, cluster: ClusterSpec, tracking_uri: str, max_
     cluster = sweep_cluster(cluster)
     exp_dir = experiment_dir(exp, cluster)
     ident = {**exp.identity(), "trials": [{"trial": t.index, "cell": t.cell, "seed": t.seed} for t in trials]}
-    if exp_dir.exists(EXPERIMENT) and exp_dir.read_json(EXPERIMENT) != ident:
+    if exp_dir.exists(layout.EXPERIMENT) and exp_dir.read_json(layout.EXPERIMENT) != ident:
         raise LpRayError(f"{exp_dir.uri}: holds a different experiment under the same hash; move it away")
     connect(cluster, {"MLFLOW_TRACKING_URI": tracking_uri})
     check_storage(cluster, exp_dir.uri)
-    if not exp_dir.exists(EXPERIMENT):
-        exp_dir.write_json(EXPERIMENT, ident)
+    if not exp_dir.exists(layout.EXPERIMENT):
+        exp_dir.write_json(layout.EXPERIMENT, ident)
     rows = write_index(exp_dir, exp, cluster)
     todo = [t for t, row in zip(trials, rows, strict=True) if row["status"] != "done"]
     console.print(
@@ -192,7 +190,7 @@ def run_sweep(exp: ExperimentSpec, cluster: ClusterSpec, tracking_uri: str, max_
     if bad:
         raise LpRayError(
             f"{len(bad)} trial(s) did not finish ({', '.join(str(r['trial']) for r in bad)}); their logs are under "
-            f"{exp_dir.path('tune')}; rerun the same command to resume them"
+            f"{exp_dir.path(layout.TUNE)}; rerun the same command to resume them"
         )
     return exp_dir
 
@@ -241,7 +239,7 @@ def _tune(exp, todo: list[Trial], cluster, tracking_uri, max_concurrent, exp_dir
         param_space={"trial": tune.grid_search(space)},
         tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=False),
         run_config=tune.RunConfig(
-            name="tune",
+            name=layout.TUNE,
             storage_path=exp_dir.path(""),
             failure_config=tune.FailureConfig(max_failures=cluster.max_failures),
             verbose=0,

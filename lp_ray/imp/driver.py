@@ -17,8 +17,6 @@ import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 
-import yaml
-
 from lp_ray import interrupt, layout
 from lp_ray.data.loading import materialize_data
 from lp_ray.data.registry import preflight
@@ -30,10 +28,11 @@ from lp_ray.store import (
     TicketMeta,
     TrackingInfo,
     check_storage_reachable,
-    join_uri,
     read_job,
     read_ticket_meta,
+    run_dir_for,
     ticket_done,
+    write_job,
     write_rounds_table,
     write_tracking,
 )
@@ -47,10 +46,6 @@ class ImpResult:
     rounds_skipped: list[int]
 
 
-def run_dir_for(job: JobSpec, cluster: ClusterSpec) -> RunDir:
-    return RunDir(join_uri(storage_uri(cluster), run_name(job)))
-
-
 def prepare_run(job: JobSpec, cluster: ClusterSpec) -> RunDir:
     """Create or reopen the run directory; refuse one that belongs to a different job."""
     run = run_dir_for(job, cluster)
@@ -59,7 +54,7 @@ def prepare_run(job: JobSpec, cluster: ClusterSpec) -> RunDir:
         if run_hash(old) != run_hash(job):
             raise LpRayError(f"{run.path()}: holds a different job (hash {run_hash(old)}, expected {run_hash(job)})")
         job = replace(job, imp=replace(job.imp, rounds=max(job.imp.rounds, old.imp.rounds)))
-    run.write_bytes(layout.JOB, yaml.safe_dump(job_to_dict(job), sort_keys=False).encode())
+    write_job(run, job)
     return run
 
 

@@ -19,10 +19,8 @@ import torch
 from lp_ray import layout
 from lp_ray.errors import LpRayError
 from lp_ray.importing.sources import FORMATS, Format
-from lp_ray.spec import ClusterSpec, JobSpec, job_to_dict, run_hash, storage_uri
-from lp_ray.store import RunDir, TicketMeta, check_storage_reachable, join_uri, write_mask, write_ticket
-
-IMPORT_RECORD = "import.json"
+from lp_ray.spec import ClusterSpec, JobSpec, run_hash, storage_uri
+from lp_ray.store import RunDir, TicketMeta, check_storage_reachable, join_uri, write_job, write_mask, write_ticket
 
 
 def import_run(
@@ -63,9 +61,7 @@ def import_run(
     if sorted(tickets) != list(range(len(tickets))):
         raise LpRayError(f"{folder}: rounds {sorted(tickets)} are not 0, 1, 2, ...: a round is missing")
 
-    import yaml
-
-    run.write_bytes(layout.JOB, yaml.safe_dump(job_to_dict(job), sort_keys=False).encode())
+    write_job(run, job)
     data = materialize_data(job, run)
     rows = []
     for r, (state, mask) in sorted(tickets.items()):
@@ -79,7 +75,7 @@ def import_run(
             write_mask(run, layout.mask(r), mask)
         write_ticket(run, r, state, mask, meta)
         rows.append(meta)
-    run.write_json(IMPORT_RECORD, {**ident, "source": str(folder.resolve())})
+    run.write_json(layout.IMPORT_RECORD, {**ident, "source": str(folder.resolve())})
     write_rounds_table(run)
     if tracking_uri is not None:
         _log(run, job, tracking_uri, rows, fmt, folder)
