@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lp_ray import layout  # noqa: E402
 from lp_ray.data.loading import load_data  # noqa: E402
 from lp_ray.models import build_model  # noqa: E402
+from lp_ray.opened_run import open_run  # noqa: E402
 from lp_ray.pool.chain import candidate_order  # noqa: E402
 from lp_ray.pool.core import Evaluator, bn_subset, keep_count, merge  # noqa: E402
-from lp_ray.pool.driver import open_run  # noqa: E402
 from lp_ray.pool.methods import INTERPOLATION_POOL  # noqa: E402
 from lp_ray.stats import paired_bootstrap_ci  # noqa: E402
 

@@ -124,8 +124,8 @@ def lp_ray_evaluations(run: Path, spec: dict, device: str, evaluators: int, n: i
     """Evaluations/s of the pool's Ray evaluators (warm: every actor has scored once), and their peak
     memory (MB, the largest actor's)."""
     from lp_ray.cluster import connect
+    from lp_ray.opened_run import open_run
     from lp_ray.pool.core import keep_count
-    from lp_ray.pool.driver import open_run
     from lp_ray.pool.executors import EvalRequest, RayExecutor
     from lp_ray.spec_loading import load_cluster
 
@@ -158,8 +158,8 @@ def lp_ray_evaluations(run: Path, spec: dict, device: str, evaluators: int, n: i
 
 
 def bare_evaluations(run: Path, device: torch.device, n: int) -> tuple[float, float]:
+    from lp_ray.opened_run import open_run
     from lp_ray.pool.core import Evaluator, bn_subset, keep_count
-    from lp_ray.pool.driver import open_run
 
     pr = open_run(str(run))
     data = load_data(pr.job, pr.run)

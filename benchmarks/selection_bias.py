@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lp_ray import layout  # noqa: E402
 from lp_ray.data.loading import load_data  # noqa: E402
 from lp_ray.models import build_model  # noqa: E402
+from lp_ray.opened_run import open_run  # noqa: E402
 from lp_ray.pool.chain import Chain, candidate_order  # noqa: E402
 from lp_ray.pool.core import Evaluator, bn_subset, keep_count, merge  # noqa: E402
-from lp_ray.pool.driver import open_run  # noqa: E402
 from lp_ray.training import accuracy  # noqa: E402
 
 PROTOCOLS = ("val", "test", "split")

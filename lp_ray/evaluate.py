@@ -7,7 +7,8 @@ import torch
 
 from lp_ray import layout
 from lp_ray.errors import LpRayError
-from lp_ray.store import RunDir, check_sha256, decode_weights, read_job, read_ticket
+from lp_ray.pool.records import recorded_sha256
+from lp_ray.store import RunDir, check_sha256, decode_weights, read_ticket
 
 URI_TAGS = ("network_uri", "ticket_uri")
 
@@ -54,33 +55,31 @@ def read_weights(run: RunDir, rel: str, template, prunable: set[str]):
     if kind is not None and kind[0] == "ticket":
         return read_ticket(run, kind[1], template, prunable)
     data = run.read_bytes(rel)
-    if kind is not None and run.exists(layout.target_meta(kind[1], kind[2])):
-        record = layout.target_meta(kind[1], kind[2])
-        recorded = run.read_json(record).get("result", {}).get("sha256", "")
-        check_sha256(data, recorded, run.path(rel), run.path(record), f"delete {run.path(record)} and pool again")
+    recorded = recorded_sha256(run, kind[1], kind[2]) if kind is not None else None
+    if recorded is not None:
+        record = run.path(layout.target_meta(kind[1], kind[2]))
+        check_sha256(data, recorded, run.path(rel), record, f"delete {record} and pool again")
     return decode_weights(data, run.path(rel), template, prunable)
 
 
 def evaluate_uri(uri: str, tracking_uri: str | None = None) -> dict:
-    from lp_ray.data.loading import load_data
-    from lp_ray.models import build_model
-    from lp_ray.sparsity import density, prunable_names
+    from lp_ray.opened_run import open_run
+    from lp_ray.sparsity import density
     from lp_ray.training import accuracy
 
     uri = resolve_network_uri(uri, tracking_uri)
     run, rel = find_run_dir(uri)
     if not run.exists(rel):
         raise LpRayError(f"{uri}: no such file")
-    job = read_job(run)
-    data = load_data(job, run)
-    model = build_model(job.model, data.num_classes, data.input_shape)
-    prunable = prunable_names(model, job.imp.prune_linear)
-    state, mask = read_weights(run, rel, model.state_dict(), set(prunable))
+    opened = open_run(run.uri, with_tickets=False)
+    state, mask = read_weights(run, rel, opened.template, set(opened.prunable))
+    model = opened.new_model()
     model.load_state_dict(state)
     torch.set_num_threads(1)
+    data, precision = opened.data, opened.job.train.precision
     return {
         "path": run.uri_of(rel),
         "density": density(mask),
-        "val_acc": accuracy(model, data.train, data.val_idx, 1000, precision=job.train.precision),
-        "test_acc": accuracy(model, data.test, torch.arange(len(data.test)), 1000, precision=job.train.precision),
+        "val_acc": accuracy(model, data.train, data.val_idx, 1000, precision=precision),
+        "test_acc": accuracy(model, data.test, torch.arange(len(data.test)), 1000, precision=precision),
     }

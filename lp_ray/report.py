@@ -10,17 +10,8 @@ import pyarrow.csv as pacsv
 
 from lp_ray import layout
 from lp_ray.errors import LpRayError
+from lp_ray.pool.records import all_searches
 from lp_ray.store import RunDir, finished_rounds, read_ticket, read_ticket_meta
-
-
-def pooled_results(run: RunDir) -> dict[str, dict]:
-    """Every search's finished targets, read from their records on disk (never from one invocation's
-    summary), the paper's method first; each pooled network checked against its recorded sha256."""
-    from lp_ray.pool.driver import finished_targets
-
-    names = [n for n in run.list_dir(layout.POOL) if run.is_dir(layout.pool_dir(n))]  # a stray file is no search
-    searches = {name: finished_targets(run, name) for name in names}
-    return {n: searches[n] for n in sorted(searches, key=lambda n: (n != "interpolation", n)) if searches[n]}
 
 
 def build_report(run: RunDir, verify: bool = True) -> pa.Table:
@@ -39,13 +30,13 @@ def build_report(run: RunDir, verify: bool = True) -> pa.Table:
         "lt_val_acc": [100 * metas[r].val_acc for r in rounds],
         "lt_test_acc": [100 * metas[r].test_acc for r in rounds],
     }
-    searches = pooled_results(run)
+    searches = all_searches(run)
     # LT+BN (recalibrated ticket, nothing merged) is the same network in every search: take the first's.
     lt_bn = {}
     for results in searches.values():
         for r, res in results.items():
-            if res.lt_bn_test is not None:
-                lt_bn.setdefault(r, 100 * res.lt_bn_test)
+            if res.lt_bn_test_acc is not None:
+                lt_bn.setdefault(r, 100 * res.lt_bn_test_acc)
     if lt_bn:
         cols["lt_bn_test_acc"] = [lt_bn.get(r) for r in rounds]
     for name, results in searches.items():
@@ -89,7 +80,7 @@ def _analysis_columns(run: RunDir, rounds: list[int], searches: dict, cols: dict
 
 def _mcnemar_vs_lt(run: RunDir, name: str, result) -> float | None:
     """Exact McNemar p of pooled vs LT on this target's stored test predictions (None: none stored)."""
-    from lp_ray.pool.driver import read_predictions
+    from lp_ray.pool.records import read_predictions
     from lp_ray.stats import mcnemar_exact
 
     preds = read_predictions(run, name, result)

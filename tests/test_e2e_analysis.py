@@ -41,7 +41,7 @@ def test_lmc_endpoints_are_the_recalibrated_tickets(finished):
     assert "error barrier (test, pt) between adjacent tickets: 0-1 " in proc.stdout
     path = table(run, "lmc", "path")
     assert len(path) == 3 * 5  # 3 pairs x 5 points
-    lt_bn = {t: r["lt_bn_test"] for t, r in targets(run).items()}
+    lt_bn = {t: r["lt_bn_test_acc"] for t, r in targets(run).items()}
     for row in path:  # each endpoint is the ticket with its BatchNorm recalibrated: the pool's LT+BN
         if row["alpha"] == 0.0:
             assert row["test_acc"] == lt_bn[row["a"]]
@@ -59,7 +59,7 @@ def test_lmc_endpoints_are_the_recalibrated_tickets(finished):
 
 def test_a_tickets_path_to_itself_has_no_barrier(finished):
     from lp_ray.analysis import lmc
-    from lp_ray.pool.driver import open_run
+    from lp_ray.opened_run import open_run
     from lp_ray.pool.executors import build_evaluator
     from lp_ray.spec import job_to_dict
 
@@ -74,7 +74,7 @@ def test_a_tickets_path_to_itself_has_no_barrier(finished):
 def test_ensemble_of_one_ticket_is_the_ticket_and_report_shows_it(finished):
     from lp_ray.analysis import ensemble
     from lp_ray.analysis.command import ticket_probabilities
-    from lp_ray.pool.driver import open_run
+    from lp_ray.opened_run import open_run
 
     run = finished["run"]
     proc = cli("analyze", "ensemble", str(run))
@@ -83,7 +83,7 @@ def test_ensemble_of_one_ticket_is_the_ticket_and_report_shows_it(finished):
     recs = targets(run)
     for t, r in rows.items():
         assert r["members"] == 1 + len(recs[t]["accepted"])
-        assert r["pooled_test_acc"] == recs[t]["test_acc"] and r["lt_test_acc"] == recs[t]["lt_test"]
+        assert r["pooled_test_acc"] == recs[t]["test_acc"] and r["lt_test_acc"] == recs[t]["lt_test_acc"]
     pr = open_run(str(run))
     probs, labels = ticket_probabilities(pr, pr.tickets)
     for t in pr.rounds:  # one member: exactly the ticket's own test accuracy, as training recorded it

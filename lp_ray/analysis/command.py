@@ -17,7 +17,7 @@ import torch
 
 from lp_ray import interrupt, layout
 from lp_ray.errors import LpRayError
-from lp_ray.pool.driver import PoolRun, open_run
+from lp_ray.opened_run import OpenedRun, open_run
 from lp_ray.progress import console, progress_bars
 from lp_ray.spec import ClusterSpec, job_to_dict, run_hash
 from lp_ray.store import RunDir, check_storage_reachable, read_tracking
@@ -32,7 +32,7 @@ class Written:
 
 
 def write_outputs(
-    pr: PoolRun,
+    pr: OpenedRun,
     name: str,
     tables: dict[str, list[dict]],
     plot: Callable[[str], None],
@@ -56,7 +56,7 @@ def write_outputs(
     return Written([run.uri_of(f) for f in files], _log_artifacts(pr, name, files, tracking_uri))
 
 
-def _log_artifacts(pr: PoolRun, name: str, files: list[str], tracking_uri: str | None) -> str | None:
+def _log_artifacts(pr: OpenedRun, name: str, files: list[str], tracking_uri: str | None) -> str | None:
     from lp_ray.tracking import Tracker, store_exists
 
     if tracking_uri is None or not store_exists(tracking_uri):
@@ -76,7 +76,7 @@ def _log_artifacts(pr: PoolRun, name: str, files: list[str], tracking_uri: str |
     return parent
 
 
-def open_finished(run_uri: str) -> PoolRun:
+def open_finished(run_uri: str) -> OpenedRun:
     run = RunDir(run_uri)
     if not run.is_dir():
         raise LpRayError(f"{run_uri}: no such run directory")
@@ -85,7 +85,7 @@ def open_finished(run_uri: str) -> PoolRun:
     return pr
 
 
-def _executor(pr: PoolRun, cluster: ClusterSpec, parallel: int, serial: bool, tracking_uri: str | None):
+def _executor(pr: OpenedRun, cluster: ClusterSpec, parallel: int, serial: bool, tracking_uri: str | None):
     from lp_ray.pool.executors import RayExecutor, SerialExecutor, build_evaluator
 
     job_dict = job_to_dict(pr.job)
@@ -145,7 +145,7 @@ def run_lmc(
     return pairs, written
 
 
-def lmc_paths(pr: PoolRun, rounds, cluster, alphas, parallel, serial, tracking_uri, what) -> tuple[list[dict], dict]:
+def lmc_paths(pr: OpenedRun, rounds, cluster, alphas, parallel, serial, tracking_uri, what) -> tuple[list[dict], dict]:
     """Every pair of `rounds` along `alphas` on the pool's evaluators: each ticket scored once (the
     endpoints), every interior point once."""
     from lp_ray.analysis import lmc
@@ -239,16 +239,15 @@ def _plot_stability(path: str, rows: list[dict]) -> None:
 # Disagreement
 
 
-def stored_lt_predictions(pr: PoolRun) -> tuple[dict[int, np.ndarray], np.ndarray, dict[str, list[dict]]]:
+def stored_lt_predictions(pr: OpenedRun) -> tuple[dict[int, np.ndarray], np.ndarray, dict[str, list[dict]]]:
     """Every ticket's test predictions as stored by pool searches (the `lt` column of predictions_RR
     .parquet: the ticket as trained), the labels, and each search's trace."""
-    from lp_ray.pool.driver import read_predictions
-    from lp_ray.report import pooled_results
+    from lp_ray.pool.records import all_searches, read_predictions
 
     preds: dict[int, np.ndarray] = {}
     labels = None
     traces = {}
-    for search, results in pooled_results(pr.run).items():
+    for search, results in all_searches(pr.run).items():
         for t, res in results.items():
             table = read_predictions(pr.run, search, res)
             if table is None:
@@ -298,7 +297,7 @@ def run_disagreement(run_uri: str, tracking_uri: str | None) -> tuple[list[dict]
 
 
 def ticket_probabilities(
-    pr: PoolRun, states: dict, device: torch.device = torch.device("cpu")
+    pr: OpenedRun, states: dict, device: torch.device = torch.device("cpu")
 ) -> tuple[dict, np.ndarray]:
     """Softmax outputs on the test set of every network in `states` (as stored: its own BatchNorm
     statistics), and the labels."""
@@ -321,10 +320,10 @@ def ticket_probabilities(
 
 def run_ensemble(run_uri: str, tracking_uri: str | None) -> tuple[list[dict], Written]:
     from lp_ray.analysis import ensemble
-    from lp_ray.report import pooled_results
+    from lp_ray.pool.records import all_searches
 
     pr = open_finished(run_uri)
-    searches = pooled_results(pr.run)
+    searches = all_searches(pr.run)
     if not searches:
         raise LpRayError(f"{pr.run.uri}: no pool search to compare with; run `lp-ray pool {pr.run.uri}` first")
     probs, labels = ticket_probabilities(pr, pr.tickets)
@@ -345,7 +344,7 @@ def run_ensemble(run_uri: str, tracking_uri: str | None) -> tuple[list[dict], Wr
 # Robustness: LT and pooled networks on corrupted test sets
 
 
-def corrupted_test_sets(pr: PoolRun, corruptions_dir: str | None, seed: int):
+def corrupted_test_sets(pr: OpenedRun, corruptions_dir: str | None, seed: int):
     """(family, severity) -> a test Source with the same labels, for the run's data set: MNIST-1D
     families generated once and stored in the run (analysis/robustness/corruptions.safetensors), or the
     CIFAR-C archives in `corruptions_dir`."""
@@ -396,7 +395,7 @@ def run_robustness(
 ) -> tuple[list[dict], Written]:
     from lp_ray.data.loading import load_data
     from lp_ray.models import build_model
-    from lp_ray.report import pooled_results
+    from lp_ray.pool.records import all_searches
     from lp_ray.store import decode_weights
     from lp_ray.training import accuracy
 
@@ -406,7 +405,7 @@ def run_robustness(
     model = build_model(pr.job.model, data.num_classes, data.input_shape)
     precision = pr.job.train.precision
     networks = {("LT", r): pr.tickets[r] for r in pr.rounds}
-    for search, results in pooled_results(pr.run).items():
+    for search, results in all_searches(pr.run).items():
         for t in results:
             rel = layout.target_weights(search, t)
             networks[search, t] = decode_weights(pr.run.read_bytes(rel), pr.run.path(rel), model.state_dict())[0]

@@ -29,7 +29,7 @@ def rows(search: str, records: list, probs: dict[int, np.ndarray], labels: np.nd
                 "target": rec.target,
                 "density": rec.density,
                 "members": len(members),
-                "lt_test_acc": rec.lt_test,
+                "lt_test_acc": rec.lt_test_acc,
                 "pooled_test_acc": rec.test_acc,
                 "ensemble_test_acc": ensemble_accuracy([probs[m] for m in members], labels),
             }

@@ -36,7 +36,7 @@ def is_experiment_dir(uri: str) -> bool:
 def collect(exp_dir: RunDir) -> tuple[dict, dict]:
     """{(cell, method): {target: {seed: (lt, lt_bn, pooled, density, b, c, analyses)}}} from every
     finished trial; `analyses` holds what `lp-ray analyze` measured of that pooled network, if anything."""
-    from lp_ray.pool.driver import finished_targets, read_predictions
+    from lp_ray.pool.records import finished_targets, read_predictions
 
     ident = exp_dir.read_json(layout.EXPERIMENT)
     trials = exp_dir.read_table(layout.TRIALS).to_pylist()
@@ -52,7 +52,15 @@ def collect(exp_dir: RunDir) -> tuple[dict, dict]:
                     y, lt, pooled = (preds.column(k).to_numpy() for k in ("label", "lt", "pooled"))
                     b, c = int(((lt == y) & (pooled != y)).sum()), int(((lt != y) & (pooled == y)).sum())
                 cell = data.setdefault((row["cell"], m), {}).setdefault(t, {})
-                cell[row["seed"]] = (r.lt_test, r.lt_bn_test, r.test_acc, r.density, b, c, measured(m, t, r.test_acc))
+                cell[row["seed"]] = (
+                    r.lt_test_acc,
+                    r.lt_bn_test_acc,
+                    r.test_acc,
+                    r.density,
+                    b,
+                    c,
+                    measured(m, t, r.test_acc),
+                )
     if not data:
         raise LpRayError(f"{exp_dir.uri}: no trial has finished a pool search yet; run `lp-ray sweep` first")
     return ident, data

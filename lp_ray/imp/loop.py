@@ -32,10 +32,9 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save_file
 
 from lp_ray import layout
-from lp_ray.data.loading import load_data
 from lp_ray.imp.retrain import RETRAIN, lr_for
-from lp_ray.models import build_model
-from lp_ray.sparsity import apply_mask, dense_mask, density, prunable_names, prune_fraction
+from lp_ray.opened_run import OpenedRun
+from lp_ray.sparsity import apply_mask, dense_mask, density, prune_fraction
 from lp_ray.spec import run_hash
 from lp_ray.spec_loading import job_from_dict
 from lp_ray.store import (
@@ -139,19 +138,20 @@ class _Worker:
     def __init__(self, cfg: ImpConfig, job, run: RunDir, rank: int, world: int, device):
         self.cfg, self.job, self.run = cfg, job, run
         self.rank, self.world, self.device = rank, world, device
-        self.data = load_data(job, run).to(device)  # resident on a GPU for the whole job
+        self.opened = OpenedRun.of(job, run)
+        self.data = self.opened.data.to(device)  # resident on a GPU for the whole job
 
     def _fresh_model(self):
         # As a round of its own would: the same seeded initialization on every rank (round 0 trains it;
         # later rounds overwrite it with the rewind point).
         torch.manual_seed(self.job.train.seed)
-        return build_model(self.job.model, self.data.num_classes, self.data.input_shape)
+        return self.opened.new_model()
 
     def round(self, r: int, resume: Resume | None) -> None:
         job, T, run, rank, world = self.job, self.job.train, self.run, self.rank, self.world
         t_start = time.perf_counter()
         model = self._fresh_model()
-        names = prunable_names(model, job.imp.prune_linear)
+        names = self.opened.prunable
         mask = self._mask(r, model.state_dict(), names)
         if resume is not None:
             model.load_state_dict(resume.model)

@@ -1,4 +1,4 @@
-"""`lp-ray pool`: the plumbing around the pure driver: Ray or serial executor, progress, MLflow."""
+"""`lp-ray pool`: the plumbing around the search (pool/search.py): Ray or serial executor, progress, MLflow."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from dataclasses import dataclass
 
 from lp_ray import layout
 from lp_ray.errors import LpRayError
-from lp_ray.pool.driver import PoolDriver, PoolRun, TargetResult, check_targets, open_run
+from lp_ray.opened_run import OpenedRun, open_run
+from lp_ray.pool.records import TargetResult
+from lp_ray.pool.search import PoolSearch, check_targets
 from lp_ray.progress import console, progress_bars
 from lp_ray.spec import ClusterSpec, PoolSpec, job_to_dict, run_hash
 from lp_ray.store import check_storage_reachable, read_tracking
@@ -76,26 +78,26 @@ def run_pool(
         raise LpRayError(f"unknown executor {executor!r} (serial or ray)")
 
     view = SearchView(settings)
-    driver = PoolDriver(pr, settings, ex, view, name)
+    search = PoolSearch(pr, settings, ex, view, name)
     console.print(
-        f"[bold]lp-ray pool[/] {settings.method} on {pr.run.uri}: {len(driver.targets)} target(s), "
+        f"[bold]lp-ray pool[/] {settings.method} on {pr.run.uri}: {len(search.targets)} target(s), "
         f"{ex.parallel} evaluation(s) in parallel -> {pr.run.uri_of(folder)}"
     )
     t0 = time.time()
     try:
         with view:
-            results = driver.run()
+            results = search.run()
     finally:
         ex.close()
     seconds = time.time() - t0
     if tracker is not None:
-        _log_pool(tracker, pr, settings, name, results, driver.pooled_now, seconds, driver.evaluations_done)
+        _log_pool(tracker, pr, settings, name, results, search.pooled_now, seconds, search.evaluations_done)
     return PoolOutcome(
         results,
         pr.run.uri_of(folder),
         seconds,
-        driver.evaluations_done,
-        driver.evaluations_replayed,
+        search.evaluations_done,
+        search.evaluations_replayed,
         ex.parallel,
     )
 
@@ -149,7 +151,7 @@ class SearchView:
             self.targets_done += 1
         r, how = result, "done already" if skipped else "pooled"
         console.print(
-            f"target {r.target:2d}  {how}: density {100 * r.density:6.2f}%  LT test {100 * r.lt_test:.2f}%  "
+            f"target {r.target:2d}  {how}: density {100 * r.density:6.2f}%  LT test {100 * r.lt_test_acc:.2f}%  "
             f"pooled test {100 * r.test_acc:.2f}% ({100 * r.gain:+.2f})  accepted {r.accepted or '-'}"
         )
         self._refresh()
@@ -159,7 +161,7 @@ class SearchView:
 # MLflow
 
 
-def _tracker(pr: PoolRun, tracking_uri: str | None):
+def _tracker(pr: OpenedRun, tracking_uri: str | None):
     from lp_ray.tracking import Tracker
 
     if tracking_uri is None:
@@ -167,7 +169,7 @@ def _tracker(pr: PoolRun, tracking_uri: str | None):
     return Tracker(tracking_uri, pr.job.name, run_hash(pr.job))
 
 
-def _imp_run_id(tracker, pr: PoolRun) -> str | None:
+def _imp_run_id(tracker, pr: OpenedRun) -> str | None:
     info = read_tracking(pr.run)
     if info is not None and info.tracking_uri == tracker.uri:
         return info.imp_run_id
@@ -176,7 +178,7 @@ def _imp_run_id(tracker, pr: PoolRun) -> str | None:
 
 def _log_pool(
     tracker,
-    pr: PoolRun,
+    pr: OpenedRun,
     settings: PoolSpec,
     name: str,
     results: dict[int, TargetResult],
@@ -203,7 +205,7 @@ def _log_pool(
 
 
 def _log_pool_results(
-    tracker, pr: PoolRun, name: str, pool_run: str, results, pooled_now, seconds, evaluations
+    tracker, pr: OpenedRun, name: str, pool_run: str, results, pooled_now, seconds, evaluations
 ) -> None:
     from lp_ray.report import write_plot
 
@@ -217,12 +219,16 @@ def _log_pool_results(
             {
                 "val_acc": r.val_acc,
                 "test_acc": r.test_acc,
-                "lt_test_acc": r.lt_test,
-                "lt_val_acc": r.lt_val,
+                "lt_test_acc": r.lt_test_acc,
+                "lt_val_acc": r.lt_val_acc,
                 # in points, so MLflow charts them readably (a fraction charts as 0.00)
                 "gain_pt": 100 * r.gain,
                 "density": r.density,
-                **({} if r.lt_bn_test is None else {"lt_bn_test_acc": r.lt_bn_test, "lt_bn_val_acc": r.lt_bn_val}),
+                **(
+                    {}
+                    if r.lt_bn_test_acc is None
+                    else {"lt_bn_test_acc": r.lt_bn_test_acc, "lt_bn_val_acc": r.lt_bn_val_acc}
+                ),
             },
             {
                 "network_uri": r.path,

@@ -1,4 +1,4 @@
-"""Executors run evaluations for the pool driver (docs/architecture.md, "The parallel schedule"). Two
+"""Executors run evaluations for the pool search (docs/architecture.md, "The parallel schedule"). Two
 implementations of one small protocol:
 
 - `SerialExecutor`: in-process, one evaluation at a time, in submission order (tests, debugging).
@@ -68,25 +68,21 @@ class Executor(Protocol):
 
 def build_evaluator(job_dict: dict, run_uri: str, bn_samples: int | None, torch_threads: int) -> Evaluator:
     """An evaluator for a run, built the same way in the driver's process and in every actor."""
-    from lp_ray.data.loading import load_data
-    from lp_ray.models import build_model
+    from lp_ray.opened_run import OpenedRun
     from lp_ray.pool.core import bn_subset
-    from lp_ray.sparsity import prunable_names
     from lp_ray.spec_loading import job_from_dict
     from lp_ray.store import RunDir
 
     torch.set_num_threads(torch_threads)
     job = job_from_dict(job_dict)
-    run = RunDir(run_uri)
-    data = load_data(job, run)
-    model = build_model(job.model, data.num_classes, data.input_shape)
+    opened = OpenedRun.of(job, RunDir(run_uri))
     # An actor given a GPU (a fraction: four at num_gpus 0.25 share one) keeps model and data on it.
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     return Evaluator(
-        model,
-        data,
-        prunable_names(model, job.imp.prune_linear),
-        bn_subset(data.train_idx, bn_samples, job.data.split_seed),
+        opened.new_model(),
+        opened.data,
+        opened.prunable,
+        bn_subset(opened.data.train_idx, bn_samples, job.data.split_seed),
         job.train.batch_size,
         device,
         job.train.precision,

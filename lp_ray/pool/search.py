@@ -1,7 +1,8 @@
-"""The pool driver: holds every target's greedy chain, feeds evaluations to an executor, decides, and
-writes results as it goes (docs/architecture.md, "The parallel schedule"). It writes into
-`pool/<name>/` (layout.py): settings.json, trace.parquet (rewritten atomically after every decided
-step), target_RR.safetensors + target_RR.json per target, summary.parquet.
+"""The search: the schedule of Lottery Pools over every target's greedy chain. `PoolSearch` holds the
+chains, feeds evaluations to an executor, decides, and writes results as it goes (docs/architecture.md,
+"The parallel schedule") into `pool/<name>/` through `records.py`: settings.json, trace.parquet
+(rewritten atomically after every decided step), target_RR.safetensors + target_RR.json per target,
+summary.parquet.
 
 A target is finished when its target_RR.json exists. An unfinished chain is rebuilt from the trace on
 restart (decisions are a function of the recorded accuracies), so nothing finished is re-evaluated.
@@ -10,92 +11,20 @@ Whoever runs the driver follows the search through a `SearchListener`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Protocol
-
-import pyarrow as pa
-import torch
 
 from lp_ray import interrupt, layout
 from lp_ray.errors import LpRayError
+from lp_ray.opened_run import OpenedRun
+from lp_ray.pool import records
 from lp_ray.pool.chain import Chain, Decision, candidate_order
 from lp_ray.pool.core import Control, Final, keep_count, merge
 from lp_ray.pool.executors import ControlRequest, EvalRequest, Executor, FinalRequest
 from lp_ray.pool.methods import METHODS
-from lp_ray.sparsity import prunable_names
-from lp_ray.spec import JobSpec, PoolSpec
-from lp_ray.store import (
-    RunDir,
-    TicketMeta,
-    check_sha256,
-    encode_weights,
-    finished_rounds,
-    read_job,
-    read_ticket,
-    read_ticket_meta,
-    sha256,
-)
-
-
-@dataclass
-class TargetResult:
-    target: int
-    density: float
-    lt_val: float
-    lt_test: float
-    val_acc: float
-    test_acc: float
-    accepted: list[int]
-    alphas: list[float]
-    path: str
-    sha256: str
-    # The LT+BN control (the ticket recalibrated, nothing merged) and the per-example predictions file;
-    # None in records written before they existed.
-    lt_bn_val: float | None = None
-    lt_bn_test: float | None = None
-    predictions_sha256: str | None = None
-
-    @property
-    def gain(self) -> float:
-        return self.test_acc - self.lt_test
-
-
-@dataclass
-class PoolRun:
-    """What the driver needs about a run directory, loaded once."""
-
-    run: RunDir
-    job: JobSpec
-    rounds: list[int]
-    tickets: dict[int, dict[str, torch.Tensor]]
-    masks: dict[int, dict[str, torch.Tensor]]
-    metas: dict[int, TicketMeta]
-    prunable: list[str]
-
-    def test_labels(self):
-        from lp_ray.data.loading import load_data
-
-        test = load_data(self.job, self.run).test
-        return test.batch(torch.arange(len(test)), augment=False, gen=None)[1].to(torch.int16)
-
-
-def open_run(run_uri: str) -> PoolRun:
-    from lp_ray.data.loading import load_data
-    from lp_ray.models import build_model
-
-    run = RunDir(run_uri)
-    job = read_job(run)
-    rounds = finished_rounds(run)
-    if not rounds:
-        raise LpRayError(f"{run_uri}: no finished IMP rounds to pool")
-    data = load_data(job, run)
-    model = build_model(job.model, data.num_classes, data.input_shape)
-    template, prunable = model.state_dict(), prunable_names(model, job.imp.prune_linear)
-    tickets, masks, metas = {}, {}, {}
-    for r in rounds:
-        tickets[r], masks[r] = read_ticket(run, r, template, set(prunable))
-        metas[r] = read_ticket_meta(run, r)
-    return PoolRun(run, job, rounds, tickets, masks, metas, prunable)
+from lp_ray.pool.records import StepRecord, TargetResult
+from lp_ray.spec import PoolSpec
+from lp_ray.store import encode_weights, sha256
 
 
 @dataclass
@@ -143,10 +72,10 @@ class QuietListener:
         pass
 
 
-class PoolDriver:
+class PoolSearch:
     def __init__(
         self,
-        pr: PoolRun,
+        pr: OpenedRun,
         settings: PoolSpec,
         executor: Executor,
         listener: SearchListener | None = None,
@@ -157,11 +86,9 @@ class PoolDriver:
         self.listener = listener or QuietListener()
         self.name = settings.method if name is None else name
         self.folder = layout.pool_dir(self.name)
-        run = pr.run
         self.targets = check_targets(settings, pr.rounds)
-        self._check_settings(run)
-        trace = layout.trace(self.name)
-        self.trace_rows: list[dict] = run.read_table(trace).to_pylist() if run.exists(trace) else []
+        records.claim_settings(pr.run, self.name, settings.identity(pr.rounds))
+        self.trace_rows: list[dict] = records.read_trace(pr.run, self.name)
         self.results: dict[int, TargetResult] = {}
         self.chains: dict[int, Chain] = {}
         self.current: dict[int, dict] = {}
@@ -173,20 +100,6 @@ class PoolDriver:
         self.pooled_now: set[int] = set()  # targets this run wrote (the others were finished before)
 
     # --- setup ------------------------------------------------------------------------------------
-
-    def _check_settings(self, run: RunDir) -> None:
-        ident = self.s.identity(self.pr.rounds)
-        rel = layout.pool_settings(self.name)
-        if run.exists(rel):
-            old = run.read_json(rel)
-            if old != ident:
-                diff = sorted(k for k in set(old) | set(ident) if old.get(k) != ident.get(k))
-                raise LpRayError(
-                    f"{run.path(self.folder)}: holds a search with different settings ({', '.join(diff)}); "
-                    f"pass --overwrite to start it over or --name to keep both"
-                )
-        else:
-            run.write_json(rel, ident)
 
     def keep_for(self, target: int) -> int | None:
         return keep_count(self.pr.masks[target])
@@ -249,7 +162,7 @@ class PoolDriver:
     def run(self) -> dict[int, TargetResult]:
         for t in self.pr.rounds:
             self.ex.put(("ticket", t), self.pr.tickets[t])
-        done = finished_targets(self.pr.run, self.name)
+        done = records.finished_targets(self.pr.run, self.name)
         for t in self.targets:
             if t in done:
                 self.results[t] = done[t]
@@ -298,8 +211,8 @@ class PoolDriver:
             outstanding += self._submit_next(chain, open_steps)
         # Everything finished in this folder, not only this run's targets: a run over fewer targets
         # never shrinks the summary (or the report and MLflow runs built from it).
-        self.results = finished_targets(self.pr.run, self.name)
-        self._write_summary()
+        self.results = records.finished_targets(self.pr.run, self.name)
+        records.write_summary(self.pr.run, self.name, self.results)
         return self.results
 
     def _submit_next(self, chain: Chain, open_steps: dict) -> int:
@@ -363,56 +276,39 @@ class PoolDriver:
                     "node": e.node,
                 }
             )
-        self.pr.run.write_table(layout.trace(self.name), trace_table(self.trace_rows))
+        records.write_trace(self.pr.run, self.name, self.trace_rows)
 
     def _write_target(self, chain: Chain, final: Final, control: Control) -> None:
+        """Predictions and weights first, target_RR.json last (the target's "done" marker)."""
         t, run, m = chain.target, self.pr.run, self.pr.metas[chain.target]
-        preds = predictions_table(self.pr.test_labels(), control, final)
+        preds = records.predictions_table(
+            self.pr.test_labels(), control.lt_test_pred, control.lt_bn.test_pred, final.test_pred
+        )
         pred_rel = layout.predictions(self.name, t)
         run.write_table(pred_rel, preds)
         rel = layout.target_weights(self.name, t)
         data = encode_weights(final.state, final.mask, {"target": str(t), "method": self.s.method})
         run.write_bytes(rel, data)
         result = TargetResult(
-            t,
-            final.density,
-            m.val_acc,
-            m.test_acc,
-            final.val_acc,
-            final.test_acc,
-            [d.step.candidate for d in chain.accepted],
-            [d.alpha for d in chain.accepted],
-            run.uri_of(rel),
-            sha256(data),
-            control.lt_bn.val_acc,
-            control.lt_bn.test_acc,
-            sha256(run.read_bytes(pred_rel)),
+            target=t,
+            density=final.density,
+            lt_val_acc=m.val_acc,
+            lt_test_acc=m.test_acc,
+            val_acc=final.val_acc,
+            test_acc=final.test_acc,
+            accepted=[d.step.candidate for d in chain.accepted],
+            alphas=[d.alpha for d in chain.accepted],
+            path=run.uri_of(rel),
+            sha256=sha256(data),
+            lt_bn_val_acc=control.lt_bn.val_acc,
+            lt_bn_test_acc=control.lt_bn.test_acc,
+            predictions_sha256=sha256(run.read_bytes(pred_rel)),
         )
-        run.write_json(
-            layout.target_meta(self.name, t),
-            {
-                "result": asdict(result),
-                "method": self.s.method,
-                "gain": result.gain,
-                "steps": [
-                    {
-                        "step": d.step.index,
-                        "candidate": d.step.candidate,
-                        "alpha": d.alpha,
-                        "val_acc": d.val_acc,
-                        "accepted": d.accepted,
-                    }
-                    for d in chain.decisions
-                ],
-            },
-        )
+        steps = [StepRecord(d.step.index, d.step.candidate, d.alpha, d.val_acc, d.accepted) for d in chain.decisions]
+        records.write_target(run, self.name, result, self.s.method, steps)
         self.results[t] = result
         self.pooled_now.add(t)
         self.listener.on_target_done(result, skipped=False)
-
-    def _write_summary(self) -> None:
-        rows = [self.results[t] for t in sorted(self.results)]
-        self.pr.run.write_table(layout.summary(self.name), summary_table(rows))
 
 
 def check_targets(settings: PoolSpec, rounds: list[int]) -> list[int]:
@@ -422,91 +318,3 @@ def check_targets(settings: PoolSpec, rounds: list[int]) -> list[int]:
     if missing:
         raise LpRayError(f"--targets: round(s) {missing} have no finished ticket (finished: {rounds})")
     return sorted(set(targets))
-
-
-def finished_targets(run: RunDir, name: str) -> dict[int, TargetResult]:
-    """Every finished target of the search pool/<name>/ on disk (target_RR.json written last), each
-    pooled network checked against the sha256 its record holds."""
-    out = {}
-    for entry in run.list_dir(layout.pool_dir(name)):
-        t = layout.parse_target_meta(entry)
-        if t is None:
-            continue
-        rel = layout.target_meta(name, t)
-        try:
-            result = TargetResult(**run.read_json(rel)["result"])
-        except (KeyError, TypeError):
-            raise LpRayError(
-                f"{run.path(rel)}: not a pooled-target record; delete it to pool target {t} again"
-            ) from None
-        weights = layout.target_weights(name, t)
-        fix = f"delete {run.path(rel)} to pool target {t} again"
-        check_sha256(run.read_bytes(weights), result.sha256, run.path(weights), run.path(rel), fix)
-        out[t] = result
-    return dict(sorted(out.items()))
-
-
-def predictions_table(labels, control: Control, pooled: Final) -> pa.Table:
-    """Per test example: its label and the predicted class of LT, LT+BN and the pooled network, so any
-    paired statistic (McNemar, disagreement) can be computed later without the weights."""
-    return pa.table(
-        {
-            "example": pa.array(range(len(labels)), pa.int32()),
-            "label": pa.array(labels.numpy(), pa.int16()),
-            "lt": pa.array(control.lt_test_pred.numpy(), pa.int16()),
-            "lt_bn": pa.array(control.lt_bn.test_pred.numpy(), pa.int16()),
-            "pooled": pa.array(pooled.test_pred.numpy(), pa.int16()),
-        }
-    )
-
-
-def read_predictions(run: RunDir, name: str, result: TargetResult) -> pa.Table | None:
-    """A finished target's predictions, checked against its record (None for records without them)."""
-    if result.predictions_sha256 is None:
-        return None
-    import io
-
-    import pyarrow.parquet as pq
-
-    rel = layout.predictions(name, result.target)
-    data = run.read_bytes(rel)  # read once: checked, then parsed from the same bytes
-    record = run.path(layout.target_meta(name, result.target))
-    check_sha256(data, result.predictions_sha256, run.path(rel), record, f"delete {record} to pool it again")
-    return pq.read_table(io.BytesIO(data))
-
-
-def trace_table(rows: list[dict]) -> pa.Table:
-    schema = pa.schema(
-        [
-            ("target", pa.int32()),
-            ("step", pa.int32()),
-            ("candidate", pa.int32()),
-            ("alpha", pa.float64()),
-            ("val_acc", pa.float64()),
-            ("accepted", pa.bool_()),
-            ("density", pa.float64()),
-            ("seconds", pa.float64()),
-            ("node", pa.string()),
-        ]
-    )
-    return pa.Table.from_pylist(rows, schema=schema)
-
-
-def summary_table(rows: list[TargetResult]) -> pa.Table:
-    return pa.table(
-        {
-            "target": pa.array([r.target for r in rows], pa.int32()),
-            "density": [r.density for r in rows],
-            "lt_val_acc": [r.lt_val for r in rows],
-            "lt_test_acc": [r.lt_test for r in rows],
-            "val_acc": [r.val_acc for r in rows],
-            "test_acc": [r.test_acc for r in rows],
-            "gain": [r.gain for r in rows],
-            "lt_bn_val_acc": [r.lt_bn_val for r in rows],
-            "lt_bn_test_acc": [r.lt_bn_test for r in rows],
-            "accepted": pa.array([r.accepted for r in rows], pa.list_(pa.int32())),
-            "alphas": pa.array([r.alphas for r in rows], pa.list_(pa.float64())),
-            "path": [r.path for r in rows],
-            "sha256": [r.sha256 for r in rows],
-        }
-    )

@@ -1,4 +1,4 @@
-"""The pool driver with the serial executor on a hand-built run directory (no Ray, no training):
+"""The pool search with the serial executor on a hand-built run directory (no Ray, no training):
 exact densities, output files, resume from a partial trace without re-evaluating anything."""
 
 import pytest
@@ -8,8 +8,9 @@ import yaml
 from lp_ray.data.loading import materialize_data
 from lp_ray.errors import LpRayError
 from lp_ray.models import build_model
-from lp_ray.pool.driver import PoolDriver, QuietListener, open_run
+from lp_ray.opened_run import open_run
 from lp_ray.pool.executors import SerialExecutor, build_evaluator
+from lp_ray.pool.search import PoolSearch, QuietListener
 from lp_ray.sparsity import dense_mask, prunable_names, prune_fraction, survivors
 from lp_ray.spec import PoolSpec, job_to_dict
 from lp_ray.spec_loading import job_from_dict
@@ -53,7 +54,7 @@ def make_run(path) -> str:
 
 
 class Recorder(QuietListener):
-    """Writes down which events the driver sent, by name."""
+    """Writes down which events the search sent, by name."""
 
     def __init__(self, events: list):
         self.events = events
@@ -68,8 +69,8 @@ class Recorder(QuietListener):
 def pool(uri, settings, events=None):
     pr = open_run(uri)
     ex = SerialExecutor(build_evaluator(job_to_dict(pr.job), uri, settings.bn_samples, 1))
-    driver = PoolDriver(pr, settings, ex, Recorder(events) if events is not None else None)
-    return driver, driver.run()
+    search = PoolSearch(pr, settings, ex, Recorder(events) if events is not None else None)
+    return search, search.run()
 
 
 def test_pooled_tickets_have_exactly_target_density(tmp_path):
@@ -99,7 +100,7 @@ def test_resume_from_partial_trace_reevaluates_nothing(tmp_path):
     trace = run.read_table("pool/interpolation/trace.parquet").to_pylist()
 
     # Simulate a crash: targets 2 and 3 unfinished, their trace cut after two decided steps.
-    from lp_ray.pool.driver import trace_table
+    from lp_ray.pool.records import trace_table
 
     kept = [r for r in trace if r["target"] in (0, 1) or r["step"] < 2]
     run.write_table("pool/interpolation/trace.parquet", trace_table(kept))
@@ -143,7 +144,7 @@ def test_controls_predictions_and_the_no_accept_rule(tmp_path):
     network (the one whose validation accuracy the chain decided on), and every stored prediction
     column scores the accuracy its record says."""
     from lp_ray.data.loading import load_data
-    from lp_ray.pool.driver import read_predictions
+    from lp_ray.pool.records import read_predictions
     from lp_ray.training import accuracy
 
     uri = make_run(tmp_path / "run")
@@ -156,19 +157,19 @@ def test_controls_predictions_and_the_no_accept_rule(tmp_path):
     none_accepted = 0
     for t, r in results.items():
         step0 = next(row for row in trace if row["target"] == t and row["step"] == 0)
-        assert r.lt_bn_val == step0["val_acc"]  # the control is step 0's network, scored on test too
+        assert r.lt_bn_val_acc == step0["val_acc"]  # the control is step 0's network, scored on test too
         preds = read_predictions(run, "average", r).to_pydict()
         label = preds["label"]
 
         def score(col, preds=preds, label=label):
             return sum(p == y for p, y in zip(preds[col], label, strict=True)) / len(label)
 
-        assert score("pooled") == r.test_acc and score("lt_bn") == r.lt_bn_test
+        assert score("pooled") == r.test_acc and score("lt_bn") == r.lt_bn_test_acc
         model.load_state_dict(pr.tickets[t])  # LT: the ticket as trained, scored directly
         assert score("lt") == accuracy(model, data.test, torch.arange(len(data.test)))
         if not r.accepted:
             none_accepted += 1
-            assert (r.val_acc, r.test_acc) == (r.lt_bn_val, r.lt_bn_test)
+            assert (r.val_acc, r.test_acc) == (r.lt_bn_val_acc, r.lt_bn_test_acc)
             assert preds["pooled"] == preds["lt_bn"]
             state, mask = decode_weights(run.read_bytes(f"pool/average/target_{t:02d}.safetensors"), "x")
             assert all(torch.equal(mask[n], pr.masks[t][n]) for n in mask)
