@@ -33,11 +33,6 @@ TrackingOpt = typer.Option(
 )
 
 
-def _fail(message: str, code: int = 1) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
 INTERRUPTED = "interrupted: finished work is kept; rerun the same command to resume"
 
 
@@ -88,16 +83,17 @@ def imp(
     submit: bool = SubmitOpt,
 ) -> None:
     """Train IMP with rewinding on Ray Train: one checkpointed, resumable fit() per round."""
-    from lp_ray.imp.driver import run_imp
+    from lp_ray.imp.command import run_imp
     from lp_ray.spec import run_name
     from lp_ray.spec_loading import load_cluster
+    from lp_ray.submit import submission_id
 
     if rounds is not None and rounds < 1:
         raise LpRayError(f"--rounds must be at least 1, got {rounds}")
     j = _job(job, [*(overrides or []), *([f"imp.rounds={rounds}"] if rounds is not None else [])])
     c = load_cluster(cluster)
     if submit:
-        return _submit(f"lp-ray-imp-{run_name(j)}", c)
+        return _submit(submission_id("imp", run_name(j)), c)
     result = run_imp(j, c, _job_tracking_uri(tracking_uri, j, c))
     typer.echo(f"run directory: {result.run.uri}")
 
@@ -163,38 +159,16 @@ def _floats(text: str | None, what: str) -> list[float] | None:
 
 
 def _run_tracking_uri(cli_uri: str | None, cluster_uri: str | None, run_dir: str) -> str:
-    """For commands on an existing run: an explicit URI wins, else where that run's IMP logged."""
-    import os
+    from lp_ray.store import RunDir
+    from lp_ray.tracking import tracking_uri_for_run
 
-    from lp_ray.store import RunDir, read_tracking
-    from lp_ray.tracking import resolve_tracking_uri
-
-    if cli_uri or os.environ.get("MLFLOW_TRACKING_URI") or cluster_uri:
-        return resolve_tracking_uri(cli_uri, cluster_uri)
-    info = read_tracking(RunDir(run_dir))
-    return info.tracking_uri if info is not None else resolve_tracking_uri(None, None)
+    return tracking_uri_for_run(cli_uri, cluster_uri, RunDir(run_dir))
 
 
 def _job_tracking_uri(cli_uri: str | None, job, cluster) -> str:
-    """For imp/run: as for any command on a run, a run directory that exists already keeps logging where
-    it logged (a rerun from another directory must not start a second store)."""
-    from lp_ray.spec import storage_uri
-    from lp_ray.store import check_storage_reachable, run_dir_for
+    from lp_ray.tracking import tracking_uri_for_job
 
-    check_storage_reachable(storage_uri(cluster))  # a missing bucket says so before anything reads it
-    return _run_tracking_uri(cli_uri, cluster.tracking_uri, run_dir_for(job, cluster).uri)
-
-
-def _pool_settings(job, overrides: list[str] | None, options: dict):
-    """The run's pool section, then `pool.*` overrides, then the command's options: one PoolSpec, checked
-    once. Other job fields belong to the run directory and cannot change here."""
-    from lp_ray.spec_loading import apply_overrides, with_pool_options
-
-    others = [o for o in overrides or [] if not o.strip().startswith("pool.")]
-    if others:
-        raise LpRayError(f"{others[0]}: only pool.* fields can be set on an existing run (its job made its tickets)")
-    job = apply_overrides(job, overrides or [], "the run's job")
-    return with_pool_options(job.pool, options)
+    return tracking_uri_for_job(cli_uri, job, cluster)
 
 
 def _pool(
@@ -209,12 +183,12 @@ def _pool(
     serial: bool = False,
 ):
     from lp_ray.pool.command import run_pool
-    from lp_ray.spec_loading import load_cluster
+    from lp_ray.spec_loading import load_cluster, pool_settings_for_run
     from lp_ray.store import RunDir, read_job
 
     c = load_cluster(cluster)
     run = RunDir(run_dir)
-    settings = _pool_settings(read_job(run), overrides, options or {})
+    settings = pool_settings_for_run(read_job(run), overrides or [], options or {})
     return run_pool(
         run.uri,
         settings,
@@ -265,9 +239,9 @@ def pool(
     """Lottery Pools: greedily interpolate each target ticket with the others, evaluated in parallel on Ray."""
     if submit:
         from lp_ray.spec_loading import load_cluster
+        from lp_ray.submit import submission_id
 
-        folder = run_dir.partition("?")[0].rstrip("/").rsplit("/", 1)[-1]
-        return _submit(f"lp-ray-pool-{folder}-{name or method or 'interpolation'}", load_cluster(cluster))
+        return _submit(submission_id("pool", run_dir, name or method or "interpolation"), load_cluster(cluster))
     options = {
         "method": method,
         "coefficients": _floats(coefficients, "--coefficients"),
@@ -369,30 +343,14 @@ def _report(run_dir: str, tracking_uri: str | None) -> None:
 
 def _report_logger(run, tracking_uri: str):
     """What logs the report files to the IMP parent run's artifacts (under report/), made before any
-    file is written so an unusable MLflow fails first; None when there is nothing to log to (no store
-    at that URI yet: a read-only command does not create one, or no imp run of this directory in it)."""
-    from lp_ray.spec import run_hash
-    from lp_ray.store import read_job
-    from lp_ray.tracking import Tracker, store_exists
+    file is written so an unusable MLflow fails first; None when there is nothing to log to."""
+    from lp_ray.tracking import run_tracker
 
-    if not store_exists(tracking_uri):
+    found = run_tracker(run, tracking_uri)
+    if found is None:
         return None
-    job = read_job(run)
-    tracker = Tracker(tracking_uri, job.name, run_hash(job))
-    parent = tracker.find_imp_run(run.uri)
-    if parent is None:
-        return None
-
-    def log(paths: dict) -> None:
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as d:
-            for fmt in layout.REPORT_FORMATS:
-                local = Path(d) / layout.report(fmt)
-                local.write_bytes(run.read_bytes(layout.report(fmt)))
-                tracker.log_artifact(parent, str(local), "report")
-
-    return log
+    tracker, parent = found
+    return lambda paths: tracker.log_run_files(parent, run, [layout.report(f) for f in layout.REPORT_FORMATS], "report")
 
 
 @app.command("eval")
@@ -426,15 +384,16 @@ def run(
     submit: bool = SubmitOpt,
 ) -> None:
     """The main job: imp, then pool, then report (what `make demo` runs on the default job)."""
-    from lp_ray.imp.driver import run_imp
+    from lp_ray.imp.command import run_imp
     from lp_ray.pool.command import run_pool
     from lp_ray.spec import run_name
     from lp_ray.spec_loading import load_cluster, with_pool_options
+    from lp_ray.submit import submission_id
 
     j, c = _job(job, overrides), load_cluster(cluster)
     settings = with_pool_options(j.pool, {"method": method})  # checked before anything trains
     if submit:
-        return _submit(f"lp-ray-run-{run_name(j)}", c)
+        return _submit(submission_id("run", run_name(j)), c)
     uri = _job_tracking_uri(tracking_uri, j, c)
     result = run_imp(j, c, uri)
     run_pool(result.run.uri, settings, c, uri, parallel_evals=parallel_evals)

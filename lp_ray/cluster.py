@@ -58,7 +58,7 @@ def connect(cluster: ClusterSpec, extra_env: dict[str, str] | None = None) -> No
             ) from None
         return
     if address != "auto":
-        _check_port(address)
+        check_port(address)
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
@@ -69,10 +69,10 @@ def check_address(cluster: ClusterSpec) -> None:
     """Before anything is created: a host:port address must at least accept a TCP connection."""
     address = os.environ.get("LP_RAY_ADDRESS", cluster.address)
     if address not in ("local", "auto"):
-        _check_port(address)
+        check_port(address)
 
 
-def _check_port(address: str, timeout: float = 5.0) -> None:
+def check_port(address: str, timeout: float = 5.0) -> None:
     """ray.init retries an unreachable GCS for a long time; a plain TCP connect says it in seconds."""
     import socket
 

@@ -10,30 +10,15 @@ from lp_ray.errors import LpRayError
 from lp_ray.pool.records import recorded_sha256
 from lp_ray.store import RunDir, check_sha256, decode_weights, read_ticket
 
-URI_TAGS = ("network_uri", "ticket_uri")
-
 
 def resolve_network_uri(uri: str, tracking_uri: str | None) -> str:
     """`runs:/<run id>` names an MLflow run whose network_uri (pooled) or ticket_uri (IMP round) tag
     says where the weights are."""
     if not uri.startswith("runs:/"):
         return uri
-    from mlflow.tracking import MlflowClient
+    from lp_ray.tracking import network_uri_of
 
-    from lp_ray.tracking import resolve_tracking_uri, store_exists
-
-    run_id = uri[len("runs:/") :].strip("/").split("/")[0]
-    store = resolve_tracking_uri(tracking_uri, None)
-    if not store_exists(store):  # reading must not create an empty store
-        raise LpRayError(f"{uri}: there is no MLflow store at {store}; pass --tracking-uri")
-    try:
-        tags = MlflowClient(store).get_run(run_id).data.tags
-    except Exception as e:
-        raise LpRayError(f"{uri}: cannot read that MLflow run ({str(e).splitlines()[0]})") from None
-    for tag in URI_TAGS:
-        if tag in tags:
-            return tags[tag]
-    raise LpRayError(f"{uri}: that MLflow run has no network_uri or ticket_uri tag (not a ticket or pooled network)")
+    return network_uri_of(uri[len("runs:/") :].strip("/").split("/")[0], tracking_uri)
 
 
 def find_run_dir(uri: str) -> tuple[RunDir, str]:

@@ -103,10 +103,11 @@ def write_report(run: RunDir, table: pa.Table | None = None) -> tuple[pa.Table, 
     return table, {fmt: run.uri_of(layout.report(fmt)) for fmt in layout.REPORT_FORMATS}
 
 
-def write_plot(run: RunDir, local_path: str) -> None:
+def plot_png(run: RunDir) -> bytes:
     """The accuracy-vs-sparsity plot alone, for the pool's MLflow run (its tickets are checked already)."""
-    with open(local_path, "wb") as f:
-        _plot(build_report(run, verify=False), f)
+    png = io.BytesIO()
+    _plot(build_report(run, verify=False), png)
+    return png.getvalue()
 
 
 def _plot(table: pa.Table, out) -> None:

@@ -27,6 +27,15 @@ EXCLUDES = [
 ]
 
 
+def submission_id(command: str, run: str, search: str | None = None) -> str:
+    """`lp-ray-<command>-<job>-<hash>` (or, for a search, `lp-ray-pool-<run folder>-<search name>`): the
+    same work submitted twice gets the same id, so the second submission finds the first."""
+    if search is None:
+        return f"lp-ray-{command}-{run}"
+    folder = run.partition("?")[0].rstrip("/").rsplit("/", 1)[-1]  # a path or URI's last component
+    return f"lp-ray-{command}-{folder}-{search}"
+
+
 def check_submittable(cluster: ClusterSpec) -> None:
     """A submitted job runs in a temporary copy of this directory on the head node: a relative storage
     path would put the run directory there, and it would vanish with the job."""
@@ -51,10 +60,10 @@ def job_client(cluster: ClusterSpec):
     _use_auth_token_if_present()  # before Ray is imported: it reads the auth mode once
     from ray.job_submission import JobSubmissionClient
 
-    from lp_ray.cluster import _check_port
+    from lp_ray.cluster import check_port
 
     address = dashboard_address(cluster)
-    _check_port(address.split("://", 1)[-1].rstrip("/"))
+    check_port(address.split("://", 1)[-1].rstrip("/"))
     try:
         return JobSubmissionClient(address)
     except Exception as e:

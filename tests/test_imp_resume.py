@@ -5,7 +5,7 @@ import json
 
 from safetensors.torch import save_file
 
-from lp_ray.imp.driver import latest_checkpoint
+from lp_ray.imp.command import latest_checkpoint
 from lp_ray.store import RunDir
 
 

@@ -19,8 +19,8 @@ from lp_ray import interrupt, layout
 from lp_ray.errors import LpRayError
 from lp_ray.opened_run import OpenedRun, open_run
 from lp_ray.progress import console, progress_bars
-from lp_ray.spec import ClusterSpec, job_to_dict, run_hash
-from lp_ray.store import RunDir, check_storage_reachable, read_tracking
+from lp_ray.spec import ClusterSpec, job_to_dict
+from lp_ray.store import RunDir, check_storage_reachable
 
 
 @dataclasses.dataclass
@@ -57,22 +57,13 @@ def write_outputs(
 
 
 def _log_artifacts(pr: OpenedRun, name: str, files: list[str], tracking_uri: str | None) -> str | None:
-    from lp_ray.tracking import Tracker, store_exists
+    from lp_ray.tracking import run_tracker
 
-    if tracking_uri is None or not store_exists(tracking_uri):
+    found = run_tracker(pr.run, tracking_uri)
+    if found is None:
         return None  # a read-only analysis never creates a store
-    tracker = Tracker(tracking_uri, pr.job.name, run_hash(pr.job))
-    info = read_tracking(pr.run)
-    parent = info.imp_run_id if info is not None and info.tracking_uri == tracking_uri else None
-    parent = parent or tracker.find_imp_run(pr.run.uri)
-    if parent is None:
-        return None
-    with tempfile.TemporaryDirectory() as d:
-        for rel in files:
-            local = os.path.join(d, rel.rsplit("/", 1)[-1])
-            with open(local, "wb") as f:
-                f.write(pr.run.read_bytes(rel))
-            tracker.log_artifact(parent, local, f"{layout.ANALYSIS}/{name}")
+    tracker, parent = found
+    tracker.log_run_files(parent, pr.run, files, f"{layout.ANALYSIS}/{name}")
     return parent
 
 
@@ -192,7 +183,7 @@ def run_stability(
     parallel: int = 2,
 ) -> tuple[list[dict], Written]:
     from lp_ray.analysis import lmc
-    from lp_ray.imp.driver import run_imp
+    from lp_ray.imp.command import run_imp
 
     pr = open_finished(run_uri)
     for k in from_epochs:

@@ -27,7 +27,7 @@ import pyarrow as pa
 from lp_ray import layout
 from lp_ray.errors import LpRayError
 from lp_ray.experiment.spec import ExperimentSpec, Trial
-from lp_ray.spec import ClusterSpec, job_to_dict, run_name, storage_uri
+from lp_ray.spec import ClusterSpec, job_to_dict, run_hash, run_name, storage_uri
 from lp_ray.spec_loading import with_pool_options
 from lp_ray.store import RunDir, check_storage_reachable, join_uri
 
@@ -109,13 +109,13 @@ def _trial_fn(config: dict) -> None:
     """One trial, inside a Tune worker: IMP, then every method's pool search, then the experiment's analyses."""
     from ray import tune
 
-    from lp_ray.imp.driver import run_imp
+    from lp_ray.imp.command import run_imp
     from lp_ray.pool.command import run_pool
-    from lp_ray.spec_loading import build, job_from_dict
+    from lp_ray.spec_loading import cluster_from_dict, job_from_dict
 
     t = config["trial"]
     job = job_from_dict(t["job"])
-    cluster = build(ClusterSpec, t["cluster"], "sweep", ())
+    cluster = cluster_from_dict(t["cluster"], "sweep")
     result = run_imp(job, cluster, t["tracking_uri"])
     for m in t["methods"]:
         run_pool(
@@ -165,7 +165,7 @@ def run_sweep(exp: ExperimentSpec, cluster: ClusterSpec, tracking_uri: str, max_
         raise LpRayError(f"--max-concurrent must be at least 1, got {max_concurrent}")
     check_storage_reachable(storage_uri(cluster))
     check_address(cluster)
-    Tracker(tracking_uri, trials[0].job.name, run_name(trials[0].job).rsplit("-", 1)[1])  # MLflow usable
+    Tracker(tracking_uri, trials[0].job.name, run_hash(trials[0].job))  # MLflow usable
     cluster = sweep_cluster(cluster)
     exp_dir = experiment_dir(exp, cluster)
     ident = {**exp.identity(), "trials": [{"trial": t.index, "cell": t.cell, "seed": t.seed} for t in trials]}
@@ -307,15 +307,13 @@ class SweepView:
 def log_sweep(exp: ExperimentSpec, exp_dir: RunDir, tracking_uri: str, cluster: ClusterSpec, report_files) -> str:
     """MLflow: a sweep parent run (in the trials' experiment) with the aggregate table, plot and verdict
     as artifacts, and a child per trial whose tags link that trial's imp and pool runs."""
-    import tempfile
-
     from lp_ray.store import read_tracking
     from lp_ray.tracking import Tracker
 
     trials, cluster = exp.trials(), sweep_cluster(cluster)
     tracker = Tracker(tracking_uri, trials[0].job.name, exp.experiment_hash())
     parent = tracker.sweep_run(exp_dir.uri, exp.dir_name())
-    tracker._log_new_params(parent, {"seeds": exp.seeds, "grid": exp.grid, "methods": exp.methods})
+    tracker.log_params(parent, {"seeds": exp.seeds, "grid": exp.grid, "methods": exp.methods})
     for t in trials:
         run = trial_run(t, cluster)
         info = read_tracking(run)
@@ -331,11 +329,6 @@ def log_sweep(exp: ExperimentSpec, exp_dir: RunDir, tracking_uri: str, cluster: 
                     tags[f"pool_run_id.{m}"] = pool_id
         tracker.log_final(child, {}, tags)
         tracker.finish(child)
-    with tempfile.TemporaryDirectory() as d:
-        for rel in report_files:
-            path = f"{d}/{rel}"
-            with open(path, "wb") as f:
-                f.write(exp_dir.read_bytes(rel))
-            tracker.log_artifact(parent, path)
+    tracker.log_run_files(parent, exp_dir, report_files)
     tracker.finish(parent)
     return parent

@@ -143,14 +143,13 @@ def _score(model, data, job) -> tuple[float, float]:
 
 
 def _log(run: RunDir, job: JobSpec, tracking_uri: str, metas, fmt: str, folder: Path) -> None:
-    from lp_ray.imp.driver import _log_round, flat_params
     from lp_ray.store import TrackingInfo, read_ticket_meta, write_tracking
-    from lp_ray.tracking import Tracker
+    from lp_ray.tracking import Tracker, job_params
 
     tracker = Tracker(tracking_uri, job.name, run_hash(job))
-    parent = tracker.imp_run({**flat_params(job), "import.format": fmt, "import.source": str(folder)}, run.uri)
+    parent = tracker.imp_run({**job_params(job), "import.format": fmt, "import.source": str(folder)}, run.uri)
     write_tracking(run, TrackingInfo(tracking_uri, tracker.experiment_id, parent))
     for meta in metas:
-        child = tracker.child_run(parent, "imp_round", str(meta.round), f"round {meta.round:02d} (imported)")
-        _log_round(tracker, child, run, read_ticket_meta(run, meta.round), {"epochs": []}, parent)
+        child = tracker.round_run(parent, meta.round, f"round {meta.round:02d} (imported)")
+        tracker.log_round(child, parent, run, read_ticket_meta(run, meta.round), {"epochs": []})
     tracker.finish(parent)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 
@@ -14,7 +12,7 @@ from lp_ray.pool.records import TargetResult
 from lp_ray.pool.search import PoolSearch, check_targets
 from lp_ray.progress import console, progress_bars
 from lp_ray.spec import ClusterSpec, PoolSpec, job_to_dict, run_hash
-from lp_ray.store import check_storage_reachable, read_tracking
+from lp_ray.store import check_storage_reachable
 
 
 @dataclass
@@ -169,13 +167,6 @@ def _tracker(pr: OpenedRun, tracking_uri: str | None):
     return Tracker(tracking_uri, pr.job.name, run_hash(pr.job))
 
 
-def _imp_run_id(tracker, pr: OpenedRun) -> str | None:
-    info = read_tracking(pr.run)
-    if info is not None and info.tracking_uri == tracker.uri:
-        return info.imp_run_id
-    return tracker.find_imp_run(pr.run.uri)
-
-
 def _log_pool(
     tracker,
     pr: OpenedRun,
@@ -188,7 +179,7 @@ def _log_pool(
 ) -> None:
     """The pool run holds every finished target of the folder (`results`); a child is logged when its
     target was pooled now or MLflow has not heard of it yet. A failure here marks the run FAILED."""
-    parent = _imp_run_id(tracker, pr)
+    parent = tracker.imp_run_of(pr.run)
     pool_run = tracker.pool_run(name, parent, {f"pool.{k}": v for k, v in settings.identity(pr.rounds).items()})
     try:
         _log_pool_results(tracker, pr, name, pool_run, results, pooled_now, seconds, evaluations)
@@ -207,11 +198,11 @@ def _log_pool(
 def _log_pool_results(
     tracker, pr: OpenedRun, name: str, pool_run: str, results, pooled_now, seconds, evaluations
 ) -> None:
-    from lp_ray.report import write_plot
+    from lp_ray.report import plot_png
 
     for t, r in sorted(results.items()):
         known = tracker.find_child(pool_run, "pool_target", str(t))
-        if t not in pooled_now and known and "test_acc" in tracker.client.get_run(known).data.metrics:
+        if t not in pooled_now and known and tracker.has_metric(known, "test_acc"):
             continue  # logged by the run that pooled it
         child = tracker.child_run(pool_run, "pool_target", str(t), f"{name} target {t:02d}")
         tracker.log_final(
@@ -239,15 +230,8 @@ def _log_pool_results(
             },
         )
         tracker.finish(child)
-    with tempfile.TemporaryDirectory() as d:
-        for rel in (layout.trace(name), layout.summary(name)):
-            path = os.path.join(d, rel.rsplit("/", 1)[-1])
-            with open(path, "wb") as f:
-                f.write(pr.run.read_bytes(rel))
-            tracker.log_artifact(pool_run, path)
-        png = os.path.join(d, "accuracy_vs_sparsity.png")
-        write_plot(pr.run, png)
-        tracker.log_artifact(pool_run, png)
+    tracker.log_run_files(pool_run, pr.run, (layout.trace(name), layout.summary(name)))
+    tracker.log_files(pool_run, {"accuracy_vs_sparsity.png": plot_png(pr.run)})
     gains = [r.gain for r in results.values()]
     tracker.log_final(
         pool_run,

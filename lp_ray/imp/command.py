@@ -1,4 +1,4 @@
-"""The IMP driver: the whole job is one Ray Train run (docs/architecture.md, "IMP with rewinding").
+"""`lp-ray imp`: the whole job is one Ray Train run (docs/architecture.md, "IMP with rewinding").
 
     round 0: dense training 0..E (rewind point saved by the workers after epoch k)
     round r: mask_r = prune(ticket_{r-1}); weights <- rewind point * mask_r; train k..E
@@ -25,7 +25,6 @@ from lp_ray.progress import RoundProgress, console, make_board
 from lp_ray.spec import ClusterSpec, JobSpec, job_to_dict, run_hash, run_name, storage_uri
 from lp_ray.store import (
     RunDir,
-    TicketMeta,
     TrackingInfo,
     check_storage_reachable,
     read_job,
@@ -36,7 +35,7 @@ from lp_ray.store import (
     write_rounds_table,
     write_tracking,
 )
-from lp_ray.tracking import Tracker
+from lp_ray.tracking import Tracker, job_params
 
 
 @dataclass
@@ -58,29 +57,6 @@ def prepare_run(job: JobSpec, cluster: ClusterSpec) -> RunDir:
     return run
 
 
-def flat_params(job: JobSpec) -> dict[str, object]:
-    """The job as MLflow parameters, without the data and model fields its data set and model do not
-    read (their registries say which they do)."""
-    from lp_ray.data.registry import DATASETS
-    from lp_ray.models import MODELS
-
-    reads = {"data": DATASETS[job.data.dataset].reads, "model": MODELS[job.model.name].reads}
-    out = {}
-    for section, values in job_to_dict(job).items():
-        if not isinstance(values, dict):
-            out[section] = values
-            continue
-        for k, v in values.items():
-            key = f"{section}.{k}"
-            if section in reads and not reads[section](k):
-                continue
-            if isinstance(v, dict):
-                out.update({f"{key}.{kk}": vv for kk, vv in v.items()})
-            else:
-                out[key] = v
-    return out
-
-
 def run_imp(job: JobSpec, cluster: ClusterSpec, tracking_uri: str) -> ImpResult:
     from lp_ray.cluster import connect
 
@@ -100,7 +76,7 @@ def run_imp(job: JobSpec, cluster: ClusterSpec, tracking_uri: str) -> ImpResult:
     run = prepare_run(job, cluster)
     materialize_data(job, run)
 
-    parent = tracker.imp_run(flat_params(job), run.uri)
+    parent = tracker.imp_run(job_params(job), run.uri)
     write_tracking(run, TrackingInfo(tracking_uri, tracker.experiment_id, parent))
 
     console.print(
@@ -114,7 +90,7 @@ def run_imp(job: JobSpec, cluster: ClusterSpec, tracking_uri: str) -> ImpResult:
     with RoundProgress(job.imp.rounds, board) as progress:
         for r in skipped:
             meta = read_ticket_meta(run, r)
-            _ensure_logged(tracker, parent, meta, run)
+            tracker.ensure_round_logged(parent, run, meta)
             progress.round_done(
                 f"round {r:2d}  done already: density {100 * meta.density:6.2f}%  "
                 f"val {100 * meta.val_acc:.2f}%  test {100 * meta.test_acc:.2f}%"
@@ -128,8 +104,7 @@ def run_imp(job: JobSpec, cluster: ClusterSpec, tracking_uri: str) -> ImpResult:
                 while todo and ticket_done(run, todo[0]):
                     r = todo.pop(0)
                     meta = read_ticket_meta(run, r)
-                    child = tracker.child_run(parent, "imp_round", str(r), f"round {r:02d}")
-                    _log_round(tracker, child, run, meta, run.read_json(layout.history(r)), parent)
+                    tracker.log_round(tracker.round_run(parent, r), parent, run, meta, run.read_json(layout.history(r)))
                     write_rounds_table(run)
                     trained.append(r)
                     progress.round_done(
@@ -256,30 +231,3 @@ def _root_cause(e: BaseException) -> str:
     while e.__cause__ is not None:
         e = e.__cause__
     return (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
-
-
-def _log_round(tracker: Tracker, child: str, run: RunDir, meta: TicketMeta, history: dict, parent: str) -> None:
-    tracker.log_metrics(child, history["epochs"], "epoch")
-    # On the parent with step = round, so MLflow draws accuracy against the IMP round natively.
-    row = {"round": meta.round, "lt_val_acc": meta.val_acc, "lt_test_acc": meta.test_acc, "density": meta.density}
-    tracker.log_metrics(parent, [row], "round")
-    tracker.log_final(
-        child,
-        {"final_val_acc": meta.val_acc, "final_test_acc": meta.test_acc, "density": meta.density},
-        {
-            "ticket_uri": run.uri_of(layout.ticket(meta.round)),
-            "ticket_sha256": meta.ticket_sha256,
-            "density": f"{meta.density:.6f}",
-        },
-    )
-    tracker.finish(child)
-
-
-def _ensure_logged(tracker: Tracker, parent: str, meta: TicketMeta, run: RunDir) -> None:
-    """A round finished but the driver died before MLflow heard of it: log it now, once."""
-    child = tracker.child_run(parent, "imp_round", str(meta.round), f"round {meta.round:02d}")
-    info = tracker.client.get_run(child)
-    if "final_test_acc" not in info.data.metrics:
-        _log_round(tracker, child, run, meta, run.read_json(layout.history(meta.round)), parent)
-    elif info.info.status != "FINISHED":
-        tracker.finish(child)
