@@ -263,25 +263,9 @@ def report(
 ) -> None:
     """Table and plot of LT against every pooled method, per sparsity (report.csv/.parquet/.png); for an
     experiment directory, mean ± std over seeds, paired 95% CIs, McNemar + Holm, and a verdict per method."""
-    from lp_ray.experiment.report import is_experiment_dir
+    from lp_ray.report.command import report as write_report
 
-    if is_experiment_dir(run_dir):
-        return _experiment_report(run_dir)
-    _report(run_dir, tracking_uri)
-
-
-def _experiment_report(exp_uri: str) -> None:
-    from lp_ray.experiment import report as experiment_report
-    from lp_ray.progress import console
-    from lp_ray.store import RunDir
-
-    exp_dir = RunDir(exp_uri)
-    table, verdicts = experiment_report.build(exp_dir)  # every record checked before anything is written
-    paths = experiment_report.write(exp_dir, table, verdicts)
-    experiment_report.print_table(table, verdicts)
-    csv, parquet, png, verdict = (paths[f] for f in layout.EXPERIMENT_REPORT)
-    console.print(f"report: {csv}, {parquet}, {verdict}")
-    console.print(f"plot:   {png}")
+    write_report(run_dir, tracking_uri)
 
 
 @app.command()
@@ -305,6 +289,7 @@ def sweep(
     experiment report. Rerun the same command to resume: finished trials are never recomputed."""
     from lp_ray.experiment.spec import experiment_from_options, load_experiment
     from lp_ray.experiment.sweep import log_sweep, run_sweep
+    from lp_ray.report.command import experiment_report
     from lp_ray.spec_loading import load_cluster
     from lp_ray.tracking import resolve_tracking_uri
 
@@ -318,39 +303,9 @@ def sweep(
     c = load_cluster(cluster)
     uri = resolve_tracking_uri(tracking_uri, c.tracking_uri)
     exp_dir = run_sweep(exp, c, uri, max_concurrent)
-    _experiment_report(exp_dir.uri)
+    experiment_report(exp_dir.uri)
     log_sweep(exp, exp_dir, uri, c, layout.EXPERIMENT_REPORT)
     typer.echo(f"experiment directory: {exp_dir.uri}")
-
-
-def _report(run_dir: str, tracking_uri: str | None) -> None:
-    from lp_ray.progress import console
-    from lp_ray.report import build_report, print_report, write_report
-    from lp_ray.store import RunDir
-
-    run = RunDir(run_dir)
-    if not run.is_dir():
-        raise LpRayError(f"{run_dir}: no such run directory")
-    table = build_report(run)  # every check (tickets, pooled networks) before anything is written
-    logger = _report_logger(run, _run_tracking_uri(tracking_uri, None, run_dir))  # MLflow reachable
-    _, paths = write_report(run, table)
-    print_report(table, title=run.uri)
-    if logger is not None:
-        logger(paths)
-    console.print(f"report: {paths['csv']}, {paths['parquet']}")
-    console.print(f"plot:   {paths['png']}")
-
-
-def _report_logger(run, tracking_uri: str):
-    """What logs the report files to the IMP parent run's artifacts (under report/), made before any
-    file is written so an unusable MLflow fails first; None when there is nothing to log to."""
-    from lp_ray.tracking import run_tracker
-
-    found = run_tracker(run, tracking_uri)
-    if found is None:
-        return None
-    tracker, parent = found
-    return lambda paths: tracker.log_run_files(parent, run, [layout.report(f) for f in layout.REPORT_FORMATS], "report")
 
 
 @app.command("eval")
@@ -386,6 +341,7 @@ def run(
     """The main job: imp, then pool, then report (what `make demo` runs on the default job)."""
     from lp_ray.imp.command import run_imp
     from lp_ray.pool.command import run_pool
+    from lp_ray.report.command import run_report
     from lp_ray.spec import run_name
     from lp_ray.spec_loading import load_cluster, with_pool_options
     from lp_ray.submit import submission_id
@@ -397,7 +353,7 @@ def run(
     uri = _job_tracking_uri(tracking_uri, j, c)
     result = run_imp(j, c, uri)
     run_pool(result.run.uri, settings, c, uri, parallel_evals=parallel_evals)
-    _report(result.run.uri, uri)
+    run_report(result.run.uri, uri)
     typer.echo(f"run directory: {result.run.uri}")
 
 
@@ -443,174 +399,61 @@ analyze_app = typer.Typer(
     "them to MLflow as artifacts of the run's imp run.",
 )
 app.add_typer(analyze_app, name="analyze")
-ParallelOpt = typer.Option(2, "--parallel-evals", "-p", help="Evaluations in flight at once (as for lp-ray pool).")
 
 
-def _analysis_done(written, lines: list[str]) -> None:
-    from lp_ray.progress import console
+def _analysis_command(analysis):
+    """`lp-ray analyze <name>`, built from what the analysis declares: RUN_DIR, its options, the cluster
+    spec when it evaluates on Ray, the tracking URI. Parses the options (a bad value is one error naming
+    it), runs the analysis, prints its summary and what it wrote."""
+    import inspect
 
-    for line in lines:
-        console.print(line, highlight=False)
-    for f in written.files:
-        console.print(f"wrote {f}", highlight=False)
-    if written.mlflow_run:
-        console.print(f"logged to MLflow run {written.mlflow_run} (artifacts under analysis/)", highlight=False)
+    def command(run_dir: str, tracking_uri: str | None, cluster: Path | None = None, **given) -> None:
+        from lp_ray.progress import console
+        from lp_ray.spec_loading import load_cluster
 
+        options = {}
+        for o in analysis.options:
+            try:
+                options[o.name] = o.parse(given[o.name]) if o.parse else given[o.name]
+            except ValueError as e:
+                raise LpRayError(f"--{o.name.replace('_', '-')}: {e}") from None
+        c = load_cluster(cluster)
+        outcome = analysis.run(run_dir, c, _run_tracking_uri(tracking_uri, c.tracking_uri, run_dir), **options)
+        for line in analysis.summary(outcome.rows):
+            console.print(line, highlight=False)
+        for f in outcome.written.files:
+            console.print(f"wrote {f}", highlight=False)
+        if outcome.written.mlflow_run:
+            console.print(
+                f"logged to MLflow run {outcome.written.mlflow_run} (artifacts under analysis/)", highlight=False
+            )
 
-@analyze_app.command("lmc")
-@_interruptible
-def analyze_lmc(
-    run_dir: str = RunArg,
-    alphas: str | None = typer.Option(None, "--alphas", help="Points along each path, 0 to 1 (default 0,0.1,...,1)."),
-    parallel_evals: int = ParallelOpt,
-    serial: bool = typer.Option(False, "--serial", help="Evaluate in this process, without Ray."),
-    cluster: Path | None = ClusterOpt,
-    tracking_uri: str | None = TrackingOpt,
-) -> None:
-    """Are the tickets linearly mode connected? Validation and test error along the straight line between
-    every pair of tickets (BatchNorm recalibrated at every point, as in the pool), each pair's error
-    barrier (Frankle et al. 2020), and a heat map of the midpoint accuracy of every pair: the paper's
-    Figures 1-2, the reason rewinding matters to Lottery Pools."""
-    from lp_ray.analysis import lmc
-    from lp_ray.analysis.command import run_lmc
-    from lp_ray.spec_loading import load_cluster
-
-    try:
-        path = lmc.check_alphas(_floats(alphas, "--alphas") or lmc.ALPHAS)
-    except ValueError as e:
-        raise LpRayError(f"--alphas: {e}") from None
-    if parallel_evals < 1:
-        raise LpRayError(f"--parallel-evals must be at least 1, got {parallel_evals}")
-    c = load_cluster(cluster)
-    pairs, written = run_lmc(
-        run_dir, c, _run_tracking_uri(tracking_uri, c.tracking_uri, run_dir), path, parallel_evals, serial
-    )
-    adjacent = [p for p in pairs if p["b"] == p["a"] + 1]
-    _analysis_done(
-        written,
-        [
-            "error barrier (test, pt) between adjacent tickets: "
-            + "  ".join(f"{p['a']}-{p['b']} {100 * p['barrier_test']:+.2f}" for p in adjacent),
-            f"mean barrier over all {len(pairs)} pairs: {100 * sum(p['barrier_test'] for p in pairs) / len(pairs):+.2f} pt",
-        ],
-    )
-
-
-@analyze_app.command("stability")
-@_interruptible
-def analyze_stability(
-    run_dir: str = RunArg,
-    from_epoch: list[int] | None = typer.Option(
-        None,
-        "--from-epoch",
-        help="Epoch the two copies start from (repeatable; default: the run's rewind epoch and 0).",
-    ),
-    alphas: str | None = typer.Option(None, "--alphas", help="Points along the path, 0 to 1 (default 0,0.1,...,1)."),
-    parallel_evals: int = ParallelOpt,
-    cluster: Path | None = ClusterOpt,
-    tracking_uri: str | None = TrackingOpt,
-) -> None:
-    """Is the network stable to SGD noise from the rewind point? Two copies are trained from the weights
-    after epoch k with different data orders (Ray Train, checkpointed and resumable, in a run directory
-    of their own beside this one), and the error barrier between them is measured (Frankle et al. 2020).
-    From the rewind epoch the copies should be connected; from epoch 0 (initialization) they need not be:
-    the contrast that makes rewinding matter."""
-    from lp_ray.analysis import lmc
-    from lp_ray.analysis.command import run_stability
-    from lp_ray.spec_loading import load_cluster
-    from lp_ray.store import RunDir, read_job
-
-    try:
-        path = lmc.check_alphas(_floats(alphas, "--alphas") or lmc.ALPHAS)
-    except ValueError as e:
-        raise LpRayError(f"--alphas: {e}") from None
-    c = load_cluster(cluster)
-    epochs = from_epoch or sorted({read_job(RunDir(run_dir)).imp.rewind_epoch, 0}, reverse=True)
-    pairs, written = run_stability(
-        run_dir, c, _run_tracking_uri(tracking_uri, c.tracking_uri, run_dir), epochs, path, parallel_evals
-    )
-    _analysis_done(
-        written,
-        [
-            f"from epoch {p['from_epoch']}: error barrier between the copies {100 * p['barrier_test']:+.2f} pt (test)"
-            for p in pairs
-        ],
-    )
-
-
-@analyze_app.command("disagreement")
-@_interruptible
-def analyze_disagreement(run_dir: str = RunArg, tracking_uri: str | None = TrackingOpt) -> None:
-    """Does diversity predict what a merge gains? The fraction of test examples on which two tickets
-    predict differently, for every pair (the paper's Figure G10), beside every step of every pool search:
-    the candidate's disagreement with the target, the step's best validation gain, and whether it was
-    accepted. Needs a finished `lp-ray pool` (it reads the stored test predictions, no weights)."""
-    from lp_ray.analysis.command import run_disagreement
-
-    summary, written = run_disagreement(run_dir, _run_tracking_uri(tracking_uri, None, run_dir))
-    _analysis_done(
-        written,
-        [
-            f"{s['search']}: mean disagreement of accepted candidates {100 * s['mean_disagreement_accepted']:.2f}%, "
-            f"rejected {100 * s['mean_disagreement_rejected']:.2f}%; Spearman(disagreement, step's val gain) "
-            f"{s['spearman_disagreement_val_gain']:+.2f} over {s['steps']} steps"
-            for s in summary
-        ],
-    )
-
-
-@analyze_app.command("ensemble")
-@_interruptible
-def analyze_ensemble(run_dir: str = RunArg, tracking_uri: str | None = TrackingOpt) -> None:
-    """What does Lottery Pools buy at no extra inference cost? Per target, the output ensemble of the
-    tickets its chain merged (the mean of their softmax outputs: k forward passes) next to the pooled
-    network (one) and LT; and the plain baseline of the ticket with the best validation accuracy.
-    `lp-ray report` shows the ensemble column once this has run."""
-    from lp_ray.analysis.command import run_ensemble
-
-    table, written = run_ensemble(run_dir, _run_tracking_uri(tracking_uri, None, run_dir))
-    lines = []
-    for search in sorted({r["search"] for r in table}):
-        mine = [r for r in table if r["search"] == search]
-        mean = lambda k, mine=mine: 100 * sum(r[k] for r in mine) / len(mine)  # noqa: E731
-        lines.append(
-            f"{search}: LT {mean('lt_test_acc'):.2f}%  pooled (1x) {mean('pooled_test_acc'):.2f}%  "
-            f"output ensemble ({sum(r['members'] for r in mine) / len(mine):.1f}x) {mean('ensemble_test_acc'):.2f}%"
-            " (test, mean over sparsities)"
+    P = inspect.Parameter
+    params = [P("run_dir", P.KEYWORD_ONLY, default=RunArg, annotation=str)]
+    for o in analysis.options:
+        flags = [f"--{o.name.replace('_', '-')}", *([o.short] if o.short else [])]
+        annotation = o.type if o.type is bool or o.default is not None else o.type | None
+        params.append(
+            P(o.name, P.KEYWORD_ONLY, default=typer.Option(o.default, *flags, help=o.help), annotation=annotation)
         )
-    _analysis_done(written, lines)
+    if analysis.uses_cluster:
+        params.append(P("cluster", P.KEYWORD_ONLY, default=ClusterOpt, annotation=Path | None))
+    params.append(P("tracking_uri", P.KEYWORD_ONLY, default=TrackingOpt, annotation=str | None))
+    command.__signature__ = inspect.Signature(params)
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = analysis.help
+    command.__name__ = f"analyze_{analysis.name}"
+    return _interruptible(command)
 
 
-@analyze_app.command("robustness")
-@_interruptible
-def analyze_robustness(
-    run_dir: str = RunArg,
-    corruptions: str | None = typer.Option(
-        None,
-        "--corruptions",
-        help="CIFAR runs: the unpacked CIFAR-10-C / CIFAR-100-C folder (<corruption>.npy, labels.npy).",
-    ),
-    seed: int = typer.Option(
-        0, "--seed", help="MNIST-1D: the seed of the generated corruptions (stored with the run)."
-    ),
-    tracking_uri: str | None = TrackingOpt,
-) -> None:
-    """Are pooled networks more robust out of distribution (the paper's CIFAR-C claim)? LT and every pooled
-    network on corrupted test sets: for MNIST-1D, five generated families (gaussian noise, shift, scale,
-    blur, dropout) at severities 1-5, seeded and stored with the run; for CIFAR, the CIFAR-10-C /
-    CIFAR-100-C archives. Reported as mean corruption accuracy per sparsity (also in `lp-ray report`)."""
-    from lp_ray.analysis.command import run_robustness
+def _add_analysis_commands() -> None:
+    from lp_ray.analysis import ANALYSES
 
-    summary, written = run_robustness(run_dir, _run_tracking_uri(tracking_uri, None, run_dir), corruptions, seed)
-    lines = []
-    for network in sorted({r["network"] for r in summary}, key=lambda n: (n != "LT", n)):
-        mine = [r for r in summary if r["network"] == network]
-        lines.append(
-            f"{network if network == 'LT' else 'pooled ' + network}: mean corruption accuracy "
-            f"{100 * sum(r['mean_corruption_acc'] for r in mine) / len(mine):.2f}%, clean "
-            f"{100 * sum(r['clean_test_acc'] for r in mine) / len(mine):.2f}% (mean over sparsities)"
-        )
-    _analysis_done(written, lines)
+    for name, analysis in ANALYSES.items():
+        analyze_app.command(name)(_analysis_command(analysis))
+
+
+_add_analysis_commands()
 
 
 def _submit(submission_id: str, cluster) -> None:

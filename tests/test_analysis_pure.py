@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from lp_ray.analysis import corruptions, disagreement, ensemble, lmc
+from lp_ray.analysis.compute import corruptions, disagreement, ensemble, lmc
 
 
 def test_barrier_is_the_highest_rise_above_the_line_between_the_endpoints():

@@ -58,7 +58,7 @@ def test_lmc_endpoints_are_the_recalibrated_tickets(finished):
 
 
 def test_a_tickets_path_to_itself_has_no_barrier(finished):
-    from lp_ray.analysis import lmc
+    from lp_ray.analysis.compute import lmc
     from lp_ray.opened_run import open_run
     from lp_ray.pool.executors import build_evaluator
     from lp_ray.spec import job_to_dict
@@ -72,8 +72,8 @@ def test_a_tickets_path_to_itself_has_no_barrier(finished):
 
 
 def test_ensemble_of_one_ticket_is_the_ticket_and_report_shows_it(finished):
-    from lp_ray.analysis import ensemble
-    from lp_ray.analysis.command import ticket_probabilities
+    from lp_ray.analysis.compute import ensemble
+    from lp_ray.analysis.ensemble import ticket_probabilities
     from lp_ray.opened_run import open_run
 
     run = finished["run"]
@@ -95,6 +95,30 @@ def test_ensemble_of_one_ticket_is_the_ticket_and_report_shows_it(finished):
     assert "interpolation: output ensemble of the merged tickets" in report.stdout
     assert f"LT of the best validation round ({best['round']}," in report.stdout
     assert "interpolation_ensemble_acc" in pq.read_table(run / "report.parquet").column_names
+
+
+def test_an_analysis_row_counts_only_for_the_network_it_measured(finished, tmp_path):
+    """Reports match an analysis row to a pooled network by the sha256 the row recorded: a row whose
+    network is no longer the search's (a search redone since, even to the same test accuracy) is left
+    out instead of mixed in."""
+    import shutil
+
+    import pyarrow as pa
+
+    run = tmp_path / finished["run"].name
+    shutil.copytree(finished["run"], run)
+    path = run / "analysis" / "ensemble" / "ensemble.parquet"
+    rows = pq.read_table(path).to_pylist()  # written by the test above
+    assert rows and all(r["network_sha256"] == targets(run)[r["target"]]["sha256"] for r in rows)
+    store = f"sqlite:///{tmp_path / 'none.db'}"  # no store there: the report logs nowhere
+    assert "interpolation_ensemble_acc" in pq.read_table(run / "report.parquet").column_names
+    for r in rows:
+        r["network_sha256"] = "0" * 64  # the same accuracies, measured of another network
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    report = cli("report", str(run), "--tracking-uri", store)
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert "output ensemble of the merged tickets" not in report.stdout
+    assert "interpolation_ensemble_acc" not in pq.read_table(run / "report.parquet").column_names
 
 
 def test_robustness_clean_is_recorded_and_corruptions_are_stored_once(finished):

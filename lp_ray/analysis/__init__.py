@@ -1,7 +1,9 @@
-"""Analyses of finished runs (`lp-ray analyze <name>`): the one list of their names. Each writes
+"""Analyses of finished runs (`lp-ray analyze <name>`): the one list of their names. Each analysis is one
+module that declares all of itself (`protocol.Analysis`: its question, options, run, summary and what
+the reports show of it); the numbers come from pure modules in `compute/`. Each writes
 `analysis/<name>/` in the run directory (Parquet tables, then `<name>.png` last: its "done" marker) and
 logs the files to MLflow under the run's imp run. An experiment can run them in every trial
-(`analyses:` in its spec) and `lp-ray report` aggregates them over seeds.
+(`analyses:` in its spec) and the reports aggregate them.
 
     lmc           error along the line between every pair of tickets, barriers, midpoint heat map
     stability     two copies trained from the rewind point (and from epoch 0), the barrier between them
@@ -12,54 +14,21 @@ logs the files to MLflow under the run's imp run. An experiment can run them in 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from lp_ray import layout
+from lp_ray.analysis.disagreement import DISAGREEMENT
+from lp_ray.analysis.ensemble import ENSEMBLE
+from lp_ray.analysis.lmc import LMC
+from lp_ray.analysis.protocol import Analysis
+from lp_ray.analysis.robustness import ROBUSTNESS
+from lp_ray.analysis.stability import STABILITY
 
-
-def _lmc(run_uri, cluster, tracking_uri):
-    from lp_ray.analysis.command import run_lmc
-    from lp_ray.analysis.lmc import ALPHAS
-
-    return run_lmc(run_uri, cluster, tracking_uri, ALPHAS)
-
-
-def _stability(run_uri, cluster, tracking_uri):
-    from lp_ray.analysis.command import run_stability
-    from lp_ray.analysis.lmc import ALPHAS
-    from lp_ray.store import RunDir, read_job
-
-    k = read_job(RunDir(run_uri)).imp.rewind_epoch
-    return run_stability(run_uri, cluster, tracking_uri, sorted({k, 0}, reverse=True), ALPHAS)
-
-
-def _disagreement(run_uri, cluster, tracking_uri):
-    from lp_ray.analysis.command import run_disagreement
-
-    return run_disagreement(run_uri, tracking_uri)
-
-
-def _ensemble(run_uri, cluster, tracking_uri):
-    from lp_ray.analysis.command import run_ensemble
-
-    return run_ensemble(run_uri, tracking_uri)
-
-
-def _robustness(run_uri, cluster, tracking_uri):
-    from lp_ray.analysis.command import run_robustness
-
-    return run_robustness(run_uri, tracking_uri)
-
-
-# name -> run(run_uri, cluster spec, tracking URI) with the analysis's defaults
-ANALYSES: dict[str, Callable] = {
-    "lmc": _lmc,
-    "stability": _stability,
-    "disagreement": _disagreement,
-    "ensemble": _ensemble,
-    "robustness": _robustness,
-}
+ANALYSES: dict[str, Analysis] = {a.name: a for a in (LMC, STABILITY, DISAGREEMENT, ENSEMBLE, ROBUSTNESS)}
 
 
 def analysis_done(run, name: str) -> bool:
-    from lp_ray import layout
-
     return run.exists(layout.analysis_file(name, f"{name}.png"))
+
+
+def reported() -> list:
+    """The analyses whose measurements the run and experiment reports show, in registry order."""
+    return [a for a in ANALYSES.values() if hasattr(a, "measures")]

@@ -1,104 +1,93 @@
-"""Prediction disagreement between tickets (the paper's Figure G10), beside what the pool did with each
-pair: does diversity predict whether a merge is accepted, and what it gains? Pure numpy: the
-predictions are the per-example test predictions every pool search stores (predictions_RR.parquet, the
-`lt` column is ticket RR as trained), the decisions are the searches' traces.
-"""
+"""`lp-ray analyze disagreement`: does diversity predict what a merge gains? From the test predictions
+every pool search stores and the searches' traces (no weights); the numbers are
+`compute/disagreement.py`'s."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
+from lp_ray import layout
+from lp_ray.analysis.protocol import Outcome
+from lp_ray.analysis.running import open_finished, write_outputs
+from lp_ray.errors import LpRayError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from lp_ray.opened_run import OpenedRun
 
 
-def matrix(rounds: Sequence[int], preds: dict[int, np.ndarray]) -> np.ndarray:
-    """Fraction of test examples on which tickets i and j predict different classes."""
-    m = np.zeros((len(rounds), len(rounds)))
-    for i, a in enumerate(rounds):
-        for j, b in enumerate(rounds):
-            m[i, j] = float(np.mean(preds[a] != preds[b]))
-    return m
+def stored_lt_predictions(opened: OpenedRun) -> tuple[dict[int, np.ndarray], np.ndarray, dict[str, list[dict]]]:
+    """Every ticket's test predictions as stored by pool searches (the `lt` column of predictions_RR
+    .parquet: the ticket as trained), the labels, and each search's trace."""
+    from lp_ray.pool.records import all_searches, read_predictions, read_trace
 
-
-def step_rows(trace: list[dict], preds: dict[int, np.ndarray], search: str) -> list[dict]:
-    """One row per step of every chain of a search: the target, the candidate, their disagreement, the
-    step's best validation accuracy minus the chain's best before it (what merging this candidate
-    could gain), and whether it was accepted."""
-    out = []
-    for target in sorted({r["target"] for r in trace}):
-        rows = [r for r in trace if r["target"] == target]
-        best = None
-        for step in sorted({r["step"] for r in rows}):
-            at = [r for r in rows if r["step"] == step]
-            top = max(r["val_acc"] for r in at)
-            if step == 0:
-                best = top
+    preds: dict[int, np.ndarray] = {}
+    labels = None
+    traces = {}
+    for search, results in all_searches(opened.run).items():
+        for t, res in results.items():
+            table = read_predictions(opened.run, search, res)
+            if table is None:
                 continue
-            cand = at[0]["candidate"]
-            accepted = any(r["accepted"] for r in at)
-            out.append(
-                {
-                    "search": search,
-                    "target": target,
-                    "candidate": cand,
-                    "distance": abs(cand - target),
-                    "disagreement": float(np.mean(preds[target] != preds[cand])),
-                    "val_gain": top - best,
-                    "accepted": accepted,
-                }
-            )
-            if accepted:
-                best = top
-    return out
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's rank correlation (average ranks for ties); nan when either side is constant."""
-    from scipy.stats import spearmanr
-
-    if len(set(x)) < 2 or len(set(y)) < 2:
-        return float("nan")
-    return float(spearmanr(x, y).statistic)
-
-
-def summary(steps: list[dict]) -> dict:
-    """Mean disagreement of accepted and rejected candidates, and how disagreement ranks with a step's
-    validation gain."""
-    acc = [s["disagreement"] for s in steps if s["accepted"]]
-    rej = [s["disagreement"] for s in steps if not s["accepted"]]
-    return {
-        "steps": len(steps),
-        "accepted": len(acc),
-        "mean_disagreement_accepted": float(np.mean(acc)) if acc else float("nan"),
-        "mean_disagreement_rejected": float(np.mean(rej)) if rej else float("nan"),
-        "spearman_disagreement_val_gain": spearman([s["disagreement"] for s in steps], [s["val_gain"] for s in steps]),
-    }
-
-
-def plot(path: str, rounds: Sequence[int], densities: dict[int, float], m: np.ndarray, steps: list[dict]) -> None:
-    from lp_ray.analysis.plots import save, ticket_heat_map, two_panels
-
-    plt, fig, left, right = two_panels()
-    ticket_heat_map(fig, left, m, rounds, densities, "magma")
-    index = {r: i for i, r in enumerate(rounds)}
-    taken = [(index[s["target"]], index[s["candidate"]]) for s in steps if s["accepted"]]
-    if taken:
-        left.scatter([c for _, c in taken], [t for t, _ in taken], marker="o", facecolors="none", edgecolors="c")
-    left.set_title("test disagreement (%) between tickets\n(circles: candidate merged into the row's target)")
-    left.set_xlabel("candidate")
-    left.set_ylabel("target")
-    for accepted, colour in ((False, "tab:gray"), (True, "tab:blue")):
-        pts = [s for s in steps if s["accepted"] == accepted]
-        right.scatter(
-            [100 * s["disagreement"] for s in pts],
-            [100 * s["val_gain"] for s in pts],
-            s=12,
-            c=colour,
-            label="accepted" if accepted else "rejected",
+            preds.setdefault(t, table.column("lt").to_numpy())
+            labels = table.column("label").to_numpy()
+        if opened.run.exists(layout.trace(search)):
+            traces[search] = read_trace(opened.run, search)
+    missing = [r for r in opened.rounds if r not in preds]
+    if missing:
+        raise LpRayError(
+            f"{opened.run.uri}: no stored test predictions for round(s) {missing}; "
+            f"run `lp-ray pool {opened.run.uri}` first"
         )
-    right.axhline(0, color="k", lw=0.5)
-    right.set_xlabel("disagreement of target and candidate (% of test examples)")
-    right.set_ylabel("best validation gain of the step (pt)")
-    right.set_title("does diversity predict what a merge gains?")
-    right.legend()
-    save(plt, fig, path)
+    return preds, labels, traces
+
+
+class Disagreement:
+    name = "disagreement"
+    help = (
+        "Does diversity predict what a merge gains? The fraction of test examples on which two tickets "
+        "predict differently, for every pair (the paper's Figure G10), beside every step of every pool search: "
+        "the candidate's disagreement with the target, the step's best validation gain, and whether it was "
+        "accepted. Needs a finished `lp-ray pool` (it reads the stored test predictions, no weights)."
+    )
+    options = ()
+    uses_cluster = False
+
+    def run(self, run_uri, cluster, tracking_uri) -> Outcome:
+        from lp_ray.analysis.compute import disagreement
+
+        opened = open_finished(run_uri)
+        preds, _, traces = stored_lt_predictions(opened)
+        rounds = opened.rounds
+        m = disagreement.matrix(rounds, preds)
+        pairs = [
+            {"a": a, "b": b, "disagreement": float(m[i, j])}
+            for i, a in enumerate(rounds)
+            for j, b in enumerate(rounds)
+            if i < j
+        ]
+        steps = [row for search, trace in traces.items() for row in disagreement.step_rows(trace, preds, search)]
+        summary = [{"search": s, **disagreement.summary([r for r in steps if r["search"] == s])} for s in traces]
+        densities = {r: opened.metas[r].density for r in rounds}
+        first = next(iter(traces), None)
+        shown = [r for r in steps if r["search"] == first]
+        written = write_outputs(
+            opened,
+            self.name,
+            {"pairs": pairs, "steps": steps, "summary": summary},
+            lambda png: disagreement.plot(png, rounds, densities, m, shown),
+            tracking_uri,
+        )
+        return Outcome(summary, written)
+
+    def summary(self, rows: list[dict]) -> list[str]:
+        return [
+            f"{s['search']}: mean disagreement of accepted candidates {100 * s['mean_disagreement_accepted']:.2f}%, "
+            f"rejected {100 * s['mean_disagreement_rejected']:.2f}%; Spearman(disagreement, step's val gain) "
+            f"{s['spearman_disagreement_val_gain']:+.2f} over {s['steps']} steps"
+            for s in rows
+        ]
+
+
+DISAGREEMENT = Disagreement()

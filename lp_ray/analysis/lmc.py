@@ -1,105 +1,94 @@
-"""Linear mode connectivity between tickets (the paper's Figures 1-2; Frankle et al. 2020). Pure: the
-numbers come from `Evaluator.score` (pool/core.py), run on the pool's executors by analysis/run.py.
-
-For a pair of tickets (a, b) and a coefficient alpha, the network is (1 - alpha) * w_a + alpha * w_b,
-not re-pruned (the path between two masks), with its BatchNorm statistics recalibrated as in the pool.
-Its error barrier is how far the error rises above the straight line between the two endpoints' errors,
-at its highest: max over alpha of error(alpha) - ((1 - alpha) error(0) + alpha error(1)). With endpoints
-of equal error it is Frankle et al.'s (the rise above their mean); tickets of different sparsity have
-different errors, and a path that only falls from the worse to the better one has no barrier. A ticket
-with itself has barrier 0; tickets in one linearly connected basin have a barrier near 0; a large
-barrier means averaging them lands on a ridge.
-"""
+"""`lp-ray analyze lmc`: are the tickets linearly mode connected? (the paper's Figures 1-2). Every pair
+of tickets along the straight line between them, BatchNorm recalibrated at every point as in the pool,
+scored on the pool's evaluators; the numbers are `compute/lmc.py`'s."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
+from lp_ray.analysis.protocol import Option, Outcome
+from lp_ray.analysis.running import executor, open_finished, parse_alphas, positive, score_all, write_outputs
+from lp_ray.errors import LpRayError
 
-ALPHAS = tuple(round(i / 10, 1) for i in range(11))
+ALPHAS_OPTION = Option("alphas", str, "Points along each path, 0 to 1 (default 0,0.1,...,1).", parse=parse_alphas)
+PARALLEL_OPTION = Option(
+    "parallel_evals", int, "Evaluations in flight at once (as for lp-ray pool).", default=2, parse=positive, short="-p"
+)
 
-
-def check_alphas(alphas: Sequence[float]) -> tuple[float, ...]:
-    """A path from one ticket to the other: starts at 0, ends at 1, strictly increasing."""
-    a = tuple(float(x) for x in alphas)
-    if len(a) < 2 or a[0] != 0.0 or a[-1] != 1.0 or any(y <= x for x, y in zip(a, a[1:], strict=False)):
-        raise ValueError(f"alphas must rise strictly from 0 to 1, got {list(a)}")
-    return a
-
-
-def pairs(rounds: Sequence[int]) -> list[tuple[int, int]]:
-    return [(a, b) for i, a in enumerate(rounds) for b in rounds[i + 1 :]]
+if TYPE_CHECKING:
+    from lp_ray.opened_run import OpenedRun
 
 
-def barrier(alphas: Sequence[float], errors: Sequence[float]) -> float:
-    """max over the path of error(alpha) - ((1 - alpha) error(0) + alpha error(1)); alphas run from 0 to 1.
-    Never below 0 (the endpoints themselves are on the line)."""
-    a, e = np.asarray(alphas, dtype=np.float64), np.asarray(errors, dtype=np.float64)
-    return float(np.max(e - ((1 - a) * e[0] + a * e[-1])))
+def paths(opened: OpenedRun, rounds, cluster, alphas, parallel, serial, tracking_uri, what) -> tuple[list[dict], dict]:
+    """Every pair of `rounds` along `alphas` on the pool's evaluators: each ticket scored once (the
+    endpoint of every path it is on), every interior point once."""
+    from lp_ray.analysis.compute import lmc
+    from lp_ray.pool.executors import ScoreRequest
+    from lp_ray.progress import console
 
-
-def path_rows(rounds: Sequence[int], alphas: Sequence[float], scores: dict) -> list[dict]:
-    """One row per (a, b, alpha): val and test accuracy. `scores` maps ("ticket", r) to a ticket's own
-    (val, test) and (a, b, alpha) to an interior point's."""
-    rows = []
-    for a, b in pairs(rounds):
-        for alpha in alphas:
-            if alpha == 0.0:
-                val, test = scores["ticket", a]
-            elif alpha == 1.0:
-                val, test = scores["ticket", b]
-            else:
-                val, test = scores[a, b, alpha]
-            rows.append({"a": a, "b": b, "alpha": alpha, "val_acc": val, "test_acc": test})
-    return rows
-
-
-def pair_rows(rows: list[dict]) -> list[dict]:
-    """Per pair: the barrier on validation and on test error, and the midpoint's test accuracy."""
-    out = []
-    for a, b in sorted({(r["a"], r["b"]) for r in rows}):
-        path = sorted((r for r in rows if (r["a"], r["b"]) == (a, b)), key=lambda r: r["alpha"])
-        mid = min(path, key=lambda r: abs(r["alpha"] - 0.5))
-        out.append(
-            {
-                "a": a,
-                "b": b,
-                "barrier_val": barrier([r["alpha"] for r in path], [1 - r["val_acc"] for r in path]),
-                "barrier_test": barrier([r["alpha"] for r in path], [1 - r["test_acc"] for r in path]),
-                "midpoint_alpha": mid["alpha"],
-                "midpoint_test_acc": mid["test_acc"],
-            }
+    ex = executor(opened, cluster, parallel, serial, tracking_uri)
+    try:
+        for r in rounds:
+            ex.put(r, opened.tickets[r])
+        requests: dict = {("ticket", r): ScoreRequest(r, None, 0.0, None) for r in rounds}
+        for a, b in lmc.pairs(rounds):
+            for alpha in alphas[1:-1]:
+                requests[a, b, alpha] = ScoreRequest(a, b, alpha, None)
+        console.print(
+            f"[bold]lp-ray analyze {what}[/] {opened.run.uri}: {len(rounds)} networks, {len(lmc.pairs(rounds))} "
+            f"pair(s) x {len(alphas)} points: {len(requests)} evaluations, {ex.parallel} in parallel"
         )
-    return out
+        scores = score_all(ex, requests, what)
+    finally:
+        ex.close()
+    return lmc.path_rows(rounds, alphas, scores), scores
 
 
-def midpoint_matrix(rounds: Sequence[int], pairs_: list[dict], own: dict[int, float]) -> np.ndarray:
-    """Test accuracy of every pair's midpoint, symmetric; the diagonal is each ticket's own."""
-    index = {r: i for i, r in enumerate(rounds)}
-    m = np.full((len(rounds), len(rounds)), np.nan)
-    for r in rounds:
-        m[index[r], index[r]] = own[r]
-    for p in pairs_:
-        m[index[p["a"]], index[p["b"]]] = m[index[p["b"]], index[p["a"]]] = p["midpoint_test_acc"]
-    return m
+class LinearModeConnectivity:
+    name = "lmc"
+    help = (
+        "Are the tickets linearly mode connected? Validation and test error along the straight line between "
+        "every pair of tickets (BatchNorm recalibrated at every point, as in the pool), each pair's error "
+        "barrier (Frankle et al. 2020), and a heat map of the midpoint accuracy of every pair: the paper's "
+        "Figures 1-2, the reason rewinding matters to Lottery Pools."
+    )
+    options = (
+        ALPHAS_OPTION,
+        PARALLEL_OPTION,
+        Option("serial", bool, "Evaluate in this process, without Ray.", default=False),
+    )
+    uses_cluster = True
+
+    def run(self, run_uri, cluster, tracking_uri, alphas=None, parallel_evals=2, serial=False) -> Outcome:
+        from lp_ray.analysis.compute import lmc
+
+        alphas = alphas or lmc.ALPHAS
+        opened = open_finished(run_uri)
+        rounds = opened.rounds
+        if len(rounds) < 2:
+            raise LpRayError(
+                f"{opened.run.uri}: linear mode connectivity needs two finished tickets, found {len(rounds)}"
+            )
+        rows, scores = paths(opened, rounds, cluster, alphas, parallel_evals, serial, tracking_uri, "lmc")
+        pairs = lmc.pair_rows(rows)
+        densities = {r: opened.metas[r].density for r in rounds}
+        matrix = lmc.midpoint_matrix(rounds, pairs, {r: scores["ticket", r][1] for r in rounds})
+        written = write_outputs(
+            opened,
+            self.name,
+            {"path": rows, "pairs": pairs},
+            lambda png: lmc.plot(png, rounds, densities, rows, matrix),
+            tracking_uri,
+        )
+        return Outcome(pairs, written)
+
+    def summary(self, pairs: list[dict]) -> list[str]:
+        adjacent = [p for p in pairs if p["b"] == p["a"] + 1]
+        return [
+            "error barrier (test, pt) between adjacent tickets: "
+            + "  ".join(f"{p['a']}-{p['b']} {100 * p['barrier_test']:+.2f}" for p in adjacent),
+            f"mean barrier over all {len(pairs)} pairs: {100 * sum(p['barrier_test'] for p in pairs) / len(pairs):+.2f} pt",
+        ]
 
 
-def plot(path: str, rounds: Sequence[int], densities: dict[int, float], rows: list[dict], matrix: np.ndarray) -> None:
-    from lp_ray.analysis.plots import save, ticket_heat_map, two_panels
-
-    plt, fig, left, right = two_panels()
-    ticket_heat_map(fig, left, matrix, rounds, densities, "viridis")
-    left.set_title("test accuracy (%) at the midpoint of each pair\n(diagonal: the ticket itself, BN recalibrated)")
-    for i in range(len(rounds)):
-        for j in range(len(rounds)):
-            if not np.isnan(matrix[i, j]):
-                left.text(j, i, f"{100 * matrix[i, j]:.1f}", ha="center", va="center", fontsize=6, color="w")
-    for a, b in zip(rounds, rounds[1:], strict=False):
-        line = sorted((r for r in rows if (r["a"], r["b"]) == (a, b)), key=lambda r: r["alpha"])
-        right.plot([r["alpha"] for r in line], [100 * (1 - r["test_acc"]) for r in line], marker=".", label=f"{a}-{b}")
-    right.set_xlabel("alpha  ((1 - alpha) * ticket a + alpha * ticket b)")
-    right.set_ylabel("test error (%)")
-    right.set_title("error along the path between adjacent tickets")
-    right.legend(fontsize=7, ncol=2)
-    save(plt, fig, path)
+LMC = LinearModeConnectivity()

@@ -129,7 +129,7 @@ def _trial_fn(config: dict) -> None:
 
     for a in t["analyses"]:
         if not analysis_done(result.run, a):
-            ANALYSES[a](result.run.uri, cluster, t["tracking_uri"])
+            ANALYSES[a].run(result.run.uri, cluster, t["tracking_uri"])  # its defaults
     tune.report({"finished": 1})
 
 

@@ -198,7 +198,7 @@ def _log_pool(
 def _log_pool_results(
     tracker, pr: OpenedRun, name: str, pool_run: str, results, pooled_now, seconds, evaluations
 ) -> None:
-    from lp_ray.report import plot_png
+    from lp_ray.report.run import plot_png
 
     for t, r in sorted(results.items()):
         known = tracker.find_child(pool_run, "pool_target", str(t))

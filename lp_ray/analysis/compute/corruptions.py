@@ -116,3 +116,51 @@ def read_cifar_c(folder: Path, test_size: int) -> tuple[list[str], np.ndarray, C
         return np.ascontiguousarray(part.transpose(0, 3, 1, 2))
 
     return names, labels[:test_size].astype(np.int64), images
+
+
+def mean_corruption_summary(rows: list[dict]) -> list[dict]:
+    """Per network and round: clean accuracy and mean corruption accuracy (over every corruption and
+    severity 1-5, as CIFAR-C is usually reported), with the network's sha256 when the rows carry it."""
+    import math
+
+    out = []
+    for network, r in sorted({(x["network"], x["round"]) for x in rows}, key=lambda k: (k[0] != "LT", k)):
+        mine = [x for x in rows if (x["network"], x["round"]) == (network, r)]
+        out.append(
+            {
+                "network": network,
+                "round": r,
+                "density": mine[0]["density"],
+                "clean_test_acc": mine[0]["clean_test_acc"],
+                # fsum: the same value whatever order the sets were read in
+                "mean_corruption_acc": math.fsum(x["test_acc"] for x in mine) / len(mine),
+                **({"network_sha256": mine[0]["network_sha256"]} if "network_sha256" in mine[0] else {}),
+            }
+        )
+    return out
+
+
+def plot(path: str, summary: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for network in sorted({x["network"] for x in summary}, key=lambda n: (n != "LT", n)):
+        pts = sorted((x for x in summary if x["network"] == network), key=lambda x: -x["density"])
+        ax.plot(
+            [100 * x["density"] for x in pts],
+            [100 * x["mean_corruption_acc"] for x in pts],
+            marker="o",
+            label=network if network == "LT" else f"pooled ({network})",
+        )
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("weights remaining (%)")
+    ax.set_ylabel("mean corruption accuracy (%)")
+    ax.set_title("out of distribution: accuracy on corrupted test sets, severities 1-5")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,5 +1,6 @@
-"""`lp-ray report`: LT versus every pooled method, per sparsity, as a table (terminal, CSV, Parquet)
-and a plot like the paper's Figure 3 (test accuracy against weights remaining)."""
+"""The report of one run: LT versus every pooled method, per sparsity, as a table (terminal, CSV, Parquet)
+and a plot like the paper's Figure 3 (test accuracy against weights remaining), with what the analyses
+that have run measured of the same networks (their `report_columns` and `report_lines`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from lp_ray import layout
+from lp_ray.analysis import reported
 from lp_ray.errors import LpRayError
 from lp_ray.pool.records import all_searches
 from lp_ray.store import RunDir, finished_rounds, read_ticket, read_ticket_meta
@@ -43,39 +45,9 @@ def build_report(run: RunDir, verify: bool = True) -> pa.Table:
         cols[f"{name}_test_acc"] = [100 * results[r].test_acc if r in results else None for r in rounds]
         cols[f"{name}_gain"] = [100 * results[r].gain if r in results else None for r in rounds]
         cols[f"{name}_mcnemar_p"] = [_mcnemar_vs_lt(run, name, results[r]) if r in results else None for r in rounds]
-    _analysis_columns(run, rounds, searches, cols)
+    for analysis in reported():  # what `lp-ray analyze` measured of these networks, when it has run
+        cols.update(analysis.report_columns(analysis.measures(run, searches), rounds, searches))
     return pa.table(cols)
-
-
-def _analysis_columns(run: RunDir, rounds: list[int], searches: dict, cols: dict) -> None:
-    """Columns from `lp-ray analyze ensemble` and `lp-ray analyze robustness` when they have run: the output
-    ensemble of each target's merged tickets, and mean corruption accuracy. A row is used only while
-    the pooled network it measured is still the search's (same test accuracy): a search redone since
-    leaves its old analysis out instead of mixing it in."""
-
-    def rows(name: str, table: str) -> list[dict]:
-        rel = layout.analysis_file(name, f"{table}.parquet")
-        return run.read_table(rel).to_pylist() if run.exists(rel) else []
-
-    ensemble = {(r["search"], r["target"]): r for r in rows("ensemble", "ensemble")}
-    for name, results in searches.items():
-        cur = {t: ensemble.get((name, t)) for t in results}
-        cur = {t: e for t, e in cur.items() if e is not None and e["pooled_test_acc"] == results[t].test_acc}
-        if cur:
-            cols[f"{name}_ensemble_acc"] = [100 * cur[r]["ensemble_test_acc"] if r in cur else None for r in rounds]
-            cols[f"{name}_ensemble_members"] = [cur[r]["members"] if r in cur else None for r in rounds]
-    robust = {(r["network"], r["round"]): r for r in rows("robustness", "summary")}
-    if any(k[0] == "LT" for k in robust):
-        cols["lt_corruption_acc"] = [
-            100 * robust[("LT", r)]["mean_corruption_acc"] if ("LT", r) in robust else None for r in rounds
-        ]
-        for name, results in searches.items():
-            cur = {t: robust.get((name, t)) for t in results}
-            cur = {t: x for t, x in cur.items() if x is not None and x["clean_test_acc"] == results[t].test_acc}
-            if cur:
-                cols[f"{name}_corruption_acc"] = [
-                    100 * cur[r]["mean_corruption_acc"] if r in cur else None for r in rounds
-                ]
 
 
 def _mcnemar_vs_lt(run: RunDir, name: str, result) -> float | None:
@@ -178,10 +150,9 @@ def print_report(table: pa.Table, title: str | None = None) -> None:
         f"LT of the best validation round ({d['round'][best]}, {d['weights_remaining'][best]:.2f}% weights): "
         f"test {d['lt_test_acc'][best]:.2f}%"
     )
-    if "lt_corruption_acc" in d:
-        console.print(f"LT: mean corruption accuracy {_mean(d['lt_corruption_acc']):.2f}% (mean over sparsities)")
-    for m in methods:
-        _analysis_lines(d, m)
+    for analysis in reported():
+        for line in analysis.report_lines(d, methods):
+            console.print(line)
     for m in methods:
         gains = [g for g in d[f"{m}_gain"] if g is not None]
         if gains:
@@ -191,28 +162,3 @@ def print_report(table: pa.Table, title: str | None = None) -> None:
                 f"{m}: mean gain {sum(gains) / len(gains):+.2f} pt; better than LT at {sum(g > 0 for g in gains)} "
                 f"of {len(gains)} sparsities{significant}. One seed: run `lp-ray sweep` for an interval over seeds."
             )
-
-
-def _mean(values) -> float:
-    values = [v for v in values if v is not None]
-    return sum(values) / len(values)
-
-
-def _analysis_lines(d: dict, m: str) -> None:
-    from lp_ray.progress import console
-
-    if f"{m}_ensemble_acc" in d:
-        pairs = [
-            (e, p, k)
-            for e, p, k in zip(d[f"{m}_ensemble_acc"], d[f"{m}_test_acc"], d[f"{m}_ensemble_members"], strict=True)
-            if e is not None
-        ]
-        console.print(
-            f"{m}: output ensemble of the merged tickets {_mean([e for e, _, _ in pairs]):.2f}% "
-            f"({_mean([k for _, _, k in pairs]):.1f}x inference) vs the pooled network {_mean([p for _, p, _ in pairs]):.2f}% "
-            f"(1x), test, mean over {len(pairs)} sparsities"
-        )
-    if f"{m}_corruption_acc" in d:
-        console.print(
-            f"{m}: mean corruption accuracy {_mean(d[f'{m}_corruption_acc']):.2f}% (pooled, mean over sparsities)"
-        )

@@ -1,0 +1,51 @@
+"""`lp-ray report DIR`: the report of a run directory or of an experiment directory, written beside the
+data it is built from, printed, and (for a run) logged to its imp run in MLflow. Every record is read
+and checked before anything is written."""
+
+from __future__ import annotations
+
+from lp_ray import layout
+from lp_ray.errors import LpRayError
+from lp_ray.progress import console
+from lp_ray.store import RunDir
+
+
+def report(uri: str, tracking_uri: str | None) -> None:
+    from lp_ray.report.experiment import is_experiment_dir
+
+    if is_experiment_dir(uri):
+        experiment_report(uri)
+    else:
+        run_report(uri, tracking_uri)
+
+
+def run_report(run_dir: str, tracking_uri: str | None) -> None:
+    """report.csv/.parquet/.png of a run; MLflow gets the files under its imp run's report/ (when the
+    store and the run exist: a report never creates a store)."""
+    from lp_ray.report.run import build_report, print_report, write_report
+    from lp_ray.tracking import run_tracker, tracking_uri_for_run
+
+    run = RunDir(run_dir)
+    if not run.is_dir():
+        raise LpRayError(f"{run_dir}: no such run directory")
+    table = build_report(run)  # every check (tickets, pooled networks) before anything is written
+    found = run_tracker(run, tracking_uri_for_run(tracking_uri, None, run))  # an unusable MLflow fails first
+    _, paths = write_report(run, table)
+    print_report(table, title=run.uri)
+    if found is not None:
+        tracker, imp_run = found
+        tracker.log_run_files(imp_run, run, [layout.report(f) for f in layout.REPORT_FORMATS], "report")
+    console.print(f"report: {paths['csv']}, {paths['parquet']}")
+    console.print(f"plot:   {paths['png']}")
+
+
+def experiment_report(exp_uri: str) -> None:
+    from lp_ray.report import experiment
+
+    exp_dir = RunDir(exp_uri)
+    table, verdicts = experiment.build(exp_dir)  # every record checked before anything is written
+    paths = experiment.write(exp_dir, table, verdicts)
+    experiment.print_table(table, verdicts)
+    csv, parquet, png, verdict = (paths[f] for f in layout.EXPERIMENT_REPORT)
+    console.print(f"report: {csv}, {parquet}, {verdict}")
+    console.print(f"plot:   {png}")

@@ -1,0 +1,301 @@
+"""The report of an experiment (`lp-ray report EXPERIMENT_DIR`): the paper's Table 8 for an experiment, with honest statistics
+(docs/architecture.md, "Experiments"; the tests are in lp_ray/stats.py's terms):
+
+    per cell, method and sparsity   mean ± std over seeds of LT, LT+BN and the method (test accuracy)
+    paired gain                     method − LT per seed, mean with a seeded 95% bootstrap CI over seeds
+                                    and, beside it, a Student-t 95% CI (wider, honest at 3-5 seeds)
+    significance                    exact McNemar of pooled vs LT on the test predictions, discordant
+                                    counts summed over seeds (every seed sees the same test examples),
+                                    Holm-corrected across sparsities
+    verdict                         one line per cell and method: the gain averaged over sparsities, its
+                                    CI, better at a/b sparsities, significant at c
+
+Everything is read back from the trials' run directories (records checked against their sha256), so the
+report can be rebuilt at any time. Test accuracies are only reported here: no decision reads them.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from lp_ray import layout
+from lp_ray.analysis import reported
+from lp_ray.errors import LpRayError
+from lp_ray.stats import compare_counts, holm, mcnemar_p, paired_bootstrap_ci, paired_t_ci
+from lp_ray.store import RunDir
+
+
+def is_experiment_dir(uri: str) -> bool:
+    d = RunDir(uri)
+    return d.exists(layout.EXPERIMENT) and d.exists(layout.TRIALS)
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    """One target of one seed's search, as the report reads it (test accuracies as fractions)."""
+
+    lt: float
+    lt_bn: float | None  # None: a record from before the LT+BN control existed
+    pooled: float
+    density: float
+    lt_only_correct: int  # McNemar's discordant counts on the stored test predictions
+    pooled_only_correct: int
+    measured: dict  # what the trial's analyses measured of this pooled network (key -> value)
+
+
+# (cell, method) -> target -> seed -> SeedResult
+Collected = dict[tuple[str, str], dict[int, dict[int, SeedResult]]]
+
+
+def collect(exp_dir: RunDir) -> tuple[dict, Collected]:
+    """Every finished trial's searches, read back from its run directory (records checked against their
+    sha256), with what its analyses measured of each pooled network."""
+    from lp_ray.pool.records import finished_targets, read_predictions
+
+    ident = exp_dir.read_json(layout.EXPERIMENT)
+    trials = exp_dir.read_table(layout.TRIALS).to_pylist()
+    data: Collected = {}
+    for row in trials:
+        run = RunDir(row["run_dir"])
+        searches = {m: finished_targets(run, m) for m in ident["methods"]}
+        measures = [a.measures(run, searches) for a in reported()]
+        for m, results in searches.items():
+            for t, r in results.items():
+                preds = read_predictions(run, m, r)
+                b = c = 0
+                if preds is not None:
+                    y, lt, pooled = (preds.column(k).to_numpy() for k in ("label", "lt", "pooled"))
+                    b, c = int(((lt == y) & (pooled != y)).sum()), int(((lt != y) & (pooled == y)).sum())
+                measured = {k: v for got in measures for k, v in (got.of(m, r) or {}).items()}
+                cell = data.setdefault((row["cell"], m), {}).setdefault(t, {})
+                cell[row["seed"]] = SeedResult(r.lt_test_acc, r.lt_bn_test_acc, r.test_acc, r.density, b, c, measured)
+    if not data:
+        raise LpRayError(f"{exp_dir.uri}: no trial has finished a pool search yet; run `lp-ray sweep` first")
+    return ident, data
+
+
+def _common_seeds(targets: dict[int, dict[int, SeedResult]]) -> list[int]:
+    return sorted(set.intersection(*(set(v) for v in targets.values())))  # seeds every target has
+
+
+def _per_seed_mean(targets, seeds, value) -> np.ndarray:
+    """Per seed, the mean over sparsities of value(SeedResult), in points."""
+    return np.array([[100 * value(targets[t][s]) for t in sorted(targets)] for s in seeds]).mean(axis=1)
+
+
+def _where(cell: str) -> str:
+    return f" [{cell}]" if cell else ""
+
+
+def sparsity_rows(cell: str, method: str, targets, seeds) -> list[dict]:
+    """Per sparsity: mean ± std over seeds of LT, LT+BN and the method, the paired gain with its
+    bootstrap and t intervals, McNemar on the summed discordant counts, Holm across sparsities."""
+    per_target = []
+    for t in sorted(targets):
+        v = targets[t]
+        lt = np.array([100 * v[s].lt for s in seeds])
+        bn = np.array([100 * (v[s].lt_bn if v[s].lt_bn is not None else np.nan) for s in seeds])
+        lp = np.array([100 * v[s].pooled for s in seeds])
+        b, c = sum(v[s].lt_only_correct for s in seeds), sum(v[s].pooled_only_correct for s in seeds)
+        per_target.append((t, v[seeds[0]].density, lt, bn, lp, mcnemar_p(b, c), b, c))
+    adjusted = holm([p for *_, p, _, _ in per_target])
+    rows = []
+    for (t, density, lt, bn, lp, p, b, c), p_holm in zip(per_target, adjusted, strict=True):
+        ci, ci_t = paired_bootstrap_ci(lp, lt), paired_t_ci(lp, lt)
+        rows.append(
+            {
+                "cell": cell,
+                "method": method,
+                "round": t,
+                "weights_remaining": 100 * density,
+                "seeds": len(seeds),
+                "lt_mean": lt.mean(),
+                "lt_std": _std(lt),
+                "lt_bn_mean": bn.mean(),
+                "lt_bn_std": _std(bn),
+                "method_mean": lp.mean(),
+                "method_std": _std(lp),
+                "gain_mean": ci.mean,
+                "gain_ci_low": ci.low,
+                "gain_ci_high": ci.high,
+                "gain_t_ci_low": ci_t.low,
+                "gain_t_ci_high": ci_t.high,
+                "lt_only_correct": b,
+                "method_only_correct": c,
+                "mcnemar_p": p,
+                "mcnemar_p_holm": p_holm,
+            }
+        )
+    return rows
+
+
+def verdict(cell: str, method: str, targets, seeds, rows: list[dict]) -> str:
+    """The method's gain over LT: per seed averaged over sparsities, its mean and CIs over seeds."""
+    lp_seed = _per_seed_mean(targets, seeds, lambda x: x.pooled)
+    lt_seed = _per_seed_mean(targets, seeds, lambda x: x.lt)
+    ci, t_ci = paired_bootstrap_ci(lp_seed, lt_seed), paired_t_ci(lp_seed, lt_seed)
+    better, _, _ = compare_counts([r["method_mean"] for r in rows], [r["lt_mean"] for r in rows])
+    significant = sum(r["mcnemar_p_holm"] < 0.05 for r in rows)
+    return (
+        f"{method} − LT{_where(cell)}: {ci.mean:+.2f} pt [95% CI {ci.low:+.2f}, {ci.high:+.2f}] over {ci.n} seeds; "
+        f"better at {better}/{len(rows)} sparsities; significant (Holm, p < 0.05) at {significant}"
+        + (f"; Student t 95% CI [{t_ci.low:+.2f}, {t_ci.high:+.2f}]" if t_ci.n > 1 else "")
+    )
+
+
+def control_verdict(cell: str, targets, seeds) -> str | None:
+    """LT+BN − LT, once per cell (the same network in every method's search); None for records from
+    before the control existed."""
+    if any(targets[t][s].lt_bn is None for t in targets for s in seeds):
+        return None
+    order = sorted(targets)
+    bn_seed = np.array([[targets[t][s].lt_bn for t in order] for s in seeds]).mean(axis=1) * 100
+    lt_seed = np.array([[targets[t][s].lt for t in order] for s in seeds]).mean(axis=1) * 100
+    ci = paired_bootstrap_ci(bn_seed, lt_seed)
+    return (
+        f"LT+BN − LT{_where(cell)} (control): {ci.mean:+.2f} pt [95% CI {ci.low:+.2f}, {ci.high:+.2f}] "
+        f"over {ci.n} seeds"
+    )
+
+
+def analysis_verdicts(cell: str, method: str, targets, seeds, rows: list[dict]) -> list[str]:
+    """What every seed's analyses measured: per-sparsity means added to `rows` (in place) and one
+    verdict per comparison an analysis declares, for the analyses every seed and sparsity has."""
+    out = []
+    for analysis in reported():
+        for cmp in analysis.comparisons:
+            keys = [cmp.measure, *([cmp.baseline] if cmp.baseline else [])]
+            if not all(k in targets[t][s].measured for t in targets for s in seeds for k in keys):
+                continue
+            for r in rows:
+                v = targets[r["round"]]
+                for k in keys:
+                    r[f"{k}_mean"] = float(np.mean([100 * v[s].measured[k] for s in seeds]))
+                for k in cmp.extra:
+                    r[f"{k}_mean"] = float(np.mean([v[s].measured[k] for s in seeds]))
+            mine = _per_seed_mean(targets, seeds, lambda x, k=cmp.measure: x.measured[k])
+            if cmp.baseline:
+                base = _per_seed_mean(targets, seeds, lambda x, k=cmp.baseline: x.measured[k])
+            else:
+                base = _per_seed_mean(targets, seeds, lambda x: x.pooled)
+            ci = paired_bootstrap_ci(mine, base)
+            label = cmp.label.format(method=method, where=_where(cell))
+            out.append(f"{label}: {ci.mean:+.2f} pt [95% CI {ci.low:+.2f}, {ci.high:+.2f}] over {ci.n} seeds")
+    return out
+
+
+def build(exp_dir: RunDir) -> tuple[pa.Table, list[str]]:
+    ident, data = collect(exp_dir)
+    rows, verdicts, measured = [], [], []
+    for (cell, method), targets in sorted(data.items(), key=lambda kv: (kv[0][0], ident["methods"].index(kv[0][1]))):
+        seeds = _common_seeds(targets)
+        mine = sparsity_rows(cell, method, targets, seeds)
+        verdicts.append(verdict(cell, method, targets, seeds, mine))
+        measured += analysis_verdicts(cell, method, targets, seeds, mine)
+        rows += mine
+    for cell in sorted({c for c, _ in data}):
+        method = next(m for m in ident["methods"] if (cell, m) in data)
+        targets = data[(cell, method)]
+        control = control_verdict(cell, targets, _common_seeds(targets))
+        if control is not None:
+            verdicts.append(control)
+    keys = list(dict.fromkeys(k for r in rows for k in r))  # analysis columns exist only where measured
+    return pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in rows]), verdicts + measured
+
+
+def _std(x: np.ndarray) -> float:
+    return float(x.std(ddof=1)) if len(x) > 1 else 0.0
+
+
+def write(exp_dir: RunDir, table: pa.Table, verdicts: list[str]) -> dict[str, str]:
+    exp_dir.write_table(layout.report("parquet"), table)
+    buf = io.BytesIO()
+    pacsv.write_csv(table, buf)
+    exp_dir.write_bytes(layout.report("csv"), buf.getvalue())
+    exp_dir.write_bytes(layout.VERDICT, ("\n".join(verdicts) + "\n").encode())
+    png = io.BytesIO()
+    _plot(table, png)
+    exp_dir.write_bytes(layout.report("png"), png.getvalue())
+    return {k: exp_dir.uri_of(k) for k in layout.EXPERIMENT_REPORT}
+
+
+def _plot(table: pa.Table, out) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = table.to_pylist()
+    cells = sorted({r["cell"] for r in rows})
+    fig, axes = plt.subplots(1, len(cells), figsize=(6.5 * len(cells), 4.2), dpi=120, squeeze=False)
+    for ax, cell in zip(axes[0], cells, strict=True):
+        mine = [r for r in rows if r["cell"] == cell]
+        first = [r for r in mine if r["method"] == mine[0]["method"]]
+        x = [r["weights_remaining"] for r in first]
+        ax.plot(x, [r["lt_mean"] for r in first], "o-", color="black", label="LT")
+        ax.plot(x, [r["lt_bn_mean"] for r in first], "^:", color="gray", label="LT+BN")
+        for method in dict.fromkeys(r["method"] for r in mine):
+            rs = [r for r in mine if r["method"] == method]
+            xs = [r["weights_remaining"] for r in rs]
+            mean = np.array([r["method_mean"] for r in rs])
+            lt = np.array([r["lt_mean"] for r in rs])
+            # the band: the paired gain's 95% CI, drawn around the method's mean
+            lo = lt + np.array([r["gain_ci_low"] for r in rs])
+            hi = lt + np.array([r["gain_ci_high"] for r in rs])
+            (line,) = ax.plot(xs, mean, "s--", label=f"LP {method}")
+            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15)
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+        ax.set_title(cell or "base job")
+        ax.set_xlabel("weights remaining (%)")
+        ax.set_ylabel(f"test accuracy (%), mean of {first[0]['seeds']} seeds")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, format="png")
+    plt.close(fig)
+
+
+def print_table(table: pa.Table, verdicts: list[str]) -> None:
+    from rich.table import Table
+
+    from lp_ray.progress import console
+
+    rows = table.to_pylist()
+    for cell in sorted({r["cell"] for r in rows}):
+        mine = [r for r in rows if r["cell"] == cell]
+        methods = list(dict.fromkeys(r["method"] for r in mine))
+        t = Table(title=f"{cell or 'base job'}: test accuracy %, mean ± std over {mine[0]['seeds']} seeds")
+        for col in ["round", "weights %", "LT", "LT+BN"] + [
+            c for m in methods for c in (m, "gain [95% CI]", "p (Holm)")
+        ]:
+            t.add_column(col, justify="right")
+        for rnd in sorted({r["round"] for r in mine}):
+            by = {r["method"]: r for r in mine if r["round"] == rnd}
+            first = by[methods[0]]
+            cells = [str(rnd), f"{first['weights_remaining']:.2f}", _pm(first["lt_mean"], first["lt_std"])]
+            cells.append(_pm(first["lt_bn_mean"], first["lt_bn_std"]))
+            for m in methods:
+                r = by.get(m)
+                cells += (
+                    ["-", "-", "-"]
+                    if r is None
+                    else [
+                        _pm(r["method_mean"], r["method_std"]),
+                        f"{r['gain_mean']:+.2f} [{r['gain_ci_low']:+.2f}, {r['gain_ci_high']:+.2f}]",
+                        f"{r['mcnemar_p_holm']:.3f}",
+                    ]
+                )
+            t.add_row(*cells)
+        console.print(t)
+    for v in verdicts:
+        console.print(v, highlight=False, markup=False)  # "[cell]" is text, not rich markup
+
+
+def _pm(mean: float, std: float) -> str:
+    return "-" if mean != mean else f"{mean:.2f} ± {std:.2f}"
