@@ -5,6 +5,7 @@ says nothing until an interval says otherwise. Pure numpy and scipy (no Ray, no 
                           CI over seeds
     paired_t_ci           the same mean with a Student-t CI (wider, and honest, at 3-5 seeds)
     mcnemar_exact         exact two-sided McNemar test on two classifiers' per-example correctness
+                          (scipy's exact binomial test on the discordant pairs)
     holm                  Holm's step-down correction of a family of p-values (e.g. across sparsities)
     compare_counts        better / equal / worse counts of paired values
 """
@@ -81,12 +82,14 @@ def mcnemar_exact(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> tuple
 
 
 def mcnemar_p(only_a: int, only_b: int) -> float:
-    """The exact McNemar p-value from the two discordant counts (a two-sided binomial test at 1/2)."""
-    n, k = only_a + only_b, min(only_a, only_b)
+    """The exact McNemar p-value from the two discordant counts: a two-sided exact binomial test of
+    `only_a` successes in `only_a + only_b` trials at 1/2 (scipy's binomtest)."""
+    from scipy.stats import binomtest
+
+    n = only_a + only_b
     if n == 0:
         return 1.0
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
-    return min(1.0, 2 * tail)
+    return float(binomtest(only_a, n, 0.5, alternative="two-sided").pvalue)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

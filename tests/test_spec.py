@@ -174,10 +174,10 @@ def test_mnist1d_sizes_are_checked():
 
 
 def test_mnist1d_generates_the_sizes_asked_for():
-    from lp_ray.data.mnist1d import _generate
+    from lp_ray.data.mnist1d import generate
 
     spec = job_from_dict({"data": {"train_size": 360, "test_size": 640, "generator": {"final_seq_length": 32}}}).data
-    t = _generate(spec)
+    t = generate(spec)
     assert tuple(t["x_train"].shape) == (360, 32) and tuple(t["x_test"].shape) == (640, 32)
     assert sorted(t["y_test"].unique().tolist()) == list(range(10))
 

@@ -36,13 +36,13 @@ def load(spec: DataSpec, run):
     from lp_ray.data.base import TensorSource
     from lp_ray.data.loading import generated_tensors
 
-    t = generated_tensors(run, lambda: _generate(spec))
+    t = generated_tensors(run, lambda: generate(spec))
     train = TensorSource(t["x_train"], t["y_train"], 10)
     test = TensorSource(t["x_test"], t["y_test"], 10)
     return train, test, 10, tuple(t["x_train"].shape[1:])
 
 
-def _generate(spec: DataSpec) -> dict:
+def generate(spec: DataSpec) -> dict:
     import dataclasses
 
     import torch
