@@ -22,16 +22,17 @@ def report(uri: str, tracking_uri: str | None) -> None:
 def run_report(run_dir: str, tracking_uri: str | None) -> None:
     """report.csv/.parquet/.png of a run; MLflow gets the files under its imp run's report/ (when the
     store and the run exist: a report never creates a store)."""
+    from lp_ray.analysis import reported
     from lp_ray.report.run import build_report, print_report, write_report
     from lp_ray.tracking import run_tracker, tracking_uri_for_run
 
     run = RunDir(run_dir)
     if not run.is_dir():
         raise LpRayError(f"{run_dir}: no such run directory")
-    table = build_report(run)  # every check (tickets, pooled networks) before anything is written
+    table = build_report(run, analyses=reported())  # every check (tickets, pooled networks) before anything is written
     found = run_tracker(run, tracking_uri_for_run(tracking_uri, None, run))  # an unusable MLflow fails first
-    _, paths = write_report(run, table)
-    print_report(table, title=run.uri)
+    paths = write_report(run, table)
+    print_report(table, title=run.uri, analyses=reported())
     if found is not None:
         tracker, imp_run = found
         tracker.log_run_files(imp_run, run, [layout.report(f) for f in layout.REPORT_FORMATS], "report")

@@ -5,20 +5,22 @@ that have run measured of the same networks (their `report_columns` and `report_
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from lp_ray import layout
-from lp_ray.analysis import reported
 from lp_ray.errors import LpRayError
 from lp_ray.pool.records import all_searches
 from lp_ray.store import RunDir, finished_rounds, read_ticket, read_ticket_meta
 
 
-def build_report(run: RunDir, verify: bool = True) -> pa.Table:
+def build_report(run: RunDir, verify: bool = True, analyses: Sequence = ()) -> pa.Table:
     """The report table. `verify`: check every ticket against its recorded sha256 and mask first, so
-    no figure is shown for a file that was changed (the pool has just checked them when it plots)."""
+    no figure is shown for a file that was changed (the pool has just checked them when it plots).
+    `analyses`: the registered analyses whose columns the report adds where they have run (the
+    command passes them; this module sits below the analyses, which run IMP and the pool)."""
     rounds = finished_rounds(run)
     if not rounds:
         raise LpRayError(f"{run.uri}: no finished IMP rounds to report (is this an lp-ray run directory?)")
@@ -45,7 +47,7 @@ def build_report(run: RunDir, verify: bool = True) -> pa.Table:
         cols[f"{name}_test_acc"] = [100 * results[r].test_acc if r in results else None for r in rounds]
         cols[f"{name}_gain"] = [100 * results[r].gain if r in results else None for r in rounds]
         cols[f"{name}_mcnemar_p"] = [_mcnemar_vs_lt(run, name, results[r]) if r in results else None for r in rounds]
-    for analysis in reported():  # what `lp-ray analyze` measured of these networks, when it has run
+    for analysis in analyses:  # what `lp-ray analyze` measured of these networks, when it has run
         cols.update(analysis.report_columns(analysis.measures(run, searches), rounds, searches))
     return pa.table(cols)
 
@@ -62,9 +64,8 @@ def _mcnemar_vs_lt(run: RunDir, name: str, result) -> float | None:
     return mcnemar_exact(d["lt"] == d["label"], d["pooled"] == d["label"])[2]
 
 
-def write_report(run: RunDir, table: pa.Table | None = None) -> tuple[pa.Table, dict[str, str]]:
-    """report.csv, report.parquet and report.png in the run directory (of `table`, or built now)."""
-    table = build_report(run) if table is None else table
+def write_report(run: RunDir, table: pa.Table) -> dict[str, str]:
+    """report.csv, report.parquet and report.png of `table` in the run directory."""
     run.write_table(layout.report("parquet"), table)
     buf = io.BytesIO()
     pacsv.write_csv(table, buf)
@@ -72,7 +73,7 @@ def write_report(run: RunDir, table: pa.Table | None = None) -> tuple[pa.Table, 
     png = io.BytesIO()
     _plot(table, png)
     run.write_bytes(layout.report("png"), png.getvalue())
-    return table, {fmt: run.uri_of(layout.report(fmt)) for fmt in layout.REPORT_FORMATS}
+    return {fmt: run.uri_of(layout.report(fmt)) for fmt in layout.REPORT_FORMATS}
 
 
 def plot_png(run: RunDir) -> bytes:
@@ -111,7 +112,7 @@ def _plot(table: pa.Table, out) -> None:
     plt.close(fig)
 
 
-def print_report(table: pa.Table, title: str | None = None) -> None:
+def print_report(table: pa.Table, title: str | None = None, analyses: Sequence = ()) -> None:
     from rich.table import Table
 
     from lp_ray.progress import console
@@ -150,7 +151,7 @@ def print_report(table: pa.Table, title: str | None = None) -> None:
         f"LT of the best validation round ({d['round'][best]}, {d['weights_remaining'][best]:.2f}% weights): "
         f"test {d['lt_test_acc'][best]:.2f}%"
     )
-    for analysis in reported():
+    for analysis in analyses:
         for line in analysis.report_lines(d, methods):
             console.print(line)
     for m in methods:
