@@ -41,6 +41,8 @@ def connect(cluster: ClusterSpec, extra_env: dict[str, str] | None = None) -> No
         # Keep Ray 2.60's token authentication on for the private cluster; saying so explicitly
         # also silences the notice it prints on every start when the mode is left unset.
         os.environ.setdefault("RAY_AUTH_MODE", "token")
+    else:
+        use_auth_token_if_present()
     import ray
 
     if ray.is_initialized():
@@ -63,6 +65,23 @@ def connect(cluster: ClusterSpec, extra_env: dict[str, str] | None = None) -> No
         ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
         raise LpRayError(f"cannot reach the Ray cluster at {address!r}: {str(e).strip().splitlines()[0]}") from None
+
+
+def use_auth_token_if_present() -> None:
+    """Ray 2.60 clusters started with `ray start` authenticate with a token (RAY_AUTH_TOKEN,
+    RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token); a client sends it only in token mode, so turn that on when
+    a token is at hand (without it, joining such a cluster fails with InvalidAuthToken)."""
+    import os
+    from pathlib import Path
+
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    if (
+        os.environ.get("RAY_AUTH_TOKEN")
+        or os.environ.get("RAY_AUTH_TOKEN_PATH")
+        or (Path.home() / ".ray" / "auth_token").is_file()
+    ):
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def check_address(cluster: ClusterSpec) -> None:

@@ -57,10 +57,10 @@ def dashboard_address(cluster: ClusterSpec) -> str:
 
 
 def job_client(cluster: ClusterSpec):
-    _use_auth_token_if_present()  # before Ray is imported: it reads the auth mode once
-    from ray.job_submission import JobSubmissionClient
+    from lp_ray.cluster import check_port, use_auth_token_if_present
 
-    from lp_ray.cluster import check_port
+    use_auth_token_if_present()  # before Ray is imported: it reads the auth mode once
+    from ray.job_submission import JobSubmissionClient
 
     address = dashboard_address(cluster)
     check_port(address.split("://", 1)[-1].rstrip("/"))
@@ -68,22 +68,6 @@ def job_client(cluster: ClusterSpec):
         return JobSubmissionClient(address)
     except Exception as e:
         raise LpRayError(f"Ray Jobs API at {address} is not usable: {str(e).strip().splitlines()[0]}") from None
-
-
-def _use_auth_token_if_present() -> None:
-    """Ray 2.60 clusters authenticate with a token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token);
-    the Jobs client sends it only in token mode, so turn that on when a token is at hand."""
-    import os
-    from pathlib import Path
-
-    if "RAY_AUTH_MODE" in os.environ:
-        return
-    if (
-        os.environ.get("RAY_AUTH_TOKEN")
-        or os.environ.get("RAY_AUTH_TOKEN_PATH")
-        or (Path.home() / ".ray" / "auth_token").is_file()
-    ):
-        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def submit(argv: list[str], submission_id: str, cluster: ClusterSpec) -> tuple[str, str]:
