@@ -35,8 +35,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lp_ray import layout  # noqa: E402
-from lp_ray.data.loading import load_data  # noqa: E402
-from lp_ray.models import build_model  # noqa: E402
 from lp_ray.opened_run import open_run  # noqa: E402
 from lp_ray.pool.chain import candidate_order  # noqa: E402
 from lp_ray.pool.core import Evaluator, bn_subset, keep_count, merge  # noqa: E402
@@ -77,8 +75,7 @@ def replay(target, candidates, evaluate, ties: bool, last: bool) -> tuple[tuple,
 def run_one(run_dir: str) -> dict:
     torch.set_num_threads(1)
     pr = open_run(run_dir)
-    data = load_data(pr.job, pr.run)
-    model = build_model(pr.job.model, data.num_classes, data.input_shape)
+    data, model = pr.data, pr.new_model()
     ev = Evaluator(model, data, pr.prunable, bn_subset(data.train_idx, None, 0), pr.job.train.batch_size)
     name = "interpolation"
     summary = {r["target"]: r for r in pq.read_table(f"{run_dir}/{layout.summary(name)}").to_pylist()}

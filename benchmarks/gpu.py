@@ -162,8 +162,7 @@ def bare_evaluations(run: Path, device: torch.device, n: int) -> tuple[float, fl
     from lp_ray.pool.core import Evaluator, bn_subset, keep_count
 
     pr = open_run(str(run))
-    data = load_data(pr.job, pr.run)
-    model = build_model(pr.job.model, data.num_classes, data.input_shape)
+    data, model = pr.data, pr.new_model()
     ev = Evaluator(
         model,
         data,

@@ -30,6 +30,12 @@ _LOCAL_ENV = {
 }
 
 
+def single_machine_env() -> dict[str, str]:
+    """The settings lp-ray gives the private Ray it starts, for a Ray started by hand on one machine
+    (`ray start --head` with these in its environment: a laptop's shared cluster, the test suite's)."""
+    return {**_DEFAULT_ENV, **_LOCAL_ENV}
+
+
 def connect(cluster: ClusterSpec, extra_env: dict[str, str] | None = None) -> None:
     """Start or join Ray quietly. Workers inherit only the environment present at ray.init(), so
     everything they need (MLflow URI, Train knobs) is set before it."""
@@ -41,8 +47,6 @@ def connect(cluster: ClusterSpec, extra_env: dict[str, str] | None = None) -> No
         # Keep Ray 2.60's token authentication on for the private cluster; saying so explicitly
         # also silences the notice it prints on every start when the mode is left unset.
         os.environ.setdefault("RAY_AUTH_MODE", "token")
-    else:
-        use_auth_token_if_present()
     import ray
 
     if ray.is_initialized():
@@ -68,9 +72,10 @@ def connect(cluster: ClusterSpec, extra_env: dict[str, str] | None = None) -> No
 
 
 def use_auth_token_if_present() -> None:
-    """Ray 2.60 clusters started with `ray start` authenticate with a token (RAY_AUTH_TOKEN,
-    RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token); a client sends it only in token mode, so turn that on when
-    a token is at hand (without it, joining such a cluster fails with InvalidAuthToken)."""
+    """Ray 2.60 clusters authenticate with a token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or
+    ~/.ray/auth_token); the Jobs client sends it only in token mode, so turn that on when a token is at
+    hand. (Not for joining a cluster as a driver: a token sent to a cluster without authentication
+    connects, then its actors never start; drivers follow RAY_AUTH_MODE as Ray itself does.)"""
     import os
     from pathlib import Path
 

@@ -1,11 +1,26 @@
-"""Fixtures: one SQLite MLflow store per test session (a new store costs ~7 s to set up), and the main
-job on the tiny job, run once per end-to-end module that asks for it (each module has its own run
-directory, so no test depends on another module having run first)."""
+"""Fixtures: one Ray cluster and one SQLite MLflow store per test session (starting a private Ray costs
+each command ~5-10 s of start-up and shutdown, a new store ~7 s), and the main job on the tiny job, run
+once per end-to-end module that asks for it (each module has its own run directory, so no test depends
+on another module having run first)."""
 
 from __future__ import annotations
 
 import pytest
-from helpers import TINY_JOB, cli, relocate_run, tiny_cluster, write_yaml
+from helpers import TINY_JOB, cli, relocate_run, start_ray_head, stop, tiny_cluster, write_yaml
+
+
+@pytest.fixture(scope="session")
+def ray_address(tmp_path_factory):
+    """A Ray cluster on this machine, started as a user would (`ray start --head`), that the commands of
+    the session join through their cluster spec's `address:` instead of each starting a private Ray.
+    Tests that kill a command (and with it the Ray it started) keep a private one."""
+    log = open(tmp_path_factory.mktemp("ray") / "head.log", "w")
+    address, proc = start_ray_head(log)
+    try:
+        yield address
+    finally:
+        stop(proc)
+        log.close()
 
 
 @pytest.fixture(scope="session")
@@ -14,12 +29,12 @@ def tracking_uri(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def base_run(tmp_path_factory, tracking_uri):
+def base_run(tmp_path_factory, tracking_uri, ray_address):
     """The main job on the tiny job, as a user runs it: `lp-ray run` (imp with 2 DDP workers, pool,
     report), with a worker killed hard once in round 1 after its epoch-2 checkpoint."""
     d = tmp_path_factory.mktemp("base")
     job = write_yaml(d / "tiny.yaml", TINY_JOB)
-    cluster = write_yaml(d / "cluster.yaml", tiny_cluster(d / "runs"))
+    cluster = write_yaml(d / "cluster.yaml", tiny_cluster(d / "runs", ray_address))
     proc = cli(
         "run",
         "--job",
@@ -45,12 +60,12 @@ def base_run(tmp_path_factory, tracking_uri):
 
 
 @pytest.fixture(scope="session")
-def finished_template(tmp_path_factory):
+def finished_template(tmp_path_factory, ray_address):
     """A finished tiny run with its own MLflow store, made once by `lp-ray run` (3 rounds, pooled,
     reported): the original that each data-safety module copies."""
     d = tmp_path_factory.mktemp("finished-template")
     job = write_yaml(d / "tiny.yaml", TINY_JOB)
-    cluster = write_yaml(d / "cluster.yaml", tiny_cluster(d / "runs"))
+    cluster = write_yaml(d / "cluster.yaml", tiny_cluster(d / "runs", ray_address))
     proc = cli(
         "run", "--job", str(job), "--cluster", str(cluster), "--tracking-uri", f"sqlite:///{d / 'mlflow.db'}", cwd=d
     )
@@ -59,12 +74,12 @@ def finished_template(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, finished_template):
+def finished(tmp_path_factory, finished_template, ray_address):
     """This module's own copy of the finished run: its run directory, store, cluster spec and a clean
     working directory to run commands in."""
     d = tmp_path_factory.mktemp("finished")
     run = relocate_run(finished_template, d / "copy")
-    cluster = write_yaml(d / "cluster.yaml", tiny_cluster(d / "copy" / "runs"))
+    cluster = write_yaml(d / "cluster.yaml", tiny_cluster(d / "copy" / "runs", ray_address))
     cwd = d / "cwd"
     cwd.mkdir()
     return {"run": run, "cluster": cluster, "tracking_uri": f"sqlite:///{d / 'copy' / 'mlflow.db'}", "cwd": cwd}

@@ -24,10 +24,13 @@ TINY_JOB = {
 }
 
 
-def tiny_cluster(storage) -> dict:
+def tiny_cluster(storage, address: str = "local") -> dict:
     """Two DDP workers (gloo) at half a CPU each, so DDP is exercised on a 2-core machine; evaluations at
-    half a CPU so four fit; a checkpoint after every (0.1 s) epoch, so tests can kill a round between two."""
+    half a CPU so four fit; a checkpoint after every (0.1 s) epoch, so tests can kill a round between two.
+    `address`: the session's shared Ray cluster (the `ray_address` fixture), or "local": a private Ray
+    that the command starts and that dies with it (the tests that kill a command)."""
     return {
+        "address": address,
         "num_workers": 2,
         "resources_per_worker": {"CPU": 0.5},
         "storage_path": str(storage),
@@ -35,6 +38,77 @@ def tiny_cluster(storage) -> dict:
         "max_failures": 2,
         "checkpoint_interval_s": 0,
     }
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_ray_head(log, num_cpus: int = 2, dashboard_port: int | None = None) -> tuple[str, subprocess.Popen]:
+    """`ray start --head --block` as a user starts a cluster on a laptop, in its own process group
+    (stop it with `stop`), every port a free one (other clusters of the session may hold Ray's
+    defaults), with the settings lp-ray gives a private Ray. Returns its address and process once it
+    accepts connections."""
+    import socket
+    import time
+
+    from lp_ray.cluster import single_machine_env
+
+    port = free_port()
+    ports = [
+        f"--{name}={free_port()}"
+        for name in (
+            "dashboard-agent-listen-port",
+            "dashboard-agent-grpc-port",
+            "metrics-export-port",
+            "runtime-env-agent-port",
+            "ray-client-server-port",
+            "node-manager-port",
+            "object-manager-port",
+        )
+    ]
+    dashboard = (
+        ["--dashboard-port", str(dashboard_port), "--dashboard-host", "127.0.0.1"]
+        if dashboard_port
+        else ["--include-dashboard=false"]
+    )
+    env = {**os.environ, **single_machine_env(), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    if not dashboard_port:  # no Jobs API: commands join it as drivers, which send no token unless told to
+        env["RAY_AUTH_MODE"] = "disabled"
+    proc = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--port", str(port), "--num-cpus", str(num_cpus), *dashboard, *ports]
+        + ["--disable-usage-stats", "--block"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return f"127.0.0.1:{port}", proc
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError("ray start exited; see its log") from None
+            time.sleep(0.2)
+    stop(proc)
+    raise RuntimeError("ray start did not come up in 120 s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Kill a process started in its own session, with everything it started."""
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def write_yaml(path: Path, data: dict) -> Path:

@@ -4,26 +4,18 @@ killed by process group."""
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pyarrow.parquet as pq
 import pytest
-from helpers import BIN, TINY_JOB, cli, tiny_cluster, write_yaml
+from helpers import BIN, TINY_JOB, cli, free_port, start_ray_head, stop, tiny_cluster, write_yaml
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.e2e
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, timeout: float = 60) -> None:
@@ -50,14 +42,6 @@ def start(args, env=None, log=None):
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-
-
-def stop(proc):
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -110,12 +94,13 @@ def make_bucket(endpoint: str, name: str) -> None:
     ).create_dir(name)
 
 
-def test_s3_storage_and_mlflow_server_full_run(tmp_path, s3_server, mlflow_server):
+def test_s3_storage_and_mlflow_server_full_run(tmp_path, s3_server, mlflow_server, ray_address):
     make_bucket(s3_server, "lp-ray-test")
     job = write_yaml(tmp_path / "job.yaml", {**TINY_JOB, "name": "s3job", "imp": {"rounds": 2, "rewind_epoch": 1}})
     cluster = write_yaml(
         tmp_path / "cluster.yaml",
         {
+            "address": ray_address,
             "storage_path": "s3://lp-ray-test/runs",
             "storage_endpoint": f"http://{s3_server}",
             "storage_region": "us-east-1",
@@ -224,11 +209,11 @@ TWO_ROUNDS = {**TINY_JOB, "imp": {"rounds": 2, "rewind_epoch": 1}}
 
 
 @pytest.fixture(scope="module")
-def single_node_run(tmp_path_factory, tracking_uri):
+def single_node_run(tmp_path_factory, tracking_uri, ray_address):
     """The two-round tiny job trained by 2 DDP workers on one node: the reference for the multi-node run."""
     d = tmp_path_factory.mktemp("single-node")
     job = write_yaml(d / "job.yaml", TWO_ROUNDS)
-    cluster = write_yaml(d / "cluster.yaml", tiny_cluster(d / "runs"))
+    cluster = write_yaml(d / "cluster.yaml", tiny_cluster(d / "runs", ray_address))
     proc = cli("imp", "--job", str(job), "--cluster", str(cluster), "--tracking-uri", tracking_uri, cwd=d)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return next((d / "runs").iterdir())
@@ -282,48 +267,16 @@ def test_multi_node_imp_and_pool_match_single_node(tmp_path, single_node_run, th
 
 
 def test_submit_through_jobs_api_is_idempotent(tmp_path, tracking_uri):
-    port, dash = free_port(), free_port()
-    env = {"PATH": f"{BIN}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"}
-    # Every port on free ones: the other clusters of this test session may still hold Ray's defaults
-    # (a head whose dashboard agent cannot bind answers "No available agent" forever).
-    ports = [
-        f"--{name}={free_port()}"
-        for name in (
-            "dashboard-agent-listen-port",
-            "dashboard-agent-grpc-port",
-            "metrics-export-port",
-            "runtime-env-agent-port",
-            "ray-client-server-port",
-            "node-manager-port",
-            "object-manager-port",
-        )
-    ]
-    head = start(
-        [
-            str(BIN / "ray"),
-            "start",
-            "--head",
-            "--port",
-            str(port),
-            "--dashboard-port",
-            str(dash),
-            "--dashboard-host",
-            "127.0.0.1",
-            "--num-cpus",
-            "2",
-            *ports,
-            "--block",
-        ],
-        env,
-        open(tmp_path / "head.log", "w"),
-    )
+    dash = free_port()
+    head_log = open(tmp_path / "head.log", "w")
+    address, head = start_ray_head(head_log, dashboard_port=dash)
     try:
         wait_http(f"http://127.0.0.1:{dash}/api/version", timeout=120)
         write_yaml(tmp_path / "job.yaml", {**TINY_JOB, "name": "submitted", "imp": {"rounds": 1, "rewind_epoch": 1}})
         cluster = write_yaml(
             tmp_path / "cluster.yaml",
             {
-                "address": f"127.0.0.1:{port}",
+                "address": address,
                 "storage_path": str(tmp_path / "runs"),
                 "dashboard_address": f"http://127.0.0.1:{dash}",
             },

@@ -196,12 +196,12 @@ def test_driver_sigkill_in_round_2_then_rerun_resumes_and_extends(tmp_path, trac
     assert meta(run_dir, 1)["ticket_sha256"] == before[1][1]
 
 
-def test_a_failed_round_ends_the_run_with_one_line_and_nothing_after_it(tmp_path, tracking_uri):
+def test_a_failed_round_ends_the_run_with_one_line_and_nothing_after_it(tmp_path, tracking_uri, ray_address):
     """Round 1 fails for good (no restarts allowed) inside the one Ray Train run: the command ends with a
     one-line error naming the round, round 0's ticket stays, and no later round starts."""
     job_spec = {**TINY_JOB, "name": "failed", "train": {"epochs": 30, "lr_drops": [20]}}
     job = write_yaml(tmp_path / "job.yaml", job_spec)
-    cluster = write_yaml(tmp_path / "cluster.yaml", {**tiny_cluster(tmp_path / "runs"), "max_failures": 0})
+    cluster = write_yaml(tmp_path / "cluster.yaml", {**tiny_cluster(tmp_path / "runs", ray_address), "max_failures": 0})
     proc = cli(
         "imp",
         "--job",
@@ -266,11 +266,11 @@ def test_ctrl_c_stops_at_once_and_the_rerun_resumes(tmp_path, tracking_uri):
     assert "round  1  trained" in again.stdout
 
 
-def test_lr_rewind_and_finetune_keep_the_trained_weights(tmp_path, tracking_uri):
+def test_lr_rewind_and_finetune_keep_the_trained_weights(tmp_path, tracking_uri, ray_address):
     """imp.retrain: round 0 is the same dense training for every rule; round 1 of lr_rewind replays the
     schedule from the rewind epoch, finetune trains at the final learning rate, and each is a run of its
     own (the rule is in the run hash, the default is not)."""
-    cluster = write_yaml(tmp_path / "cluster.yaml", {**tiny_cluster(tmp_path / "runs"), "num_workers": 1})
+    cluster = write_yaml(tmp_path / "cluster.yaml", {**tiny_cluster(tmp_path / "runs", ray_address), "num_workers": 1})
     lrs, tickets = {}, {}
     for retrain in ("lr_rewind", "finetune"):
         spec = {**TINY_JOB, "name": "retrain", "imp": {**TINY_JOB["imp"], "rounds": 2, "retrain": retrain}}

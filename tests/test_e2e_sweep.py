@@ -27,9 +27,10 @@ EXPERIMENT = {
 }
 
 
-def _cluster(d):
-    # One DDP worker per trial, evaluations at half a CPU: two trials fit on two cores.
-    return write_yaml(d / "cluster.yaml", {**tiny_cluster(d / "runs"), "num_workers": 1})
+def _cluster(d, address="local"):
+    # One DDP worker per trial, evaluations at half a CPU: two trials fit on two cores. `address`: the
+    # session's Ray cluster, or a private Ray for the sweeps a test kills.
+    return write_yaml(d / "cluster.yaml", {**tiny_cluster(d / "runs", address), "num_workers": 1})
 
 
 def _digests(run_dir) -> dict[str, str]:
@@ -47,14 +48,14 @@ def _exp_dir(d):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, tracking_uri):
+def uninterrupted(tmp_path_factory, tracking_uri, ray_address):
     d = tmp_path_factory.mktemp("sweep-ref")
     spec = write_yaml(d / "exp.yaml", EXPERIMENT)
     proc = cli(
         "sweep",
         str(spec),
         "--cluster",
-        str(_cluster(d)),
+        str(_cluster(d, ray_address)),
         "--max-concurrent",
         "2",
         "--tracking-uri",
@@ -161,11 +162,13 @@ def test_sweep_resumes_after_sigkill_without_retraining(tmp_path, uninterrupted,
         }
 
 
-def test_a_trial_is_lp_ray_run_of_its_job(tmp_path, uninterrupted, tracking_uri):
+def test_a_trial_is_lp_ray_run_of_its_job(tmp_path, uninterrupted, tracking_uri, ray_address):
     ref_dir, _ = uninterrupted
     job = dict(TINY_JOB, train={**TINY_JOB["train"], "seed": 1}, imp={**TINY_JOB["imp"], "rewind_epoch": 0})
     path = write_yaml(tmp_path / "job.yaml", job)
-    proc = cli("run", "--job", str(path), "--cluster", str(_cluster(tmp_path)), "--tracking-uri", tracking_uri)
+    proc = cli(
+        "run", "--job", str(path), "--cluster", str(_cluster(tmp_path, ray_address)), "--tracking-uri", tracking_uri
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (run,) = (tmp_path / "runs").glob("tiny-*")
     trial = ref_dir / "runs" / run.name  # the same content-hash name: the sweep's trial 3
