@@ -71,9 +71,10 @@ def job(size: dict, precision: str) -> dict:
     }
 
 
-def cluster(out: Path, device: str, evaluators: int = 1) -> dict:
+def cluster(out: Path, device: str, evaluators: int = 1, address: str = "local") -> dict:
     gpu = device == "cuda"
     return {
+        "address": address,
         "num_workers": 1,
         "use_gpu": gpu,
         "resources_per_worker": {"CPU": 1, **({"GPU": 1} if gpu else {})},
@@ -83,10 +84,10 @@ def cluster(out: Path, device: str, evaluators: int = 1) -> dict:
     }
 
 
-def lp_ray_training(spec: dict, out: Path, device: str) -> tuple[Path, list[dict]]:
+def lp_ray_training(spec: dict, out: Path, device: str, address: str) -> tuple[Path, list[dict]]:
     """`lp-ray imp` as a user runs it; the epochs of round 1 (round 0 warms up kernels and autotuning)."""
     (out / "job.yaml").write_text(yaml.safe_dump(spec))
-    (out / "cluster.yaml").write_text(yaml.safe_dump(cluster(out, device)))
+    (out / "cluster.yaml").write_text(yaml.safe_dump(cluster(out, device, address=address)))
     subprocess.run(
         [str(Path(sys.executable).parent / "lp-ray"), "imp", "--job", str(out / "job.yaml")]
         + ["--cluster", str(out / "cluster.yaml"), "--tracking-uri", f"sqlite:///{out / 'mlflow.db'}"],
@@ -120,7 +121,9 @@ def bare_training(spec: dict, run: Path, device: torch.device) -> tuple[list[flo
     return times, _peak(device)
 
 
-def lp_ray_evaluations(run: Path, spec: dict, device: str, evaluators: int, n: int) -> tuple[float, float]:
+def lp_ray_evaluations(
+    run: Path, spec: dict, device: str, evaluators: int, n: int, address: str
+) -> tuple[float, float]:
     """Evaluations/s of the pool's Ray evaluators (warm: every actor has scored once), and their peak
     memory (MB, the largest actor's)."""
     from lp_ray.cluster import connect
@@ -130,7 +133,7 @@ def lp_ray_evaluations(run: Path, spec: dict, device: str, evaluators: int, n: i
     from lp_ray.spec_loading import load_cluster
 
     spec_file = run.parent.parent / f"cluster-{evaluators}-evaluators.yaml"  # in the working folder, not /tmp
-    spec_file.write_text(yaml.safe_dump(cluster(run.parent.parent, device, evaluators)))
+    spec_file.write_text(yaml.safe_dump(cluster(run.parent.parent, device, evaluators, address)))
     c = load_cluster(spec_file)
     connect(c)  # before ray is imported here: connect() sets the environment (auth mode) ray reads then
     import ray
@@ -203,6 +206,11 @@ def main() -> None:
         help="training precisions to measure, comma-separated (the pool uses the first); the CI guard runs "
         "bf16 only, since every other test trains at fp32",
     )
+    ap.add_argument(
+        "--address",
+        default="local",
+        help="the Ray cluster to run on (default: a private one, as lp-ray's default cluster spec starts)",
+    )
     a = ap.parse_args()
     precisions = a.precisions.split(",")
     if not precisions or any(p not in ("fp32", "bf16") for p in precisions):
@@ -220,7 +228,7 @@ def main() -> None:
         spec = job(size, precision)
         folder = out / precision
         folder.mkdir(parents=True, exist_ok=True)
-        run, epochs = lp_ray_training(spec, folder, a.device)
+        run, epochs = lp_ray_training(spec, folder, a.device, a.address)
         runs[precision] = (run, spec)
         ours = statistics.median(e["seconds"] for e in epochs)
         ours_peak = max((e.get("peak_gpu_memory_mb", float("nan")) for e in epochs), default=float("nan"))
@@ -234,8 +242,8 @@ def main() -> None:
         print(lines[-1], flush=True)
     run, spec = runs[precisions[0]]
     n = size["evals"]
-    one, one_peak = lp_ray_evaluations(run, spec, a.device, 1, n)
-    four, four_peak = lp_ray_evaluations(run, spec, a.device, 4, n)
+    one, one_peak = lp_ray_evaluations(run, spec, a.device, 1, n, a.address)
+    four, four_peak = lp_ray_evaluations(run, spec, a.device, 4, n, a.address)
     bare, bare_peak = bare_evaluations(run, device, n)
     lines.append(
         f"pool {precisions[0]}: lp-ray {one:.2f} evaluations/s with 1 evaluator, {four:.2f} with 4 per "

@@ -83,7 +83,6 @@ def imp(
     submit: bool = SubmitOpt,
 ) -> None:
     """Train IMP with rewinding on Ray Train: one checkpointed, resumable fit() per round."""
-    from lp_ray.imp.command import run_imp
     from lp_ray.spec import run_name
     from lp_ray.spec_loading import load_cluster
     from lp_ray.submit import submission_id
@@ -94,6 +93,8 @@ def imp(
     c = load_cluster(cluster)
     if submit:
         return _submit(submission_id("imp", run_name(j)), c)
+    from lp_ray.imp.command import run_imp  # (torch, Ray, MLflow: after the specs are checked)
+
     result = run_imp(j, c, _job_tracking_uri(tracking_uri, j, c))
     typer.echo(f"run directory: {result.run.uri}")
 
@@ -182,13 +183,16 @@ def _pool(
     overwrite: bool = False,
     serial: bool = False,
 ):
-    from lp_ray.pool.command import run_pool
+    from lp_ray.pool.records import check_search_name
     from lp_ray.spec_loading import load_cluster, pool_settings_for_run
     from lp_ray.store import RunDir, read_job
 
     c = load_cluster(cluster)
     run = RunDir(run_dir)
     settings = pool_settings_for_run(read_job(run), overrides or [], options or {})
+    check_search_name(settings.method if name is None else name)
+    from lp_ray.pool.command import run_pool  # (torch, Ray: after every cheap check)
+
     return run_pool(
         run.uri,
         settings,
@@ -339,9 +343,6 @@ def run(
     submit: bool = SubmitOpt,
 ) -> None:
     """The main job: imp, then pool, then report (what `make demo` runs on the default job)."""
-    from lp_ray.imp.command import run_imp
-    from lp_ray.pool.command import run_pool
-    from lp_ray.report.command import run_report
     from lp_ray.spec import run_name
     from lp_ray.spec_loading import load_cluster, with_pool_options
     from lp_ray.submit import submission_id
@@ -350,6 +351,10 @@ def run(
     settings = with_pool_options(j.pool, {"method": method})  # checked before anything trains
     if submit:
         return _submit(submission_id("run", run_name(j)), c)
+    from lp_ray.imp.command import run_imp  # (torch, Ray, MLflow: after the specs are checked)
+    from lp_ray.pool.command import run_pool
+    from lp_ray.report.command import run_report
+
     uri = _job_tracking_uri(tracking_uri, j, c)
     result = run_imp(j, c, uri)
     run_pool(result.run.uri, settings, c, uri, parallel_evals=parallel_evals)

@@ -94,13 +94,14 @@ def make_bucket(endpoint: str, name: str) -> None:
     ).create_dir(name)
 
 
-def test_s3_storage_and_mlflow_server_full_run(tmp_path, s3_server, mlflow_server, ray_address):
+def test_s3_storage_and_mlflow_server_full_run(tmp_path, s3_server, mlflow_server):
     make_bucket(s3_server, "lp-ray-test")
     job = write_yaml(tmp_path / "job.yaml", {**TINY_JOB, "name": "s3job", "imp": {"rounds": 2, "rewind_epoch": 1}})
     cluster = write_yaml(
         tmp_path / "cluster.yaml",
         {
-            "address": ray_address,
+            # a private Ray: its workers get the S3 credentials of this command's environment, as the
+            # nodes of a real cluster have their own
             "storage_path": "s3://lp-ray-test/runs",
             "storage_endpoint": f"http://{s3_server}",
             "storage_region": "us-east-1",

@@ -116,7 +116,7 @@ def _checkpoints(run_dir, r):
     return found
 
 
-def test_driver_sigkill_in_round_2_then_rerun_resumes_and_extends(tmp_path, tracking_uri):
+def test_driver_sigkill_in_round_2_then_rerun_resumes_and_extends(tmp_path, tracking_uri, ray_address):
     # 30 short epochs: round 2 must still be training when the test sees its second checkpoint.
     job_spec = {**TINY_JOB, "name": "killed", "train": {"epochs": 30, "lr_drops": [20]}}
     job = write_yaml(tmp_path / "job.yaml", job_spec)
@@ -158,6 +158,8 @@ def test_driver_sigkill_in_round_2_then_rerun_resumes_and_extends(tmp_path, trac
         for r in (0, 1)
     }
 
+    # The rerun (and the extension) may run anywhere: on the session's cluster, not the dead private Ray.
+    cluster = write_yaml(tmp_path / "shared.yaml", tiny_cluster(tmp_path / "runs", ray_address))
     again = cli("imp", "--job", str(job), "--cluster", str(cluster), "--tracking-uri", tracking_uri, cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "round  0  done already" in again.stdout and "round  1  done already" in again.stdout
@@ -224,7 +226,7 @@ def test_a_failed_round_ends_the_run_with_one_line_and_nothing_after_it(tmp_path
     assert _checkpoints(run_dir, 1) and not _checkpoints(run_dir, 2)
 
 
-def test_ctrl_c_stops_at_once_and_the_rerun_resumes(tmp_path, tracking_uri):
+def test_ctrl_c_stops_at_once_and_the_rerun_resumes(tmp_path, tracking_uri, ray_address):
     """Fits run in driver threads: Ctrl-C (SIGINT) must still end the command promptly, with exit 130
     and the resume hint, and a rerun finishes the job from the finished rounds."""
     job_spec = {
@@ -261,6 +263,7 @@ def test_ctrl_c_stops_at_once_and_the_rerun_resumes(tmp_path, tracking_uri):
             pass
     assert proc.returncode == 130, out + err
     assert "interrupted: finished work is kept; rerun the same command to resume" in err, out + err
+    cluster = write_yaml(tmp_path / "shared.yaml", tiny_cluster(tmp_path / "runs", ray_address))
     again = cli("imp", "--job", str(job), "--cluster", str(cluster), "--tracking-uri", tracking_uri, cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "round  1  trained" in again.stdout

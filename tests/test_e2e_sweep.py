@@ -27,10 +27,10 @@ EXPERIMENT = {
 }
 
 
-def _cluster(d, address="local"):
+def _cluster(d, address="local", file="cluster.yaml"):
     # One DDP worker per trial, evaluations at half a CPU: two trials fit on two cores. `address`: the
     # session's Ray cluster, or a private Ray for the sweeps a test kills.
-    return write_yaml(d / "cluster.yaml", {**tiny_cluster(d / "runs", address), "num_workers": 1})
+    return write_yaml(d / file, {**tiny_cluster(d / "runs", address), "num_workers": 1})
 
 
 def _digests(run_dir) -> dict[str, str]:
@@ -98,7 +98,7 @@ def test_ctrl_c_ends_a_sweep_with_130_and_the_rerun_hint(tmp_path, tracking_uri)
     assert "Tuner.restore" not in out + err and "did not finish" not in err
 
 
-def test_sweep_resumes_after_sigkill_without_retraining(tmp_path, uninterrupted, tracking_uri):
+def test_sweep_resumes_after_sigkill_without_retraining(tmp_path, uninterrupted, tracking_uri, ray_address):
     ref_dir, ref_proc = uninterrupted
     spec = write_yaml(tmp_path / "exp.yaml", EXPERIMENT)
     cluster = _cluster(tmp_path)
@@ -139,7 +139,8 @@ def test_sweep_resumes_after_sigkill_without_retraining(tmp_path, uninterrupted,
     assert len(index) == 4 and {r["status"] for r in index} <= {"queued", "partial", "done"}
     before = {r.name: _digests(r) for r in finished}
     # The rerun may take two trials at a time: what is resumed must not depend on the concurrency.
-    again = cli("sweep", str(spec), "--cluster", str(cluster), "--max-concurrent", "2", "--tracking-uri", tracking_uri)
+    shared = _cluster(tmp_path, ray_address, "shared.yaml")  # the rerun joins the session's cluster
+    again = cli("sweep", str(spec), "--cluster", str(shared), "--max-concurrent", "2", "--tracking-uri", tracking_uri)
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"{len(finished)} done already" in again.stdout
     for r in finished:  # not retrained, not re-pooled: the same bytes, never rewritten

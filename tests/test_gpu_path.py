@@ -122,13 +122,14 @@ def test_precision_is_in_the_run_hash_only_when_set():
 
 
 @pytest.mark.e2e
-def test_the_gpu_benchmark_runs_on_the_cpu(tmp_path):
+def test_the_gpu_benchmark_runs_on_the_cpu(tmp_path, ray_address):
     script = str(ROOT / "benchmarks" / "gpu.py")
     no_gpu = subprocess.run([sys.executable, script], capture_output=True, text=True)
     if not torch.cuda.is_available():
         assert no_gpu.returncode != 0 and "error: no CUDA device here" in no_gpu.stderr
     proc = subprocess.run(
-        [sys.executable, script, "--device", "cpu", "--small", "--precisions", "bf16", "--out", str(tmp_path)],
+        [sys.executable, script, "--device", "cpu", "--small", "--precisions", "bf16", "--out", str(tmp_path)]
+        + ["--address", ray_address],
         capture_output=True,
         text=True,
         timeout=900,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from lp_ray import layout
 from lp_ray.errors import LpRayError
 from lp_ray.opened_run import OpenedRun, open_run
-from lp_ray.pool.records import TargetResult
+from lp_ray.pool.records import TargetResult, check_search_name
 from lp_ray.pool.search import PoolSearch, check_targets
 from lp_ray.progress import console, progress_bars
 from lp_ray.spec import ClusterSpec, PoolSpec, job_to_dict, run_hash
@@ -23,12 +23,6 @@ class PoolOutcome:
     evaluations: int
     replayed: int
     parallel: int
-
-
-def check_search_name(name: str) -> None:
-    """A search's name is a plain folder name under pool/: it must never reach outside it."""
-    if not name or name in (".", "..") or any(c in name for c in "/\\") or name.startswith("."):
-        raise LpRayError(f"--name: must be a plain folder name (no '/', not starting with '.'), got {name!r}")
 
 
 def run_pool(

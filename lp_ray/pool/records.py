@@ -123,6 +123,12 @@ def recorded_sha256(run: RunDir, name: str, t: int) -> str | None:
     return read_target(run, name, t).sha256
 
 
+def check_search_name(name: str) -> None:
+    """A search's name is a plain folder name under pool/: it must never reach outside it."""
+    if not name or name in (".", "..") or any(c in name for c in "/\\") or name.startswith("."):
+        raise LpRayError(f"--name: must be a plain folder name (no '/', not starting with '.'), got {name!r}")
+
+
 # --------------------------------------------------------------------------------------------------
 # Predictions
 
