@@ -139,7 +139,7 @@ def lp_ray_evaluations(
     import ray
 
     pr = open_run(str(run))
-    ex = RayExecutor(job_to_dict(pr.job), str(run), None, c.torch_threads, evaluators, c.eval_resources)
+    ex = RayExecutor(job_to_dict(pr.job), str(run), c.torch_threads, evaluators, c.eval_resources)
     try:
         for r in pr.rounds:
             ex.put(r, pr.tickets[r])

@@ -121,13 +121,26 @@ class PoolSpec:
     bn_samples: int | None = None  # default: the whole training split
     ema_decay: float = 0.95
     targets: list[int] | None = None  # default: every round
+    # How each step is scored (pool/searches.py): "exact" (the paper's protocol) or "fast" (screened on
+    # a seeded `screen_fraction` of the training split, the winner confirmed with the full recalibration).
+    search: str = "exact"
+    screen_fraction: float = 0.1
 
     def identity(self, rounds: list[int]) -> dict:
         """Everything that changes a chain's decisions (not which targets run): a search resumed in the
-        same folder must match it."""
+        same folder must match it. The fast search's fields appear only in a fast search's identity, so
+        every exact search written before they existed keeps its identity."""
         d = dataclasses.asdict(self)
         d.pop("targets")
+        if self.search == "exact":
+            d.pop("search")
+            d.pop("screen_fraction")
         return {**d, "tickets": rounds}
+
+    def default_name(self) -> str:
+        """The search's folder under pool/ when --name does not say: the method, and for a fast search
+        `<method>-fast` (an exact search of the same method keeps its folder beside it)."""
+        return self.method if self.search == "exact" else f"{self.method}-{self.search}"
 
 
 @dataclass

@@ -95,6 +95,19 @@ def with_pool_options(pool: PoolSpec, options: dict[str, Any]) -> PoolSpec:
     return settings
 
 
+def pool_variant(pool: PoolSpec, fields: dict[str, Any], where: str) -> PoolSpec:
+    """The pool settings with a mapping of fields on top (an experiment's pool variant), built and
+    checked like a spec file's pool section: `where` names the source in every error."""
+    raw = {**dataclasses.asdict(pool), **fields}
+    settings = build(PoolSpec, raw, where)
+
+    def fail(key: str, message: str) -> None:
+        raise SpecError(f"{where}: {key}: {message}")
+
+    check_pool(settings, fail)
+    return settings
+
+
 def pool_settings_for_run(job: JobSpec, overrides: Sequence[str], options: dict[str, Any]) -> PoolSpec:
     """The settings of a search on an existing run: its job's pool section, then `pool.*` overrides, then
     the command's options, checked once. The other job fields made the run's tickets: they cannot
@@ -273,10 +286,15 @@ def check_job(job: JobSpec, where: str) -> None:
 def check_pool(p: PoolSpec, fail: Fail) -> None:
     """The one set of rules for pool settings, from a spec file or from `lp-ray pool`'s options;
     `fail(field, message)` raises an error that names where the value came from."""
+    from lp_ray.pool import searches
     from lp_ray.pool.methods import METHODS, known
 
     if p.method not in METHODS:
         fail("method", f"unknown method {p.method!r} (known: {known()})")
+    if p.search not in searches.SEARCHES:
+        fail("search", f"unknown search {p.search!r} (known: {searches.known()})")
+    if not 0.0 < p.screen_fraction < 1.0:
+        fail("screen_fraction", f"must be in (0, 1), got {p.screen_fraction}")
     if p.coefficients is not None and (not p.coefficients or any(not 0 < a < 1 for a in p.coefficients)):
         fail("coefficients", f"must be a non-empty list of numbers in (0, 1), got {p.coefficients}")
     if p.search_num is not None and p.search_num < 1:

@@ -93,3 +93,51 @@ class _Flat(dict):
 
     def __missing__(self, key):
         return self.acc
+
+
+def run_screening(chain, screen, full):
+    """Drive a fast (screening) chain: screen[(candidate, alpha)] and full[(candidate, alpha)] are the
+    accuracies with the subset and with the full recalibration. Returns the evaluations asked for."""
+    asked = []
+    while not chain.done:
+        step = chain.open_step()
+        oracle = full if step.stage == "confirm" else screen
+        asked += [(step.stage, step.candidate, a) for a in step.alphas]
+        chain.decide([oracle[(step.candidate, a)] for a in step.alphas])
+    return asked
+
+
+def test_fast_chain_screens_then_confirms_what_the_screen_would_accept():
+    coeffs = [0.2, 0.5]
+    screen = {(2, 0.0): 0.70, (1, 0.2): 0.71, (1, 0.5): 0.73, (3, 0.2): 0.69, (3, 0.5): 0.70, (0, 0.2): 0.74}
+    screen[(0, 0.5)] = 0.72
+    # The full recalibration disagrees with the screen on candidate 1: its winner is not confirmed.
+    full = {(2, 0.0): 0.71, (1, 0.5): 0.705, (0, 0.2): 0.73}
+    chain = Chain(2, [1, 3, 0], coefficients=coeffs, screening=True)
+    asked = run_screening(chain, screen, full)
+    assert asked == [
+        ("screen", 2, 0.0),
+        ("confirm", 2, 0.0),  # step 0: both bests start from the target itself
+        ("screen", 1, 0.2),
+        ("screen", 1, 0.5),
+        ("confirm", 1, 0.5),  # 0.73 > 0.70 on the screen: confirmed, 0.705 < 0.71: rejected
+        ("screen", 3, 0.2),
+        ("screen", 3, 0.5),  # 0.70 is not > 0.70: rejected on the screen, never confirmed
+        ("screen", 0, 0.2),
+        ("screen", 0, 0.5),
+        ("confirm", 0, 0.2),  # 0.74 > 0.70 on the screen, 0.73 > 0.71 confirmed: accepted
+    ]
+    assert [(d.step.candidate, d.step.stage, d.alpha, d.accepted) for d in chain.decisions] == [
+        (2, "confirm", 0.0, False),
+        (1, "confirm", 0.5, False),
+        (3, "screen", 0.5, False),
+        (0, "confirm", 0.2, True),
+    ]
+    assert (chain.best, chain.best_screen) == (0.73, 0.74)
+
+
+def test_fast_chain_of_a_method_that_merges_everything_is_never_confirmed_after_step_0():
+    chain = Chain(1, [0, 2], "swa", screening=True)
+    asked = run_screening(chain, _Flat(0.5), _Flat(0.6))
+    assert [s for s, _, _ in asked] == ["screen", "confirm", "screen", "screen"]
+    assert len(chain.accepted) == 2

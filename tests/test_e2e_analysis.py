@@ -64,7 +64,7 @@ def test_a_tickets_path_to_itself_has_no_barrier(finished):
     from lp_ray.spec import job_to_dict
 
     pr = open_run(str(finished["run"]))
-    ev = build_evaluator(job_to_dict(pr.job), pr.run.uri, None, 1)
+    ev = build_evaluator(job_to_dict(pr.job), pr.run.uri, 1)
     w = pr.tickets[1]
     scores = [ev.score(w, w, a, None) for a in lmc.ALPHAS]
     errors = [1 - s.test_acc for s in scores]

@@ -68,7 +68,7 @@ class Recorder(QuietListener):
 
 def pool(uri, settings, events=None):
     pr = open_run(uri)
-    ex = SerialExecutor(build_evaluator(job_to_dict(pr.job), uri, settings.bn_samples, 1))
+    ex = SerialExecutor(build_evaluator(job_to_dict(pr.job), uri, 1, settings))
     search = PoolSearch(pr, settings, ex, Recorder(events) if events is not None else None)
     return search, search.run()
 
@@ -174,3 +174,47 @@ def test_controls_predictions_and_the_no_accept_rule(tmp_path):
             state, mask = decode_weights(run.read_bytes(f"pool/average/target_{t:02d}.safetensors"), "x")
             assert all(torch.equal(mask[n], pr.masks[t][n]) for n in mask)
     assert none_accepted >= 1, "no chain accepted nothing: the rule was not exercised"
+
+
+def test_fast_search_screens_on_a_fixed_subset_and_resumes_with_the_same_decisions(tmp_path):
+    """pool.search fast on the hand-built run: every evaluation is recorded with its stage and cost
+    (the examples BatchNorm saw), the screening subset is a fixed seeded 10% of the training split, the
+    pooled networks are fully recalibrated, and a search cut mid-way resumes to the same decisions
+    without re-evaluating anything recorded."""
+    from lp_ray.pool.core import screen_subset
+
+    uri = make_run(tmp_path / "run")
+    settings = PoolSpec(coefficients=[0.2, 0.5, 0.8], search="fast")
+    search, results = pool(uri, settings)
+    assert search.name == "interpolation-fast"
+    run, pr = RunDir(uri), open_run(uri)
+    trace = run.read_table("pool/interpolation-fast/trace.parquet").to_pylist()
+    n_train = len(pr.data.train_idx)
+    subset = screen_subset(pr.data.train_idx, 0.1, pr.job.data.split_seed)
+    assert len(subset) == round(0.1 * n_train) and torch.equal(
+        subset, screen_subset(pr.data.train_idx, 0.1, pr.job.data.split_seed)
+    )
+    assert {r["bn_examples"] for r in trace if r["stage"] == "screen"} == {len(subset)}
+    assert {r["bn_examples"] for r in trace if r["stage"] == "confirm"} == {n_train}
+    for t in results:  # step 0 is screened and confirmed; every other step screened, confirmed when promising
+        rows = [r for r in trace if r["target"] == t]
+        assert [r["stage"] for r in rows if r["step"] == 0] == ["screen", "confirm"]
+        confirms = [r for r in rows if r["stage"] == "confirm" and r["step"] > 0]
+        assert all(len([c for c in confirms if c["step"] == s]) == 1 for s in {c["step"] for c in confirms})
+        accepted = [r for r in rows if r["accepted"]]
+        assert all(r["stage"] == "confirm" for r in accepted)
+        assert sorted(r["candidate"] for r in accepted) == sorted(results[t].accepted)
+    cut = [r for r in trace if r["target"] in (0, 1) or r["step"] < 2]
+    from lp_ray.pool.records import trace_table
+
+    run.write_table("pool/interpolation-fast/trace.parquet", trace_table(cut))
+    for t in (2, 3):
+        run.delete(f"pool/interpolation-fast/target_{t:02d}.json")
+    again, results2 = pool(uri, settings)
+    assert again.evaluations_replayed == len([r for r in cut if r["target"] in (2, 3)])
+    assert results2 == results
+    strip = lambda rows: sorted(  # noqa: E731
+        ({k: v for k, v in r.items() if k not in ("seconds", "node")} for r in rows),
+        key=lambda r: (r["target"], r["step"], r["stage"], r["alpha"]),
+    )
+    assert strip(run.read_table("pool/interpolation-fast/trace.parquet").to_pylist()) == strip(trace)

@@ -71,12 +71,12 @@ def executor(opened: OpenedRun, cluster: ClusterSpec, parallel: int, serial: boo
 
     job_dict = job_to_dict(opened.job)
     if serial:
-        return SerialExecutor(build_evaluator(job_dict, opened.run.uri, None, cluster.torch_threads))
+        return SerialExecutor(build_evaluator(job_dict, opened.run.uri, cluster.torch_threads))
     from lp_ray.cluster import check_storage, connect
 
     connect(cluster, {"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else None)
     check_storage(cluster, opened.run.uri)
-    return RayExecutor(job_dict, opened.run.uri, None, cluster.torch_threads, parallel, cluster.eval_resources)
+    return RayExecutor(job_dict, opened.run.uri, cluster.torch_threads, parallel, cluster.eval_resources)
 
 
 def score_all(ex, requests: dict, what: str) -> dict:

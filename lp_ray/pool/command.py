@@ -39,7 +39,7 @@ def run_pool(
     method), then log it to MLflow."""
     from lp_ray.pool.executors import RayExecutor, SerialExecutor, build_evaluator
 
-    name = settings.method if name is None else name
+    name = settings.default_name() if name is None else name
     check_search_name(name)
     if parallel_evals < 1:
         raise LpRayError(f"--parallel-evals must be at least 1, got {parallel_evals}")
@@ -52,15 +52,13 @@ def run_pool(
     tracker = _tracker(pr, tracking_uri)
     job_dict = job_to_dict(pr.job)
     if executor == "serial":
-        ex = SerialExecutor(build_evaluator(job_dict, pr.run.uri, settings.bn_samples, cluster.torch_threads))
+        ex = SerialExecutor(build_evaluator(job_dict, pr.run.uri, cluster.torch_threads, settings))
     elif executor == "ray":
         from lp_ray.cluster import check_storage, connect
 
         connect(cluster, {"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else None)
         check_storage(cluster, pr.run.uri)
-        ex = RayExecutor(
-            job_dict, pr.run.uri, settings.bn_samples, cluster.torch_threads, parallel_evals, cluster.eval_resources
-        )
+        ex = RayExecutor(job_dict, pr.run.uri, cluster.torch_threads, parallel_evals, cluster.eval_resources, settings)
         if ex.parallel < parallel_evals:
             console.print(
                 f"note: the cluster fits {ex.parallel} evaluation(s) of {cluster.eval_resources} at once; "

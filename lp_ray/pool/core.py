@@ -114,12 +114,23 @@ def bn_subset(train_idx: torch.Tensor, bn_samples: int | None, seed: int) -> tor
     return train_idx[pick.sort().values]
 
 
+def screen_subset(train_idx: torch.Tensor, fraction: float | None, seed: int) -> torch.Tensor | None:
+    """A fast search's screening examples: a fixed seeded `fraction` of the training split (at least
+    one batch's worth of examples is the caller's to ask for), sorted; None without screening. Drawn
+    with its own seed so it is the same subset on every rerun, whatever `bn_samples` is."""
+    if fraction is None:
+        return None
+    n = max(1, round(fraction * len(train_idx)))
+    return bn_subset(train_idx, n, seed + 1_000_003)
+
+
 @dataclass
 class Evaluation:
     val_acc: float
     density: float
     seconds: float
     node: str = "local"  # where it ran (a Ray node id); like seconds, not part of the result
+    bn_examples: int = 0  # the examples BatchNorm was recalibrated on: the evaluation's cost
 
 
 @dataclass
@@ -167,8 +178,11 @@ class Evaluator:
         batch_size: int,
         device: torch.device = torch.device("cpu"),
         precision: str = "fp32",
+        screen_idx: torch.Tensor | None = None,
     ):
         self.model = model_to_device(model, device)
+        self.screen_idx = screen_idx  # the fast search's screening subset (None: no screening)
+        self.has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
         self.data, self.prunable, self.bn_idx = data.to(device), sorted(prunable), bn_idx
         self.batch_size, self.device, self.precision = batch_size, device, precision
         # Scoring batches only change speed, not results (eval mode): large ones keep a GPU busy. BN
@@ -185,17 +199,28 @@ class Evaluator:
     ) -> tuple[State, Mask]:
         return merge(current, candidate, alpha, self.prunable, keep)
 
-    def load(self, state: Mapping[str, torch.Tensor]) -> None:
-        """Put `state` into the resident model and recalibrate its BatchNorm statistics."""
+    def load(self, state: Mapping[str, torch.Tensor], bn_idx: torch.Tensor | None = None) -> None:
+        """Put `state` into the resident model and recalibrate its BatchNorm statistics (on `bn_idx`,
+        default the search's recalibration examples)."""
         self.model.load_state_dict(state)
-        recalibrate_bn(self.model, self.data.train, self.bn_idx, self.batch_size, self.device, self.precision)
+        idx = self.bn_idx if bn_idx is None else bn_idx
+        recalibrate_bn(self.model, self.data.train, idx, self.batch_size, self.device, self.precision)
 
-    def evaluate(self, current, candidate, alpha: float, keep: int | None) -> Evaluation:
+    def evaluate(self, current, candidate, alpha: float, keep: int | None, screen: bool = False) -> Evaluation:
+        """The merge's validation accuracy; `screen`: recalibrated on the screening subset instead."""
         t0 = time.perf_counter()
+        if screen and self.screen_idx is None:
+            raise ValueError("a screening evaluation on an evaluator built without a screening subset")
+        idx = self.screen_idx if screen else self.bn_idx
         state, mask = self.merge(current, candidate, alpha, keep)
-        self.load(state)
+        self.load(state, idx)
         val = accuracy(self.model, self.data.train, self.data.val_idx, self.eval_batch, self.device, self.precision)
-        return Evaluation(val, survivors(mask) / self.prunable_size, time.perf_counter() - t0)
+        return Evaluation(
+            val,
+            survivors(mask) / self.prunable_size,
+            time.perf_counter() - t0,
+            bn_examples=len(idx) if self.has_bn else 0,
+        )
 
     def score(self, current, candidate, alpha: float, keep: int | None) -> Score:
         """`evaluate`'s network scored on validation and test: for analyses that map the space between

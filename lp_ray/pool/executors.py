@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from lp_ray.pool.core import Control, Evaluation, Evaluator, Final, Score
+from lp_ray.spec import PoolSpec
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class EvalRequest:
     candidate: Hashable | None
     alpha: float
     keep: int | None
+    screen: bool = False  # recalibrate on the screening subset (the fast search's first stage)
 
 
 @dataclass(frozen=True)
@@ -66,15 +68,19 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-def build_evaluator(job_dict: dict, run_uri: str, bn_samples: int | None, torch_threads: int) -> Evaluator:
-    """An evaluator for a run, built the same way in the driver's process and in every actor."""
+def build_evaluator(job_dict: dict, run_uri: str, torch_threads: int, pool: PoolSpec | None = None) -> Evaluator:
+    """An evaluator for a run, built the same way in the driver's process and in every actor. `pool`:
+    the search's settings (its BatchNorm subset, and a fast search's screening subset); None: the
+    whole training split, no screening (analyses)."""
     from lp_ray.opened_run import OpenedRun
-    from lp_ray.pool.core import bn_subset
+    from lp_ray.pool.core import bn_subset, screen_subset
+    from lp_ray.pool.searches import SEARCHES
     from lp_ray.spec_loading import job_from_dict
     from lp_ray.store import RunDir
 
     torch.set_num_threads(torch_threads)
     job = job_from_dict(job_dict)
+    screen = pool.screen_fraction if pool is not None and SEARCHES[pool.search].screens else None
     opened = OpenedRun.of(job, RunDir(run_uri))
     # An actor given a GPU (a fraction: four at num_gpus 0.25 share one) keeps model and data on it.
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
@@ -82,10 +88,11 @@ def build_evaluator(job_dict: dict, run_uri: str, bn_samples: int | None, torch_
         opened.new_model(),
         opened.data,
         opened.prunable,
-        bn_subset(opened.data.train_idx, bn_samples, job.data.split_seed),
+        bn_subset(opened.data.train_idx, pool.bn_samples if pool else None, job.data.split_seed),
         job.train.batch_size,
         device,
         job.train.precision,
+        screen_subset(opened.data.train_idx, screen, job.data.split_seed),
     )
 
 
@@ -96,7 +103,7 @@ def _run(evaluator: Evaluator, request, current, candidate):
         return evaluator.control(current, request.keep)
     if isinstance(request, ScoreRequest):
         return evaluator.score(current, candidate, request.alpha, request.keep)
-    return evaluator.evaluate(current, candidate, request.alpha, request.keep)
+    return evaluator.evaluate(current, candidate, request.alpha, request.keep, request.screen)
 
 
 def _has_candidate(request) -> bool:
@@ -149,10 +156,10 @@ def _to_torch(arrays: dict[str, np.ndarray] | None) -> dict[str, torch.Tensor] |
 class EvaluatorActor:
     """Holds one Evaluator (model + data resident) for the life of a pool run."""
 
-    def __init__(self, job_dict, run_uri, bn_samples, torch_threads):
+    def __init__(self, job_dict, run_uri, torch_threads, pool=None):
         import ray
 
-        self.evaluator = build_evaluator(job_dict, run_uri, bn_samples, torch_threads)
+        self.evaluator = build_evaluator(job_dict, run_uri, torch_threads, pool)
         self.node = ray.get_runtime_context().get_node_id()[:12]
 
     def run(self, request, current, candidate):
@@ -184,17 +191,17 @@ class RayExecutor:
         self,
         job_dict: dict,
         run_uri: str,
-        bn_samples: int | None,
         torch_threads: int,
         parallel: int,
         eval_resources: dict[str, float],
+        pool: PoolSpec | None = None,
     ):
         import ray
 
         self.parallel = max(1, min(parallel, eval_capacity(eval_resources)))
         options = _actor_options(eval_resources)
         actor_cls = ray.remote(EvaluatorActor).options(**options, max_restarts=2, max_task_retries=2)
-        self.actors = [actor_cls.remote(job_dict, run_uri, bn_samples, torch_threads) for _ in range(self.parallel)]
+        self.actors = [actor_cls.remote(job_dict, run_uri, torch_threads, pool) for _ in range(self.parallel)]
         self.idle = list(self.actors)
         self.refs: dict[Hashable, Any] = {}
         self.queue: collections.deque = collections.deque()

@@ -19,6 +19,9 @@ class Method(Protocol):
     # True: every candidate merge is re-pruned to the target's number of weights before it is scored.
     # False: merges stay dense while the chain runs; the pooled network is pruned once, at the end.
     reprunes: bool
+    # True: whether a merge is accepted depends on its accuracy (a fast search confirms the winner of
+    # a step before it is accepted); False: every merge is accepted whatever it scores.
+    selective: bool
 
     def coefficients(self, merged: int, override: tuple[float, ...] | None, ema_decay: float) -> tuple[float, ...]:
         """The alphas a step scores (w = alpha * candidate + (1 - alpha) * current); `merged` counts the
@@ -36,6 +39,7 @@ class Greedy:
 
     pool: tuple[float, ...]
     reprunes: bool = True
+    selective: bool = True
 
     def coefficients(self, merged, override, ema_decay):
         return tuple(override) if override is not None else self.pool
@@ -50,6 +54,7 @@ class RunningMean:
     is merged (a baseline: no selection on validation)."""
 
     reprunes: bool = True
+    selective: bool = False
 
     def coefficients(self, merged, override, ema_decay):
         return (1.0 / (merged + 1),)
@@ -64,6 +69,7 @@ class ExponentialMean:
     applied the decay to the new ticket instead.)"""
 
     reprunes: bool = True
+    selective: bool = False
 
     def coefficients(self, merged, override, ema_decay):
         return (1.0 - ema_decay,)

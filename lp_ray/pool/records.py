@@ -66,6 +66,7 @@ class StepRecord:
     alpha: float
     val_acc: float
     accepted: bool
+    stage: str = "full"  # the evaluation that decided: full (exact), screen or confirm (fast)
 
 
 def write_target(run: RunDir, name: str, result: TargetResult, method: str, steps: list[StepRecord]) -> None:
@@ -172,6 +173,10 @@ TRACE_SCHEMA = pa.schema(
         ("density", pa.float64()),
         ("seconds", pa.float64()),
         ("node", pa.string()),
+        # full: the search's recalibration (exact); screen: a subset recalibration; confirm: a screened
+        # winner again with the full one (fast). Empty in traces from before stages were recorded.
+        ("stage", pa.string()),
+        ("bn_examples", pa.int64()),  # the examples BatchNorm was recalibrated on: the evaluation's cost
     ]
 )
 

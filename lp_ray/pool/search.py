@@ -18,11 +18,12 @@ from lp_ray import interrupt, layout
 from lp_ray.errors import LpRayError
 from lp_ray.opened_run import OpenedRun
 from lp_ray.pool import records
-from lp_ray.pool.chain import Chain, Decision, candidate_order
+from lp_ray.pool.chain import Chain, Decision, Step, candidate_order
 from lp_ray.pool.core import Control, Final, keep_count, merge
 from lp_ray.pool.executors import ControlRequest, EvalRequest, Executor, FinalRequest
 from lp_ray.pool.methods import METHODS
 from lp_ray.pool.records import StepRecord, TargetResult
+from lp_ray.pool.searches import FULL, SCREEN, SEARCHES
 from lp_ray.spec import PoolSpec
 from lp_ray.store import encode_weights, sha256
 
@@ -84,7 +85,7 @@ class PoolSearch:
         """`name`: the search's folder under pool/ (default: the method)."""
         self.pr, self.s, self.ex = pr, settings, executor
         self.listener = listener or QuietListener()
-        self.name = settings.method if name is None else name
+        self.name = settings.default_name() if name is None else name
         self.folder = layout.pool_dir(self.name)
         self.targets = check_targets(settings, pr.rounds)
         records.claim_settings(pr.run, self.name, settings.identity(pr.rounds))
@@ -108,22 +109,28 @@ class PoolSearch:
         return self.keep_for(target) if METHODS[self.s.method].reprunes else None
 
     def remaining_evaluations(self) -> int:
-        """Evaluations left for the unfinished chains (after replay), each counting its final one;
-        a chain that accepts nothing needs no final evaluation and reports a change of -1."""
+        """Evaluations left for the unfinished chains (after replay), each counting its final one and,
+        for a screening chain, one confirmation per step; what turns out not to be needed (a chain that
+        accepts nothing needs no final evaluation, a step rejected on its screen no confirmation) is
+        reported as a change of -1."""
         n = 0
         for chain in self.chains.values():
             steps_left = len(chain.candidates) - max(chain.index - 1, 0)  # every step of a chain has as many alphas
+            per_step = len(chain.alphas()) + (1 if chain.screening else 0)
+            step0 = 0 if chain.index > 0 else (2 if chain.screening else 1)
             # + its control (LT+BN, never replayed: one evaluation) + its final one
-            n += (1 if chain.index == 0 else 0) + steps_left * len(chain.alphas()) + 1 + 1
+            n += step0 + steps_left * per_step + 1 + 1
         return n
 
     def _new_chain(self, t: int) -> Chain:
+        search = SEARCHES[self.s.search]
         return Chain(
             t,
-            candidate_order(t, self.pr.rounds, self.s.search_num),
+            candidate_order(t, self.pr.rounds, search.candidates_for(self.s.search_num)),
             self.s.method,
             self.s.coefficients,
             self.s.ema_decay,
+            screening=search.screens,
         )
 
     def _set_current(self, t: int, state) -> None:
@@ -137,24 +144,29 @@ class PoolSearch:
         return ("current", t, self.version[t])
 
     def _replay(self, chain: Chain) -> None:
-        """Rebuild an interrupted chain from the trace: same accuracies, same decisions, no evaluations."""
+        """Rebuild an interrupted chain from the trace: same accuracies, same decisions, no evaluations.
+        Rows are grouped by (step, stage): a screened step and its confirmation replay one after the
+        other. (Traces from before stages were recorded hold full evaluations.)"""
         rows = [r for r in self.trace_rows if r["target"] == chain.target]
-        by_step: dict[int, list[dict]] = {}
+        by_step: dict[tuple[int, str], list[dict]] = {}
         for r in rows:
-            by_step.setdefault(r["step"], []).append(r)
-        while not chain.done and chain.index in by_step:
+            by_step.setdefault((r["step"], r.get("stage") or FULL), []).append(r)
+        while not chain.done:
             step = chain.open_step()
+            if (step.index, step.stage) not in by_step:
+                break
             got = sorted(
-                by_step[chain.index], key=lambda r: step.alphas.index(r["alpha"]) if r["alpha"] in step.alphas else -1
+                by_step[step.index, step.stage],
+                key=lambda r: step.alphas.index(r["alpha"]) if r["alpha"] in step.alphas else -1,
             )
             if [r["alpha"] for r in got] != list(step.alphas) or any(r["candidate"] != step.candidate for r in got):
                 raise LpRayError(
-                    f"{self.pr.run.path(layout.trace(self.name))}: step {step.index} of target {chain.target} "
-                    f"does not match these settings; pass --overwrite to start over"
+                    f"{self.pr.run.path(layout.trace(self.name))}: step {step.index} ({step.stage}) of target "
+                    f"{chain.target} does not match these settings; pass --overwrite to start over"
                 )
             d = chain.decide([r["val_acc"] for r in got])
             self.evaluations_replayed += len(got)
-            if d.accepted:
+            if d is not None and d.accepted:
                 self._accept(chain, d, replay=True)
 
     # --- the search ---------------------------------------------------------------------------------
@@ -205,9 +217,13 @@ class PoolSearch:
                 continue
             evals = [o.results[j] for j in range(len(o.step.alphas))]
             d = chain.decide([e.val_acc for e in evals])
-            self._record(d, evals)
-            if d.accepted:
+            self._record(o.step, d, evals)
+            if d is not None and d.accepted:
                 self._accept(chain, d)
+            if chain.screening and d is not None and o.step.stage == SCREEN:
+                self.listener.on_total_changed(
+                    -1
+                )  # decided on its screen: the confirmation it was counted with is not needed
             outstanding += self._submit_next(chain, open_steps)
         # Everything finished in this folder, not only this run's targets: a run over fewer targets
         # never shrinks the summary (or the report and MLflow runs built from it).
@@ -225,7 +241,8 @@ class PoolSearch:
             keep = self._eval_keep(t)
             for i, alpha in enumerate(step.alphas):
                 cand = None if step.index == 0 else ("ticket", step.candidate)
-                self.ex.submit((t, "eval", i), EvalRequest(self._current_key(t), cand, alpha, keep))
+                request = EvalRequest(self._current_key(t), cand, alpha, keep, screen=step.stage == SCREEN)
+                self.ex.submit((t, "eval", i), request)
             return len(step.alphas)
         if chain.accepted:
             open_steps[t] = _Open(None)
@@ -261,19 +278,23 @@ class PoolSearch:
         if not replay:
             self.listener.on_accepted(t, d.step.candidate, d.alpha)
 
-    def _record(self, d: Decision, evals) -> None:
-        for alpha, e in zip(d.step.alphas, evals, strict=True):
+    def _record(self, step: Step, d: Decision | None, evals) -> None:
+        """The step's evaluations, appended to the trace (rewritten atomically): `d` is None for a
+        screened step whose winner goes on to its confirmation."""
+        for alpha, e in zip(step.alphas, evals, strict=True):
             self.trace_rows.append(
                 {
-                    "target": d.step.target,
-                    "step": d.step.index,
-                    "candidate": d.step.candidate,
+                    "target": step.target,
+                    "step": step.index,
+                    "candidate": step.candidate,
                     "alpha": alpha,
                     "val_acc": e.val_acc,
-                    "accepted": bool(d.accepted and alpha == d.alpha),
+                    "accepted": bool(d is not None and d.accepted and alpha == d.alpha),
                     "density": e.density,
                     "seconds": e.seconds,
                     "node": e.node,
+                    "stage": step.stage,
+                    "bn_examples": e.bn_examples,
                 }
             )
         records.write_trace(self.pr.run, self.name, self.trace_rows)
@@ -304,7 +325,10 @@ class PoolSearch:
             lt_bn_test_acc=control.lt_bn.test_acc,
             predictions_sha256=sha256(run.read_bytes(pred_rel)),
         )
-        steps = [StepRecord(d.step.index, d.step.candidate, d.alpha, d.val_acc, d.accepted) for d in chain.decisions]
+        steps = [
+            StepRecord(d.step.index, d.step.candidate, d.alpha, d.val_acc, d.accepted, d.step.stage)
+            for d in chain.decisions
+        ]
         records.write_target(run, self.name, result, self.s.method, steps)
         self.results[t] = result
         self.pooled_now.add(t)

@@ -23,13 +23,17 @@ def matrix(rounds: Sequence[int], preds: dict[int, np.ndarray]) -> np.ndarray:
 def step_rows(trace: list[dict], preds: dict[int, np.ndarray], search: str) -> list[dict]:
     """One row per step of every chain of a search: the target, the candidate, their disagreement, the
     step's best validation accuracy minus the chain's best before it (what merging this candidate
-    could gain), and whether it was accepted."""
+    could gain), and whether it was accepted. (A fast search's steps count with the accuracy that
+    decided them: the confirmed one, or the screened one for a step rejected on its screen.)"""
     out = []
     for target in sorted({r["target"] for r in trace}):
         rows = [r for r in trace if r["target"] == target]
         best = None
         for step in sorted({r["step"] for r in rows}):
             at = [r for r in rows if r["step"] == step]
+            # A fast search's step: the confirmed evaluation decided it when there is one
+            confirmed = [r for r in at if r.get("stage") == "confirm"]
+            at = confirmed or at
             top = max(r["val_acc"] for r in at)
             if step == 0:
                 best = top
