@@ -318,7 +318,8 @@ def sweep(
     uri = resolve_tracking_uri(tracking_uri, c.tracking_uri)
     exp_dir = run_sweep(exp, c, uri, max_concurrent)
     experiment_report(exp_dir.uri)
-    log_sweep(exp, exp_dir, uri, c, layout.EXPERIMENT_REPORT)
+    files = [*layout.EXPERIMENT_REPORT, layout.PAIRS_CSV, layout.PAIRS_PARQUET]
+    log_sweep(exp, exp_dir, uri, c, [f for f in files if exp_dir.exists(f)])
     typer.echo(f"experiment directory: {exp_dir.uri}")
 
 

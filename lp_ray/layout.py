@@ -36,6 +36,7 @@ The experiment directory `<storage>/experiments/<name>-<hash>/` of `lp-ray sweep
     experiment.json                    the resolved experiment and its trials (its identity)
     trials.parquet                     trial, cell, seed, run directory, status; rebuilt at every start
     report.csv, report.parquet, report.png, verdict.txt
+    pairs.csv, pairs.parquet           with `reference:`: every pool variant paired with the reference one
     tune/                              Ray Tune's own storage (trial logs)
 """
 
@@ -64,6 +65,7 @@ TRIALS = "trials.parquet"
 VERDICT = "verdict.txt"
 TUNE = "tune"
 EXPERIMENT_REPORT = ("report.csv", "report.parquet", "report.png", VERDICT)
+PAIRS_CSV, PAIRS_PARQUET = "pairs.csv", "pairs.parquet"  # pool variants paired with the reference
 
 # Inside one epoch checkpoint (imp/loop.py writes them; a new fit resumes from the newest usable one).
 CHECKPOINT_MODEL = "model.safetensors"

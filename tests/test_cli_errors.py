@@ -69,6 +69,8 @@ def test_bad_pool_options(tmp_path):
     one_line_error(cli("pool", str(run), "--targets", "1,x"), "--targets: expected comma-separated integers")
     # the same rules as a spec file, named by the option that broke them
     one_line_error(cli("pool", str(run), "--search-num", "0"), "--search-num: must be at least 1, got 0")
+    one_line_error(cli("pool", str(run), "--search", "slow"), "--search: unknown search 'slow' (known: exact, fast)")
+    one_line_error(cli("pool", str(run), "pool.screen_fraction=1.5"), "pool.screen_fraction: must be in (0, 1)")
     one_line_error(cli("pool", str(run), "--targets", ""), "--targets: must be a non-empty list of rounds")
     one_line_error(cli("pool", str(run), "pool.ema_decay=2"), "pool.ema_decay=2: pool.ema_decay: must be in (0, 1)")
     one_line_error(cli("pool", str(run), "train.epochs=3"), "train.epochs=3: only pool.* fields can be set")

@@ -21,7 +21,7 @@ def trace(run, name):
     rows = pq.read_table(run / "pool" / name / "trace.parquet").to_pylist()
     return sorted(
         ({k: v for k, v in r.items() if k not in ("seconds", "node")} for r in rows),
-        key=lambda r: (r["target"], r["step"], r["alpha"]),
+        key=lambda r: (r["target"], r["step"], r.get("stage") or "", r["alpha"]),
     )
 
 
@@ -177,3 +177,19 @@ def test_mlflow_pool_run_children_and_eval_from_mlflow(base_run):
     assert out.returncode == 0, out.stderr
     assert f"test acc {100 * expected['test_acc']:.2f}%" in out.stdout
     assert f"density {100 * expected['density']:.2f}%" in out.stdout
+
+
+def test_fast_search_serial_and_ray_identical_and_cheaper(base_run):
+    """pool --search fast: bit-identical traces from the serial and the Ray executor, every evaluation
+    recorded with its stage and the examples BatchNorm saw, fewer of them than the exact search's."""
+    run = base_run["run"]
+    pool(base_run, "--search", "fast", "--serial", "--name", "fast-serial")
+    ray = pool(base_run, "--search", "fast", "--parallel-evals", "2")
+    assert "pool/interpolation-fast" in ray.stdout
+    fast = trace(run, "interpolation-fast")
+    assert fast == trace(run, "fast-serial")
+    assert summary(run, "interpolation-fast") == summary(run, "fast-serial")
+    rows = pq.read_table(run / "pool" / "interpolation-fast" / "trace.parquet").to_pylist()
+    exact = pq.read_table(run / "pool" / "interpolation" / "trace.parquet").to_pylist()
+    assert {r["stage"] for r in rows} == {"screen", "confirm"} and {r["stage"] for r in exact} == {"full"}
+    assert sum(r["bn_examples"] for r in rows) < sum(r["bn_examples"] for r in exact)

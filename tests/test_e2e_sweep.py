@@ -190,6 +190,15 @@ def test_experiment_spec_errors_are_one_line(tmp_path):
         ({**EXPERIMENT, "grid": {"imp.rewind_epoch": [9]}}, "imp.rewind_epoch: must be in [0, train.epochs=4)"),
         ({**EXPERIMENT, "methods": ["magic"]}, "methods: unknown method 'magic'"),
         ({**EXPERIMENT, "analyses": ["magic"]}, "analyses: expected a list of lmc, stability"),
+        ({**EXPERIMENT, "pools": [{"name": "x", "search": "slow"}]}, "methods: give `pools` (named variants) or"),
+        (
+            {**{k: v for k, v in EXPERIMENT.items() if k != "methods"}, "pools": [{"name": "x", "search": "slow"}]},
+            "pools[0] (x): search: unknown search 'slow' (known: exact, fast)",
+        ),
+        (
+            {**{k: v for k, v in EXPERIMENT.items() if k != "methods"}, "pools": [{"name": "x"}], "reference": "y"},
+            "reference: 'y' is not one of the pools (x)",
+        ),
     ]
     for i, (spec, fragment) in enumerate(cases):
         path = write_yaml(tmp_path / f"bad{i}.yaml", spec)
@@ -223,3 +232,47 @@ def test_mlflow_sweep_parent_links_every_trial(uninterrupted, tracking_uri):
         assert imp.data.tags["lp_ray.run_dir"] == c.data.tags["run_dir"]
         pool = client.get_run(c.data.tags["pool_run_id.interpolation"])
         assert pool.data.tags["mlflow.parentRunId"] == imp.info.run_id
+
+
+def test_pool_variants_compare_two_searches_on_the_same_tickets(uninterrupted, tracking_uri):
+    """`pools:` with a `reference:`: a second experiment over the same base job, seeds and grid finds the
+    first one's trials (same run directories: nothing is trained, the exact search is not redone), adds a
+    fast search in its own folder, and its report pairs fast with exact per sparsity and overall, with
+    McNemar counts taken from the two searches' stored predictions."""
+    ref_dir, _ = uninterrupted
+    runs = sorted((ref_dir / "runs").glob("tiny-*"))
+    exact_before = {r.name: (r / "pool" / "interpolation" / "trace.parquet").read_bytes() for r in runs}
+    spec = {k: v for k, v in EXPERIMENT.items() if k not in ("methods", "analyses")}
+    spec = {
+        **spec,
+        "name": "variants",
+        "pools": [{"name": "interpolation"}, {"name": "fast", "search": "fast", "screen_fraction": 0.25}],
+        "reference": "interpolation",
+    }
+    path = write_yaml(ref_dir / "variants.yaml", spec)
+    proc = cli("sweep", str(path), "--cluster", str(ref_dir / "cluster.yaml"), "--tracking-uri", tracking_uri)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "round  0  trained" not in proc.stdout
+    for r in runs:  # the same tickets, the exact search untouched, the fast one beside it
+        assert (r / "pool" / "interpolation" / "trace.parquet").read_bytes() == exact_before[r.name]
+        stages = {row["stage"] for row in pq.read_table(r / "pool" / "fast" / "trace.parquet").to_pylist()}
+        assert stages <= {"screen", "confirm"} and "screen" in stages
+    (exp,) = [d for d in (ref_dir / "runs" / "experiments").iterdir() if d.name.startswith("variants-")]
+    pairs = pq.read_table(exp / "pairs.parquet").to_pylist()
+    assert sorted((p["cell"], p["round"]) for p in pairs) == sorted(
+        (c, t) for c in ("imp.rewind_epoch=0", "imp.rewind_epoch=1") for t in range(3)
+    )
+    row = next(p for p in pairs if p["cell"] == "imp.rewind_epoch=1" and p["round"] == 2)
+    only_ref = only_fast = 0
+    cell_runs = [r for r in runs if "rewind_epoch: 1" in (r / "job.yaml").read_text()]
+    assert len(cell_runs) == 2
+    for r in cell_runs:
+        a = pq.read_table(r / "pool" / "interpolation" / "predictions_02.parquet").to_pydict()
+        b = pq.read_table(r / "pool" / "fast" / "predictions_02.parquet").to_pydict()
+        for y, p_ref, p_fast in zip(a["label"], a["pooled"], b["pooled"], strict=True):
+            only_ref += p_ref == y and p_fast != y
+            only_fast += p_fast == y and p_ref != y
+    assert (row["reference_only_correct"], row["variant_only_correct"]) == (only_ref, only_fast)
+    verdict = (exp / "verdict.txt").read_text()
+    assert "fast − interpolation [imp.rewind_epoch=1] (pooled test accuracy, same tickets):" in verdict
+    assert "fast − LT [imp.rewind_epoch=0]:" in verdict and "interpolation − LT [imp.rewind_epoch=0]:" in verdict

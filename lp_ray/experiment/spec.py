@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from lp_ray.errors import LpRayError
 from lp_ray.spec import JobSpec, SpecError, job_changes
 from lp_ray.spec_loading import apply_overrides, job_from_dict, load_job, read_yaml
 
@@ -34,6 +35,20 @@ class Trial:
     job: JobSpec
 
 
+@dataclass(frozen=True)
+class PoolVariant:
+    """One pool search every trial makes: its folder under pool/ and the pool fields it sets on top
+    of the job's pool section (`methods: [a, b]` is the variants `a` and `b` setting only the method)."""
+
+    name: str
+    fields: dict
+
+    def settings(self, job: JobSpec):
+        from lp_ray.spec_loading import pool_variant
+
+        return pool_variant(job.pool, self.fields, f"pool variant {self.name}")
+
+
 @dataclass
 class ExperimentSpec:
     name: str
@@ -42,6 +57,16 @@ class ExperimentSpec:
     grid: dict[str, list]
     methods: list[str]
     analyses: list[str] = dataclasses.field(default_factory=list)
+    # `pools:` instead of `methods:`: named variants of the search (several of one method compared on
+    # the same tickets), and the one every other is paired with in the report
+    pools: list[PoolVariant] = dataclasses.field(default_factory=list)
+    reference: str | None = None
+
+    def variants(self) -> list[PoolVariant]:
+        return self.pools or [PoolVariant(m, {"method": m}) for m in self.methods]
+
+    def variant_names(self) -> list[str]:
+        return [v.name for v in self.variants()]
 
     def cells(self) -> list[str]:
         keys = list(self.grid)
@@ -65,8 +90,10 @@ class ExperimentSpec:
             "seeds": self.seeds,
             "grid": self.grid,
             "methods": self.methods,
-            # only when set, so experiments from before analyses existed keep their hash
+            # only when set, so experiments from before analyses (and pool variants) existed keep their hash
             **({"analyses": self.analyses} if self.analyses else {}),
+            **({"pools": [{"name": v.name, **v.fields} for v in self.pools]} if self.pools else {}),
+            **({"reference": self.reference} if self.reference else {}),
         }
 
     def experiment_hash(self) -> str:
@@ -105,9 +132,10 @@ def parse_seeds(value, where: str) -> list[int]:
 def build_experiment(raw: dict, where: str, base_dir: Path, base_job: JobSpec | None = None) -> ExperimentSpec:
     from lp_ray.pool.methods import METHODS, known
 
-    unknown = sorted(set(raw) - {"name", "job", "seeds", "grid", "methods", "analyses"})
+    keys = {"name", "job", "seeds", "grid", "methods", "analyses", "pools", "reference"}
+    unknown = sorted(set(raw) - keys)
     if unknown:
-        raise SpecError(f"{where}: unknown key '{unknown[0]}' (known: analyses, grid, job, methods, name, seeds)")
+        raise SpecError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(sorted(keys))})")
     name = raw.get("name", "experiment")
     if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
         raise SpecError(f"{where}: name: must be a non-empty name without '/' or spaces, got {name!r}")
@@ -132,7 +160,12 @@ def build_experiment(raw: dict, where: str, base_dir: Path, base_job: JobSpec | 
             raise SpecError(f"{where}: grid.train.seed: seeds are the `seeds` key, not a grid axis")
         for v in values:  # each value checked by the job loader, as an override would be
             apply_overrides(base_job, [f"{key}={_yaml_value(v)}"], f"{where}: grid")
-    methods = raw.get("methods", [base_job.pool.method])
+    if "pools" in raw and "methods" in raw:
+        raise SpecError(f"{where}: methods: give `pools` (named variants) or `methods`, not both")
+    pools, reference = _pool_variants(raw, where, base_job)
+    methods = list(dict.fromkeys(v.settings(base_job).method for v in pools)) or raw.get(
+        "methods", [base_job.pool.method]
+    )
     if isinstance(methods, str):
         methods = [m.strip() for m in methods.split(",") if m.strip()]
     if not isinstance(methods, list) or not methods:
@@ -154,7 +187,41 @@ def build_experiment(raw: dict, where: str, base_dir: Path, base_job: JobSpec | 
         {k: list(v) for k, v in grid.items()},
         list(dict.fromkeys(methods)),
         list(dict.fromkeys(analyses)),
+        pools,
+        reference,
     )
+
+
+def _pool_variants(raw: dict, where: str, base_job: JobSpec) -> tuple[list[PoolVariant], str | None]:
+    """`pools:` [{name, <pool fields>}...] and `reference:` (a variant's name), every value checked as
+    the pool's options are, each error naming the variant."""
+    from lp_ray.pool.records import check_search_name
+    from lp_ray.spec_loading import pool_variant
+
+    given = raw.get("pools")
+    reference = raw.get("reference")
+    if given is None:
+        if reference is not None:
+            raise SpecError(f"{where}: reference: needs `pools` (named variants) to name one of")
+        return [], None
+    if not isinstance(given, list) or not given or not all(isinstance(v, dict) for v in given):
+        raise SpecError(f"{where}: pools: expected a non-empty list of mappings, each a name and pool fields")
+    variants = []
+    for i, entry in enumerate(given):
+        fields = {k: v for k, v in entry.items() if k != "name"}
+        name = entry.get("name")
+        try:
+            check_search_name(name if isinstance(name, str) else "")
+        except LpRayError:
+            raise SpecError(f"{where}: pools[{i}].name: a plain folder name is needed, got {name!r}") from None
+        pool_variant(base_job.pool, fields, f"{where}: pools[{i}] ({name})")
+        variants.append(PoolVariant(name, fields))
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise SpecError(f"{where}: pools: two variants are named alike ({names})")
+    if reference is not None and reference not in names:
+        raise SpecError(f"{where}: reference: {reference!r} is not one of the pools ({', '.join(names)})")
+    return variants, reference
 
 
 def load_experiment(path: str | Path) -> ExperimentSpec:

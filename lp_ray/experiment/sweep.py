@@ -26,9 +26,8 @@ import pyarrow as pa
 
 from lp_ray import layout
 from lp_ray.errors import LpRayError
-from lp_ray.experiment.spec import ExperimentSpec, Trial
+from lp_ray.experiment.spec import ExperimentSpec, PoolVariant, Trial
 from lp_ray.spec import ClusterSpec, job_to_dict, run_hash, run_name, storage_uri
-from lp_ray.spec_loading import with_pool_options
 from lp_ray.store import RunDir, check_storage_reachable, join_uri
 
 TRIAL_CPU = 0.25  # what a trial's own (driver) process asks Tune for
@@ -44,7 +43,7 @@ def trial_run(trial: Trial, cluster: ClusterSpec) -> RunDir:
     return run_dir_for(trial.job, cluster)
 
 
-def trial_stage(trial: Trial, methods: list[str], cluster: ClusterSpec, analyses=()) -> tuple[str, str]:
+def trial_stage(trial: Trial, variants: list[PoolVariant], cluster: ClusterSpec, analyses=()) -> tuple[str, str]:
     """(status, stage) read from the trial's run directory: done / partial / queued, and e.g.
     'round 7/11' or 'pool average 4/11 targets, 38% of its evaluations'."""
     from lp_ray.analysis import analysis_done
@@ -57,12 +56,12 @@ def trial_stage(trial: Trial, methods: list[str], cluster: ClusterSpec, analyses
     trained = sum(ticket_done(run, r) for r in range(rounds))
     if trained < rounds:
         return "partial", f"round {trained}/{rounds}"
-    for m in methods:
-        done = sum(run.exists(layout.target_meta(m, r)) for r in range(rounds))
+    for v in variants:
+        done = sum(run.exists(layout.target_meta(v.name, r)) for r in range(rounds))
         if done < rounds:
             return (
                 "partial",
-                f"pool {m} {done}/{rounds} targets, {_search_percent(trial, m, run):.0f}% of its evaluations",
+                f"pool {v.name} {done}/{rounds} targets, {_search_percent(trial, v, run):.0f}% of its evaluations",
             )
     for a in analyses:
         if not analysis_done(run, a):
@@ -70,16 +69,15 @@ def trial_stage(trial: Trial, methods: list[str], cluster: ClusterSpec, analyses
     return "done", "done"
 
 
-def _search_percent(trial: Trial, method: str, run: RunDir) -> float:
+def _search_percent(trial: Trial, variant: PoolVariant, run: RunDir) -> float:
     """How far a search is: its evaluations in trace.parquet out of all its chains will make (every step
-    of a method scores the same number of coefficients, so the total is known before it starts)."""
-    from lp_ray.pool.chain import Chain, candidate_order
+    of a method scores the same number of coefficients, so the total is known before it starts; a
+    fast search's confirmations count as if every step had one)."""
+    from lp_ray.pool.search import planned_evaluations
 
-    pool = with_pool_options(trial.job.pool, {"method": method})
-    rounds = list(range(trial.job.imp.rounds))
-    per_step = len(Chain(0, [], method, pool.coefficients, pool.ema_decay).alphas())
-    total = sum(1 + per_step * len(candidate_order(t, rounds, pool.search_num)) for t in rounds)
-    done = run.read_table(layout.trace(method)).num_rows if run.exists(layout.trace(method)) else 0
+    total = planned_evaluations(variant.settings(trial.job), list(range(trial.job.imp.rounds)))
+    trace = layout.trace(variant.name)
+    done = run.read_table(trace).num_rows if run.exists(trace) else 0
     return 100 * min(done, total) / total
 
 
@@ -88,7 +86,7 @@ def write_index(
 ) -> list[dict]:
     rows = []
     for t in exp.trials():
-        status, _ = trial_stage(t, exp.methods, cluster, exp.analyses)
+        status, _ = trial_stage(t, exp.variants(), cluster, exp.analyses)
         if status != "done" and t.index in failed:
             status = "failed"
         rows.append(
@@ -106,7 +104,8 @@ def write_index(
 
 
 def _trial_fn(config: dict) -> None:
-    """One trial, inside a Tune worker: IMP, then every method's pool search, then the experiment's analyses."""
+    """One trial, inside a Tune worker: IMP, then every pool variant's search (each in pool/<its name>/),
+    then the experiment's analyses."""
     from ray import tune
 
     from lp_ray.imp.command import run_imp
@@ -117,12 +116,13 @@ def _trial_fn(config: dict) -> None:
     job = job_from_dict(t["job"])
     cluster = cluster_from_dict(t["cluster"], "sweep")
     result = run_imp(job, cluster, t["tracking_uri"])
-    for m in t["methods"]:
+    for v in t["variants"]:
         run_pool(
             result.run.uri,
-            with_pool_options(job.pool, {"method": m}),
+            v.settings(job),
             cluster,
             t["tracking_uri"],
+            name=v.name,
             parallel_evals=_free_evaluators(cluster),
         )
     from lp_ray.analysis import ANALYSES, analysis_done
@@ -179,7 +179,7 @@ def run_sweep(exp: ExperimentSpec, cluster: ClusterSpec, tracking_uri: str, max_
     todo = [t for t, row in zip(trials, rows, strict=True) if row["status"] != "done"]
     console.print(
         f"[bold]lp-ray sweep[/] {exp.dir_name()}: {len(trials)} trial(s) ({len(exp.seeds)} seed(s) x "
-        f"{len(exp.cells())} cell(s)), methods {', '.join(exp.methods)}; {len(trials) - len(todo)} done already "
+        f"{len(exp.cells())} cell(s)), pool {', '.join(exp.variant_names())}; {len(trials) - len(todo)} done already "
         f"-> {exp_dir.uri}"
     )
     failed: set[int] = set()
@@ -214,7 +214,7 @@ def _tune(exp, todo: list[Trial], cluster, tracking_uri, max_concurrent, exp_dir
             "job": job_to_dict(t.job),
             "cluster": dataclasses.asdict(cluster),
             "tracking_uri": tracking_uri,
-            "methods": exp.methods,
+            "variants": exp.variants(),
             "analyses": exp.analyses,
         }
         for t in todo
@@ -267,7 +267,9 @@ class SweepView:
         self.last = ""
 
     def line(self) -> str:
-        stages = {i: trial_stage(t, self.exp.methods, self.cluster, self.exp.analyses) for i, t in self.trials.items()}
+        stages = {
+            i: trial_stage(t, self.exp.variants(), self.cluster, self.exp.analyses) for i, t in self.trials.items()
+        }
         done = sum(s == "done" for s, _ in stages.values())
         running = sorted(i for i in self.running if stages[i][0] != "done")
         queued = len(self.trials) - done - len(running)
@@ -323,7 +325,7 @@ def log_sweep(exp: ExperimentSpec, exp_dir: RunDir, tracking_uri: str, cluster: 
         tags = {"seed": str(t.seed), "cell": t.cell or "-", "run_dir": run.uri}
         if info is not None and info.tracking_uri == tracking_uri:
             tags["imp_run_id"] = info.imp_run_id
-            for m in exp.methods:
+            for m in exp.variant_names():
                 pool_id = tracker.find_pool_run(m, info.imp_run_id)
                 if pool_id:
                     tags[f"pool_run_id.{m}"] = pool_id

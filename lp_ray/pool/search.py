@@ -342,3 +342,16 @@ def check_targets(settings: PoolSpec, rounds: list[int]) -> list[int]:
     if missing:
         raise LpRayError(f"--targets: round(s) {missing} have no finished ticket (finished: {rounds})")
     return sorted(set(targets))
+
+
+def planned_evaluations(settings: PoolSpec, rounds: list[int]) -> int:
+    """The evaluations a search over every round makes (its chains' steps; a fast search's as if every
+    step were confirmed): what a sweep measures a search's progress against."""
+    search = SEARCHES[settings.search]
+    total = 0
+    for t in rounds:
+        chain = Chain(t, [], settings.method, settings.coefficients, settings.ema_decay)
+        steps = len(candidate_order(t, rounds, search.candidates_for(settings.search_num)))
+        per_step = len(chain.alphas()) + (1 if search.screens else 0)
+        total += (2 if search.screens else 1) + steps * per_step
+    return total

@@ -44,9 +44,11 @@ def experiment_report(exp_uri: str) -> None:
     from lp_ray.report import experiment
 
     exp_dir = RunDir(exp_uri)
-    table, verdicts = experiment.build(exp_dir)  # every record checked before anything is written
-    paths = experiment.write(exp_dir, table, verdicts)
-    experiment.print_table(table, verdicts)
+    report = experiment.build(exp_dir)  # every record checked before anything is written
+    paths = experiment.write(exp_dir, report)
+    experiment.print_table(report)
     csv, parquet, png, verdict = (paths[f] for f in layout.EXPERIMENT_REPORT)
     console.print(f"report: {csv}, {parquet}, {verdict}")
+    if layout.PAIRS_CSV in paths:
+        console.print(f"pairs:  {paths[layout.PAIRS_CSV]}, {paths[layout.PAIRS_PARQUET]}")
     console.print(f"plot:   {png}")

@@ -46,6 +46,7 @@ class SeedResult:
     lt_only_correct: int  # McNemar's discordant counts on the stored test predictions
     pooled_only_correct: int
     measured: dict  # what the trial's analyses measured of this pooled network (key -> value)
+    pooled_correct: np.ndarray | None = None  # per test example, for pairing two variants (McNemar)
 
 
 # (cell, method) -> target -> seed -> SeedResult
@@ -62,21 +63,30 @@ def collect(exp_dir: RunDir) -> tuple[dict, Collected]:
     data: Collected = {}
     for row in trials:
         run = RunDir(row["run_dir"])
-        searches = {m: finished_targets(run, m) for m in ident["methods"]}
+        searches = {m: finished_targets(run, m) for m in variant_names(ident)}
         measures = [a.measures(run, searches) for a in reported()]
         for m, results in searches.items():
             for t, r in results.items():
                 preds = read_predictions(run, m, r)
                 b = c = 0
+                correct = None
                 if preds is not None:
                     y, lt, pooled = (preds.column(k).to_numpy() for k in ("label", "lt", "pooled"))
                     b, c = int(((lt == y) & (pooled != y)).sum()), int(((lt != y) & (pooled == y)).sum())
+                    correct = pooled == y
                 measured = {k: v for got in measures for k, v in (got.of(m, r) or {}).items()}
                 cell = data.setdefault((row["cell"], m), {}).setdefault(t, {})
-                cell[row["seed"]] = SeedResult(r.lt_test_acc, r.lt_bn_test_acc, r.test_acc, r.density, b, c, measured)
+                cell[row["seed"]] = SeedResult(
+                    r.lt_test_acc, r.lt_bn_test_acc, r.test_acc, r.density, b, c, measured, correct
+                )
     if not data:
         raise LpRayError(f"{exp_dir.uri}: no trial has finished a pool search yet; run `lp-ray sweep` first")
     return ident, data
+
+
+def variant_names(ident: dict) -> list[str]:
+    """The searches every trial makes, in the experiment's order: its pool variants, or its methods."""
+    return [p["name"] for p in ident["pools"]] if "pools" in ident else ident["methods"]
 
 
 def _common_seeds(targets: dict[int, dict[int, SeedResult]]) -> list[int]:
@@ -189,39 +199,127 @@ def analysis_verdicts(cell: str, method: str, targets, seeds, rows: list[dict]) 
     return out
 
 
-def build(exp_dir: RunDir) -> tuple[pa.Table, list[str]]:
+def paired_rows(cell: str, variant: str, reference: str, mine, theirs) -> tuple[list[dict], str] | None:
+    """`variant` − `reference` on the same tickets: per sparsity, the per-seed difference of pooled test
+    accuracy (mean, Student-t and bootstrap 95% CIs), McNemar on the two pooled networks' stored
+    predictions (discordant counts summed over seeds), Holm across sparsities; and the verdict over
+    seeds, led by the t interval (at 3-10 seeds a percentile bootstrap undercovers)."""
+    targets = sorted(set(mine) & set(theirs))
+    seeds = sorted(set.intersection(*(set(mine[t]) & set(theirs[t]) for t in targets))) if targets else []
+    if not seeds:
+        return None
+    per_target = []
+    for t in targets:
+        a = np.array([100 * mine[t][s].pooled for s in seeds])
+        b = np.array([100 * theirs[t][s].pooled for s in seeds])
+        only_ref = only_var = 0
+        for s in seeds:
+            x, y = mine[t][s].pooled_correct, theirs[t][s].pooled_correct
+            if x is not None and y is not None:
+                only_ref += int((y & ~x).sum())
+                only_var += int((x & ~y).sum())
+        per_target.append((t, mine[t][seeds[0]].density, a, b, only_ref, only_var))
+    adjusted = holm([mcnemar_p(r, v) for *_, r, v in per_target])
+    rows = []
+    for (t, density, a, b, only_ref, only_var), p_holm in zip(per_target, adjusted, strict=True):
+        ci_t, ci = paired_t_ci(a, b), paired_bootstrap_ci(a, b)
+        rows.append(
+            {
+                "cell": cell,
+                "variant": variant,
+                "reference": reference,
+                "round": t,
+                "weights_remaining": 100 * density,
+                "seeds": len(seeds),
+                "variant_mean": a.mean(),
+                "reference_mean": b.mean(),
+                "diff_mean": ci.mean,
+                "diff_t_ci_low": ci_t.low,
+                "diff_t_ci_high": ci_t.high,
+                "diff_ci_low": ci.low,
+                "diff_ci_high": ci.high,
+                "reference_only_correct": only_ref,
+                "variant_only_correct": only_var,
+                "mcnemar_p": mcnemar_p(only_ref, only_var),
+                "mcnemar_p_holm": p_holm,
+            }
+        )
+    order = [t for t, *_ in per_target]
+    a_seed = np.array([[100 * mine[t][s].pooled for t in order] for s in seeds]).mean(axis=1)
+    b_seed = np.array([[100 * theirs[t][s].pooled for t in order] for s in seeds]).mean(axis=1)
+    ci_t, ci = paired_t_ci(a_seed, b_seed), paired_bootstrap_ci(a_seed, b_seed)
+    better, _, worse = compare_counts([r["variant_mean"] for r in rows], [r["reference_mean"] for r in rows])
+    t_part = f"Student t 95% CI [{ci_t.low:+.2f}, {ci_t.high:+.2f}]; " if ci_t.n > 1 else ""
+    line = (
+        f"{variant} − {reference}{_where(cell)} (pooled test accuracy, same tickets): {ci.mean:+.2f} pt "
+        f"[{t_part}bootstrap 95% CI {ci.low:+.2f}, {ci.high:+.2f}] over {ci.n} seeds; better at {better}/{len(rows)} "
+        f"sparsities, worse at {worse}; McNemar significant (Holm, p < 0.05) at "
+        f"{sum(r['mcnemar_p_holm'] < 0.05 for r in rows)}"
+    )
+    return rows, line
+
+
+@dataclass
+class ExperimentReport:
+    table: pa.Table  # per cell, search and sparsity: LT, LT+BN, the search, its gain
+    verdicts: list[str]
+    pairs: pa.Table | None = None  # per cell, variant and sparsity: variant − reference (`reference:`)
+
+
+def build(exp_dir: RunDir) -> ExperimentReport:
     ident, data = collect(exp_dir)
+    names = variant_names(ident)
     rows, verdicts, measured = [], [], []
-    for (cell, method), targets in sorted(data.items(), key=lambda kv: (kv[0][0], ident["methods"].index(kv[0][1]))):
+    for (cell, method), targets in sorted(data.items(), key=lambda kv: (kv[0][0], names.index(kv[0][1]))):
         seeds = _common_seeds(targets)
         mine = sparsity_rows(cell, method, targets, seeds)
         verdicts.append(verdict(cell, method, targets, seeds, mine))
         measured += analysis_verdicts(cell, method, targets, seeds, mine)
         rows += mine
     for cell in sorted({c for c, _ in data}):
-        method = next(m for m in ident["methods"] if (cell, m) in data)
+        method = next(m for m in names if (cell, m) in data)
         targets = data[(cell, method)]
         control = control_verdict(cell, targets, _common_seeds(targets))
         if control is not None:
             verdicts.append(control)
+    pairs, paired = [], []
+    reference = ident.get("reference")
+    for cell in sorted({c for c, _ in data}) if reference else []:
+        for variant in names:
+            if variant == reference or (cell, variant) not in data or (cell, reference) not in data:
+                continue
+            got = paired_rows(cell, variant, reference, data[cell, variant], data[cell, reference])
+            if got is not None:
+                pairs += got[0]
+                paired.append(got[1])
     keys = list(dict.fromkeys(k for r in rows for k in r))  # analysis columns exist only where measured
-    return pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in rows]), verdicts + measured
+    table = pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in rows])
+    return ExperimentReport(table, verdicts + paired + measured, pa.Table.from_pylist(pairs) if pairs else None)
 
 
 def _std(x: np.ndarray) -> float:
     return float(x.std(ddof=1)) if len(x) > 1 else 0.0
 
 
-def write(exp_dir: RunDir, table: pa.Table, verdicts: list[str]) -> dict[str, str]:
-    exp_dir.write_table(layout.report("parquet"), table)
+def write(exp_dir: RunDir, report: ExperimentReport) -> dict[str, str]:
+    """report.csv/.parquet/.png and verdict.txt; with a reference variant, pairs.csv/.parquet too."""
+    _write_table(exp_dir, layout.report("parquet"), layout.report("csv"), report.table)
+    exp_dir.write_bytes(layout.VERDICT, ("\n".join(report.verdicts) + "\n").encode())
+    png = io.BytesIO()
+    _plot(report.table, png)
+    exp_dir.write_bytes(layout.report("png"), png.getvalue())
+    files = list(layout.EXPERIMENT_REPORT)
+    if report.pairs is not None:
+        _write_table(exp_dir, layout.PAIRS_PARQUET, layout.PAIRS_CSV, report.pairs)
+        files += [layout.PAIRS_CSV, layout.PAIRS_PARQUET]
+    return {k: exp_dir.uri_of(k) for k in files}
+
+
+def _write_table(exp_dir: RunDir, parquet: str, csv: str, table: pa.Table) -> None:
+    exp_dir.write_table(parquet, table)
     buf = io.BytesIO()
     pacsv.write_csv(table, buf)
-    exp_dir.write_bytes(layout.report("csv"), buf.getvalue())
-    exp_dir.write_bytes(layout.VERDICT, ("\n".join(verdicts) + "\n").encode())
-    png = io.BytesIO()
-    _plot(table, png)
-    exp_dir.write_bytes(layout.report("png"), png.getvalue())
-    return {k: exp_dir.uri_of(k) for k in layout.EXPERIMENT_REPORT}
+    exp_dir.write_bytes(csv, buf.getvalue())
 
 
 def _plot(table: pa.Table, out) -> None:
@@ -261,12 +359,12 @@ def _plot(table: pa.Table, out) -> None:
     plt.close(fig)
 
 
-def print_table(table: pa.Table, verdicts: list[str]) -> None:
+def print_table(report: ExperimentReport) -> None:
     from rich.table import Table
 
     from lp_ray.progress import console
 
-    rows = table.to_pylist()
+    rows = report.table.to_pylist()
     for cell in sorted({r["cell"] for r in rows}):
         mine = [r for r in rows if r["cell"] == cell]
         methods = list(dict.fromkeys(r["method"] for r in mine))
@@ -293,8 +391,36 @@ def print_table(table: pa.Table, verdicts: list[str]) -> None:
                 )
             t.add_row(*cells)
         console.print(t)
-    for v in verdicts:
+    _print_pairs(report.pairs)
+    for v in report.verdicts:
         console.print(v, highlight=False, markup=False)  # "[cell]" is text, not rich markup
+
+
+def _print_pairs(pairs: pa.Table | None) -> None:
+    from rich.table import Table
+
+    from lp_ray.progress import console
+
+    rows = pairs.to_pylist() if pairs is not None else []
+    for cell, variant in dict.fromkeys((r["cell"], r["variant"]) for r in rows):
+        mine = [r for r in rows if (r["cell"], r["variant"]) == (cell, variant)]
+        reference = mine[0]["reference"]
+        t = Table(
+            title=f"{cell or 'base job'}: {variant} − {reference}, pooled test accuracy %, same tickets, "
+            f"{mine[0]['seeds']} seeds"
+        )
+        for col in ("round", "weights %", reference, variant, "difference [t 95% CI]", "p (Holm)"):
+            t.add_column(col, justify="right")
+        for r in mine:
+            t.add_row(
+                str(r["round"]),
+                f"{r['weights_remaining']:.2f}",
+                f"{r['reference_mean']:.2f}",
+                f"{r['variant_mean']:.2f}",
+                f"{r['diff_mean']:+.2f} [{r['diff_t_ci_low']:+.2f}, {r['diff_t_ci_high']:+.2f}]",
+                f"{r['mcnemar_p_holm']:.3f}",
+            )
+        console.print(t)
 
 
 def _pm(mean: float, std: float) -> str:
