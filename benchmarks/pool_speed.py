@@ -1,10 +1,20 @@
-"""Pool speed benchmark (not a test), on a finished run of the default job, in one run:
+"""Pool speed benchmark (not a test): what a search costs next to the IMP that made its tickets, for
+several search settings side by side on the same finished runs, in one run.
 
-(a) evaluations/s with --parallel-evals 1 and 2 (Ray executor; target >= 1.7x on 2 cores)
-(b) pool wall time / IMP wall time for the full interpolation search, with BatchNorm recalibrated on
-    the whole training split and on a fixed 10% subset (--bn-samples), and the accuracy of both
+For each run directory and setting it runs the whole search (every target, the Ray executor at the
+default parallelism, `--parallel-evals 2`) into pool/bench-<setting>/ and reports:
 
-   .venv/bin/python benchmarks/pool_speed.py RUN_DIR     # e.g. runs/default-53b16eb2ce after `make demo`
+  compute   the search's evaluations' seconds summed (its trace) / IMP's training seconds summed (the
+            rounds' meta.json): the issue's "0.94x" measure; and the recalibration examples summed
+            (bn_examples, a count that machine load cannot move) / an exact search's
+  wall      the search's wall time / IMP's (sum of its rounds' wall times)
+  gain      the search's mean test gain over LT (pt) and sparsities better, for a first look (the
+            experiment, experiments/fast-search.yaml, is where the gain is measured over seeds)
+
+   .venv/bin/python benchmarks/pool_speed.py RUN_DIR [RUN_DIR ...]
+   .venv/bin/python benchmarks/pool_speed.py RUN_DIR --setting exact: --setting fast:search=fast \\
+       --setting fast-all:search=fast,search_num=10      # NAME:FIELD=VALUE,... (pool fields, YAML values)
+   .venv/bin/python benchmarks/pool_speed.py RUN_DIR --throughput    # also evaluations/s at 1 vs 2 in parallel
 """
 
 from __future__ import annotations
@@ -15,79 +25,97 @@ import statistics
 import sys
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lp_ray import layout  # noqa: E402
 from lp_ray.pool.command import run_pool  # noqa: E402
+from lp_ray.pool.records import read_trace  # noqa: E402
 from lp_ray.spec import ClusterSpec, PoolSpec  # noqa: E402
-from lp_ray.store import RunDir, finished_rounds, read_ticket_meta  # noqa: E402
+from lp_ray.spec_loading import pool_variant  # noqa: E402
+from lp_ray.store import RunDir, finished_rounds, read_job, read_ticket_meta  # noqa: E402
+
+DEFAULT_SETTINGS = ("exact:", "fast:search=fast")
+
+
+def parse_setting(text: str) -> tuple[str, dict]:
+    name, _, fields = text.partition(":")
+    out = {}
+    for part in filter(None, fields.split(",")):
+        key, _, value = part.partition("=")
+        out[key.strip()] = yaml.safe_load(value)
+    return name, out
+
+
+def measure(run_uri: str, name: str, fields: dict, cluster: ClusterSpec) -> dict:
+    run = RunDir(run_uri)
+    settings = pool_variant(read_job(run).pool, fields, f"--setting {name}")
+    out = run_pool(run_uri, settings, cluster, None, name=f"bench-{name}", parallel_evals=2, overwrite=True)
+    trace = read_trace(run, f"bench-{name}")
+    gains = [r.gain for r in out.results.values()]
+    return {
+        "evaluations": len(trace),
+        "eval_seconds": sum(r["seconds"] for r in trace),
+        "bn_examples": sum(r.get("bn_examples") or 0 for r in trace),
+        "wall_seconds": out.seconds,
+        "mean_gain_pt": 100 * statistics.mean(gains),
+        "better": sum(g > 0 for g in gains),
+        "targets": len(gains),
+    }
+
+
+def throughput(run_uri: str, cluster: ClusterSpec) -> dict[int, float]:
+    """Evaluations/s at 1 and 2 in flight (targets 3 and 6, exact), alternating, medians of two each."""
+    rates: dict[int, list[float]] = {}
+    for p in (1, 2, 1, 2):
+        out = run_pool(
+            run_uri, PoolSpec(targets=[3, 6]), cluster, None, name=f"bench-speed-p{p}", parallel_evals=p, overwrite=True
+        )
+        rates.setdefault(p, []).append(out.evaluations / out.seconds)
+    return {p: statistics.median(r) for p, r in rates.items()}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("run_dir")
-    ap.add_argument("--speed-targets", default="3,6", help="targets used for the evaluations/s comparison")
+    ap.add_argument("run_dirs", nargs="+")
+    ap.add_argument("--setting", action="append", help="NAME:FIELD=VALUE,... (default: exact and fast)")
+    ap.add_argument("--throughput", action="store_true", help="also evaluations/s at 1 vs 2 in parallel")
     a = ap.parse_args()
-    run = RunDir(a.run_dir)
+    settings = [parse_setting(s) for s in (a.setting or DEFAULT_SETTINGS)]
     cluster = ClusterSpec()
-    rounds = finished_rounds(run)
-    metas = [read_ticket_meta(run, r) for r in rounds]
-    imp_seconds = sum(m.seconds for m in metas)
-    train_size = len(__import__("safetensors.torch", fromlist=["load"]).load(run.read_bytes(layout.SPLIT))["train_idx"])
-
-    # (a) throughput at 1 and 2 evaluations in flight, same targets, same work
-    targets = [int(t) for t in a.speed_targets.split(",")]
-    rates = {}
-    for p in (1, 2, 1, 2):
-        out = run_pool(
-            run.uri,
-            PoolSpec(targets=targets),
-            cluster,
-            None,
-            name=f"bench-speed-p{p}",
-            parallel_evals=p,
-            overwrite=True,
-        )
-        rates.setdefault(p, []).append(out.evaluations / out.seconds)
-    # (b) full search, full vs 10% BN recalibration
-    full = run_pool(run.uri, PoolSpec(), cluster, None, name="bench-bn-full", parallel_evals=2, overwrite=True)
-    sub = run_pool(
-        run.uri,
-        PoolSpec(bn_samples=train_size // 10),
-        cluster,
-        None,
-        name="bench-bn-10pct",
-        parallel_evals=2,
-        overwrite=True,
-    )
-
-    def gains(o):
-        g = [r.gain for r in o.results.values()]
-        return statistics.mean(g), sum(x > 0 for x in g), len(g)
-
-    r1, r2 = statistics.median(rates[1]), statistics.median(rates[2])
+    results: dict[str, list[dict]] = {name: [] for name, _ in settings}
+    imp = []
+    for uri in a.run_dirs:
+        run = RunDir(uri)
+        imp.append(sum(read_ticket_meta(run, r).seconds for r in finished_rounds(run)))
+        for name, fields in settings:
+            results[name].append(measure(uri, name, fields, cluster))
+            m = results[name][-1]
+            print(
+                f"{uri}  {name}: {m['evaluations']} evaluations, {m['eval_seconds']:.1f} s summed, "
+                f"{m['wall_seconds']:.1f} s wall; IMP {imp[-1]:.1f} s",
+                flush=True,
+            )
     print()
-    print(
-        f"(a) evaluations/s: parallel 1: {r1:.2f}, parallel 2: {r2:.2f}  (medians of {len(rates[1])}); speed-up {r2 / r1:.2f}x (target >= 1.7x)"
-    )
-    print(f"(b) IMP wall (sum of rounds): {imp_seconds:.0f} s")
-    for label, o in (("full BN recal", full), (f"BN recal on {train_size // 10} samples", sub)):
-        mg, wins, n = gains(o)
+    reference = results[settings[0][0]]
+    print(f"IMP training, summed over rounds: median {statistics.median(imp):.1f} s over {len(imp)} run(s)")
+    for name, rows in results.items():
+        compute = [m["eval_seconds"] / i for m, i in zip(rows, imp, strict=True)]
+        wall = [m["wall_seconds"] / i for m, i in zip(rows, imp, strict=True)]
+        examples = [m["bn_examples"] / r["bn_examples"] for m, r in zip(rows, reference, strict=True)]
         print(
-            f"    {label:28}: pool {o.seconds:6.0f} s = {o.seconds / imp_seconds:.3f}x IMP; mean gain {100 * mg:+.2f} pt, "
-            f"LP > LT at {wins}/{n} sparsities"
+            f"{name:>12}: compute {statistics.median(compute):.3f}x IMP (evaluations' seconds summed), wall "
+            f"{statistics.median(wall):.3f}x IMP; {statistics.median([m['evaluations'] for m in rows]):.0f} "
+            f"evaluations, recalibration examples {statistics.median(examples):.3f}x {settings[0][0]}'s; "
+            f"mean gain {statistics.mean(m['mean_gain_pt'] for m in rows):+.2f} pt (medians over {len(rows)} run(s))"
         )
-    result = {
-        "evals_per_s": {"1": r1, "2": r2},
-        "imp_seconds": imp_seconds,
-        "pool_full_seconds": full.seconds,
-        "pool_subset_seconds": sub.seconds,
-        "gain_full": gains(full)[0],
-        "gain_subset": gains(sub)[0],
-    }
-    Path(ROOT / "benchmarks/out").mkdir(parents=True, exist_ok=True)
-    (ROOT / "benchmarks/out/pool_speed.json").write_text(json.dumps(result, indent=2))
+    if a.throughput:
+        rates = throughput(a.run_dirs[0], cluster)
+        print(f"evaluations/s: 1 in parallel {rates[1]:.2f}, 2 in parallel {rates[2]:.2f}: {rates[2] / rates[1]:.2f}x")
+    out = ROOT / "benchmarks" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pool_speed.json").write_text(json.dumps({"imp_seconds": imp, "settings": results}, indent=2))
 
 
 if __name__ == "__main__":
