@@ -161,13 +161,13 @@ def _floats(text: str | None, what: str) -> list[float] | None:
 
 def _run_tracking_uri(cli_uri: str | None, cluster_uri: str | None, run_dir: str) -> str:
     from lp_ray.store import RunDir
-    from lp_ray.tracking import tracking_uri_for_run
+    from lp_ray.tracking.stores import tracking_uri_for_run
 
     return tracking_uri_for_run(cli_uri, cluster_uri, RunDir(run_dir))
 
 
 def _job_tracking_uri(cli_uri: str | None, job, cluster) -> str:
-    from lp_ray.tracking import tracking_uri_for_job
+    from lp_ray.tracking.stores import tracking_uri_for_job
 
     return tracking_uri_for_job(cli_uri, job, cluster)
 
@@ -305,7 +305,7 @@ def sweep(
     from lp_ray.experiment.sweep import log_sweep, run_sweep
     from lp_ray.report.command import experiment_report
     from lp_ray.spec_loading import load_cluster
-    from lp_ray.tracking import resolve_tracking_uri
+    from lp_ray.tracking.stores import resolve_tracking_uri
 
     if experiment is not None and (job or seeds or grid or methods or analyses):
         raise typer.BadParameter("give an experiment file or --job/--seeds/--grid/--methods/--analyses, not both")
@@ -317,9 +317,8 @@ def sweep(
     c = load_cluster(cluster)
     uri = resolve_tracking_uri(tracking_uri, c.tracking_uri)
     exp_dir = run_sweep(exp, c, uri, max_concurrent)
-    experiment_report(exp_dir.uri)
-    files = [*layout.EXPERIMENT_REPORT, layout.PAIRS_CSV, layout.PAIRS_PARQUET]
-    log_sweep(exp, exp_dir, uri, c, [f for f in files if exp_dir.exists(f)])
+    report = experiment_report(exp_dir.uri)
+    log_sweep(exp, exp_dir, uri, report)
     typer.echo(f"experiment directory: {exp_dir.uri}")
 
 
@@ -397,7 +396,7 @@ def import_(
     from lp_ray.importing.command import import_run
     from lp_ray.progress import console
     from lp_ray.spec_loading import load_cluster
-    from lp_ray.tracking import resolve_tracking_uri
+    from lp_ray.tracking.stores import resolve_tracking_uri
 
     j, c = _job(job, None), load_cluster(cluster)
     run, metas = import_run(source, fmt, j, c, resolve_tracking_uri(tracking_uri, c.tracking_uri))

@@ -16,7 +16,7 @@ def resolve_network_uri(uri: str, tracking_uri: str | None) -> str:
     says where the weights are."""
     if not uri.startswith("runs:/"):
         return uri
-    from lp_ray.tracking import network_uri_of
+    from lp_ray.tracking.stores import network_uri_of
 
     return network_uri_of(uri[len("runs:/") :].strip("/").split("/")[0], tracking_uri)
 

@@ -245,6 +245,7 @@ class TicketMeta:
     rewind_epoch: int = 0
     run_hash: str = ""
     ticket_sha256: str = ""
+    finished_at: float = 0.0  # unix time the ticket was written (0: before it was recorded)
 
 
 @dataclass

@@ -153,13 +153,13 @@ def tree_digest(root: Path) -> dict[str, str]:
 
 
 def store_snapshot(tracking_uri: str) -> list[tuple]:
-    """Every MLflow run of a store: id, status, metrics (latest values), tags."""
+    """Every MLflow run of a store: id, status, end time, metrics (latest values), tags."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
     exps = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(exps, max_results=10_000) if exps else []
-    return sorted((r.info.run_id, r.info.status, r.data.metrics, r.data.tags) for r in runs)
+    return sorted((r.info.run_id, r.info.status, r.info.end_time, r.data.metrics, r.data.tags) for r in runs)
 
 
 def relocate_run(template: Path, dest: Path) -> Path:

@@ -131,7 +131,7 @@ def test_s3_storage_and_mlflow_server_full_run(tmp_path, s3_server, mlflow_serve
 
     # Everything arrived at the MLflow server.
     client = MlflowClient(mlflow_server)
-    exp = client.get_experiment_by_name("s3job")
+    exp = client.get_experiment_by_name("lp-ray/s3job")
     runs = client.search_runs([exp.experiment_id])
     kinds = sorted(r.data.tags.get("lp_ray.kind") for r in runs)
     assert kinds == ["imp", "imp_round", "imp_round", "pool:interpolation", "pool_target", "pool_target"]
@@ -141,10 +141,10 @@ def test_s3_storage_and_mlflow_server_full_run(tmp_path, s3_server, mlflow_serve
     assert len(client.get_metric_history(rounds[0].info.run_id, "train_loss")) >= 3
     assert rounds[0].data.tags["ticket_uri"].startswith("s3://lp-ray-test/runs/s3job-")
     pool_run = next(r for r in runs if r.data.tags["lp_ray.kind"] == "pool:interpolation")
-    assert {"trace.parquet", "summary.parquet", "accuracy_vs_sparsity.png"} <= {
+    assert {"trace.csv", "summary.csv", "interpolation_accuracy_vs_sparsity.png"} <= {
         a.path for a in client.list_artifacts(pool_run.info.run_id)
     }
-    assert {"report/report.csv", "report/report.png"} <= {
+    assert {"report/report.csv", "report/report.png"} == {
         a.path for a in client.list_artifacts(imp.info.run_id, "report")
     }
 

@@ -71,7 +71,7 @@ def test_injected_worker_failure_resumes_from_last_epoch_checkpoint(base_run):
 
 def test_mlflow_one_parent_and_a_child_per_round(base_run):
     client = MlflowClient(base_run["tracking_uri"])
-    exp = client.get_experiment_by_name("tiny")
+    exp = client.get_experiment_by_name("lp-ray/tiny")
     run_hash = meta(base_run["run"], 0)["run_hash"]
     parents = client.search_runs(
         [exp.experiment_id],
@@ -89,7 +89,10 @@ def test_mlflow_one_parent_and_a_child_per_round(base_run):
     for c in children:
         r = int(c.data.tags["lp_ray.round"])
         m = meta(base_run["run"], r)
-        assert c.data.metrics["final_test_acc"] == pytest.approx(m["test_acc"])
+        assert c.data.metrics["ticket_test_acc"] == round(100 * m["test_acc"], 4)  # percent, rounded
+        assert c.info.run_name == f"round {r:02d} · {100 * m['density']:.1f}% weights"
+        # created with the round's own start and end: the run's duration is the round's
+        assert (c.info.end_time - c.info.start_time) / 1000 == pytest.approx(m["seconds"], abs=0.01)
         assert c.data.tags["ticket_sha256"] == m["ticket_sha256"]
         assert c.data.tags["ticket_uri"].endswith(f"round_{r:02d}/ticket.safetensors")
         val_history = client.get_metric_history(c.info.run_id, "val_acc")
@@ -172,7 +175,7 @@ def test_driver_sigkill_in_round_2_then_rerun_resumes_and_extends(tmp_path, trac
     assert sorted(p.name for p in (run_dir / "train").iterdir()) == ["fit_00", "fit_01"]  # a new fit resumed it
 
     client = MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name("killed")
+    exp = client.get_experiment_by_name("lp-ray/killed")
     all_runs = client.search_runs([exp.experiment_id])
     parents = [r for r in all_runs if r.data.tags.get("lp_ray.kind") == "imp"]
     children = [r for r in all_runs if r.data.tags.get("lp_ray.kind") == "imp_round"]

@@ -141,42 +141,89 @@ def test_dense_target_average_and_eval(base_run):
 
 
 def test_mlflow_pool_run_children_and_eval_from_mlflow(base_run):
+    """What a user reviewing the run in MLflow reads: runs named for people, the search's result as
+    metrics (percent, rounded) and its verdict as the description, a child per target with its McNemar
+    p, real durations, parameters only for what was used, and every network loadable from its run."""
+    from lp_ray.pool.records import finished_targets, mcnemar_vs_lt
+    from lp_ray.store import RunDir
+
     client = MlflowClient(base_run["tracking_uri"])
-    exp = client.get_experiment_by_name("tiny")
+    exp = client.get_experiment_by_name("lp-ray/tiny")
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # not MLflow 3's GenAI view
     imps = client.search_runs(
         [exp.experiment_id], f"tags.`lp_ray.kind` = 'imp' and tags.`lp_ray.run_dir` = '{base_run['run']}'"
     )
     assert len(imps) == 1  # another run directory of the same job (the multi-node test) is another MLflow run
     imp = imps[0]
+    run_hash = json.loads((base_run["run"] / "rounds" / "round_00" / "meta.json").read_text())["run_hash"]
+    assert imp.info.run_name == f"IMP · seed 0 · {run_hash}"
     pools = client.search_runs(
         [exp.experiment_id],
         f"tags.`lp_ray.kind` = 'pool:interpolation' and tags.`mlflow.parentRunId` = '{imp.info.run_id}'",
     )
-    assert len(pools) == 1 and pools[0].data.tags["mlflow.parentRunId"] == imp.info.run_id
-    artifacts = {a.path for a in client.list_artifacts(pools[0].info.run_id)}
-    assert {"trace.parquet", "summary.parquet", "accuracy_vs_sparsity.png"} <= artifacts
-    assert "report" in {a.path for a in client.list_artifacts(imp.info.run_id)}
-    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{pools[0].info.run_id}'")
+    assert len(pools) == 1 and pools[0].info.run_name == "pool interpolation"
+    search = pools[0]
+    artifacts = {a.path for a in client.list_artifacts(search.info.run_id)}
+    assert artifacts == {"trace.csv", "summary.csv", "interpolation_accuracy_vs_sparsity.png"}  # CSV: previewable
+    assert {a.path for a in client.list_artifacts(imp.info.run_id, "report")} == {
+        "report/report.csv",
+        "report/report.png",
+    }
+    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{search.info.run_id}'")
     assert sorted(int(c.data.tags["target"]) for c in children) == [0, 1, 2]
-    child = next(c for c in children if c.data.tags["target"] == "2")
-    expected = next(r for r in summary(base_run["run"], "interpolation") if r["target"] == 2)
-    assert child.data.metrics["test_acc"] == pytest.approx(expected["test_acc"])
-    assert child.data.metrics["gain_pt"] == pytest.approx(100 * expected["gain"])
-    assert child.data.tags["network_sha256"] == expected["sha256"]
-    assert child.data.metrics["lt_bn_test_acc"] == pytest.approx(expected["lt_bn_test_acc"])
-    assert pools[0].data.metrics["evaluations"] > 0 and "search_seconds" in pools[0].data.metrics
-    # The imp parent charts LT and LP against the round: one point per round, step = round.
-    lt = client.get_metric_history(imp.info.run_id, "lt_test_acc")
-    lp = client.get_metric_history(imp.info.run_id, "lp_interpolation_test_acc")
-    assert sorted(m.step for m in lt) == [0, 1, 2] and sorted({m.step for m in lp}) == [0, 1, 2]
-    assert {m.step: m.value for m in lp}[2] == pytest.approx(expected["test_acc"])
-    params = client.get_run(imp.info.run_id).data.params
+    results = finished_targets(RunDir(str(base_run["run"])), "interpolation")
+    gains = [100 * r.gain for r in results.values()]
+    for c in children:
+        r = results[int(c.data.tags["target"])]
+        assert c.info.run_name == f"target {r.target:02d} · {100 * r.density:.1f}% weights"
+        assert c.data.metrics["pooled_test_acc"] == round(100 * r.test_acc, 4)
+        assert c.data.metrics["ticket_test_acc"] == round(100 * r.lt_test_acc, 4)
+        assert c.data.metrics["lt_bn_test_acc"] == round(100 * r.lt_bn_test_acc, 4)
+        assert c.data.metrics["gain_pt"] == pytest.approx(100 * r.gain, abs=1e-4)
+        assert c.data.metrics["mcnemar_p"] == pytest.approx(
+            mcnemar_vs_lt(RunDir(str(base_run["run"])), "interpolation", r)
+        )
+        assert c.data.tags["network_sha256"] == r.sha256
+    m = search.data.metrics
+    assert m["mean_gain_pt"] == pytest.approx(sum(gains) / 3, abs=1e-4) and m["targets"] == 3
+    assert m["targets_better"] == sum(g > 0 for g in gains)
+    assert m["evaluations"] > 0 and search.info.end_time - search.info.start_time >= 1000 * m["search_seconds"] - 1
+    note = search.data.tags["mlflow.note.content"]
+    assert note.startswith(f"**interpolation: {m['mean_gain_pt']:+.2f} pt** mean test gain") and "McNemar" in note
+    params = search.data.params
+    assert params["method"] == "interpolation" and params["coefficients"].startswith("[0.05, 0.1, 0.2")
+    assert "ema_decay" not in params and "screen_fraction" not in params
+    # The imp run: the job's parameters only (no pool section), series by round, headline means.
+    lt = client.get_metric_history(imp.info.run_id, "by_round/ticket_test_acc")
+    lp = client.get_metric_history(imp.info.run_id, "by_round/interpolation/pooled_test_acc")
+    assert sorted(x.step for x in lt) == [0, 1, 2] and sorted(x.step for x in lp) == [0, 1, 2]
+    assert {x.step: x.value for x in lp}[2] == round(100 * results[2].test_acc, 4)
+    assert imp.data.metrics["interpolation/mean_gain_pt"] == m["mean_gain_pt"]
+    params = imp.data.params
     assert "data.num_samples" in params and "data.shape" not in params and "data.num_train" not in params
+    assert not [k for k in params if k.startswith(("pool.", "data.generator"))]
+    child = next(c for c in children if c.data.tags["target"] == "2")
     out = cli("eval", f"runs:/{child.info.run_id}", "--tracking-uri", base_run["tracking_uri"])
     assert out.returncode == 0, out.stderr
-    assert f"test acc {100 * expected['test_acc']:.2f}%" in out.stdout
-    assert f"density {100 * expected['density']:.2f}%" in out.stdout
+    assert f"test acc {100 * results[2].test_acc:.2f}%" in out.stdout
+    assert f"density {100 * results[2].density:.2f}%" in out.stdout
+
+
+def test_relogging_a_finished_search_changes_nothing_in_mlflow(base_run):
+    """A rerun of a finished search (nothing to pool) finds its runs again: no new run, no value logged
+    again, the same end times."""
+    from helpers import store_snapshot
+
+    client = MlflowClient(base_run["tracking_uri"])
+
+    def histories():
+        imp = json.loads((base_run["run"] / "tracking.json").read_text())["imp_run_id"]
+        keys = ("by_round/ticket_test_acc", "by_round/interpolation/pooled_test_acc", "interpolation/mean_gain_pt")
+        return {k: len(client.get_metric_history(imp, k)) for k in keys}
+
+    before = store_snapshot(base_run["tracking_uri"]), histories()
+    pool(base_run)
+    assert (store_snapshot(base_run["tracking_uri"]), histories()) == before
 
 
 def test_fast_search_serial_and_ray_identical_and_cheaper(base_run):

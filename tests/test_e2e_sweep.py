@@ -207,31 +207,53 @@ def test_experiment_spec_errors_are_one_line(tmp_path):
     assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
 
 
-def test_mlflow_sweep_parent_links_every_trial(uninterrupted, tracking_uri):
+def test_mlflow_sweep_run_holds_the_answer_and_nests_every_trial(uninterrupted, tracking_uri):
+    """The sweep's run answers the question where a user lands: the verdicts as metrics (the t interval
+    first, the bootstrap beside it) and as its description, one series per search over sparsity (step =
+    round), the figure and tables; under it a run per trial, in which the trial's IMP run and its search
+    nest."""
     from mlflow.tracking import MlflowClient
 
     ref_dir, _ = uninterrupted
     client = MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name("tiny")
-    exp_dir = str(_exp_dir(ref_dir))
+    exp = client.get_experiment_by_name("lp-ray/tiny")
+    exp_dir = _exp_dir(ref_dir)
     (parent,) = client.search_runs(
         [exp.experiment_id], f"tags.`lp_ray.kind` = 'sweep' and tags.`lp_ray.run_dir` = '{exp_dir}'"
     )
-    assert {"report.csv", "report.parquet", "report.png", "verdict.txt"} <= {
-        a.path for a in client.list_artifacts(parent.info.run_id)
-    }
-    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    assert sorted((c.data.tags["seed"], c.data.tags["cell"]) for c in children) == [
-        ("0", "imp.rewind_epoch=0"),
-        ("0", "imp.rewind_epoch=1"),
-        ("1", "imp.rewind_epoch=0"),
-        ("1", "imp.rewind_epoch=1"),
-    ]
-    for c in children:  # each trial's imp run is the run of its run directory, and its pool run hangs under it
-        imp = client.get_run(c.data.tags["imp_run_id"])
-        assert imp.data.tags["lp_ray.run_dir"] == c.data.tags["run_dir"]
-        pool = client.get_run(c.data.tags["pool_run_id.interpolation"])
-        assert pool.data.tags["mlflow.parentRunId"] == imp.info.run_id
+    assert parent.info.run_name == f"sweep {exp_dir.name}" and parent.info.status == "FINISHED"
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"report.csv", "report.png", "verdict.txt"}
+    report = pq.read_table(exp_dir / "report.parquet").to_pylist()
+    m = parent.data.metrics
+    for cell in ("imp.rewind_epoch:0", "imp.rewind_epoch:1"):
+        prefix = f"{cell}/interpolation/"
+        assert m[f"{prefix}gain_t_ci_low"] <= m[f"{prefix}gain_mean_pt"] <= m[f"{prefix}gain_t_ci_high"]
+        assert m[f"{prefix}gain_seeds"] == 2 and m[f"{prefix}sparsities"] == 3
+        gains = client.get_metric_history(parent.info.run_id, f"{prefix}by_round/gain_pt")
+        rows = {r["round"]: r for r in report if r["cell"] == cell.replace(":", "=")}
+        assert {g.step: g.value for g in gains} == {t: pytest.approx(r["gain_mean"], abs=1e-5) for t, r in rows.items()}
+    note = parent.data.tags["mlflow.note.content"]
+    assert "- interpolation − LT [imp.rewind_epoch=1]: " in note and "Student t 95% CI" in note
+    trials = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    index = {r["trial"]: r for r in pq.read_table(exp_dir / "trials.parquet").to_pylist()}
+    assert sorted(t.info.run_name for t in trials) == sorted(
+        f"trial {i:02d} · seed {r['seed']} · {r['cell']}" for i, r in index.items()
+    )
+    for t in trials:  # each trial's IMP run nests in it, and its search in the IMP run
+        row = index[int(t.data.tags["lp_ray.round"])]
+        (imp,) = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{t.info.run_id}'")
+        assert imp.data.tags["lp_ray.kind"] == "imp" and imp.data.tags["lp_ray.run_dir"] == row["run_dir"]
+        (search,) = client.search_runs(
+            [exp.experiment_id],
+            f"tags.`mlflow.parentRunId` = '{imp.info.run_id}' and tags.`lp_ray.kind` = 'pool:interpolation'",
+        )
+        assert (
+            t.info.start_time
+            <= imp.info.start_time
+            <= search.info.start_time
+            <= search.info.end_time
+            <= t.info.end_time
+        )
 
 
 def test_pool_variants_compare_two_searches_on_the_same_tickets(uninterrupted, tracking_uri):

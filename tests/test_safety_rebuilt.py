@@ -11,7 +11,7 @@ pytestmark = pytest.mark.e2e
 
 def pool_run(finished):
     client = MlflowClient(finished["tracking_uri"])
-    exp = client.get_experiment_by_name("tiny")
+    exp = client.get_experiment_by_name("lp-ray/tiny")
     (run,) = client.search_runs([exp.experiment_id], "tags.`lp_ray.kind` = 'pool:interpolation'")
     children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
     return run, children

@@ -117,7 +117,7 @@ def test_run_hash_ignores_what_does_not_change_tickets():
 
 
 def test_tracking_uri_precedence_and_absolute_sqlite(tmp_path, monkeypatch):
-    from lp_ray.tracking import resolve_tracking_uri
+    from lp_ray.tracking.stores import resolve_tracking_uri
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

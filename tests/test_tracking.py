@@ -11,7 +11,7 @@ def test_two_processes_creating_one_new_sqlite_store_both_get_the_experiment(tmp
     # All would run the store's schema migrations at the same moment; unserialized, one of them failed
     # ("No such index ...") when two fidelity seeds started side by side, or all left it broken.
     code = (
-        f"from lp_ray.tracking import Tracker; "
+        f"from lp_ray.tracking.tracker import Tracker; "
         f"print('experiment', Tracker('sqlite:///{tmp_path}/mlflow.db', 'race', 'h').experiment_id)"
     )
     procs = [
@@ -28,17 +28,35 @@ def test_two_processes_creating_one_new_sqlite_store_both_get_the_experiment(tmp
 
 def test_artifacts_of_a_sqlite_store_live_beside_it(tmp_path, monkeypatch):
     # MLflow's default would put them in ./mlruns of whatever directory the command runs in.
-    from lp_ray.tracking import Tracker
+    from lp_ray.tracking.tracker import Tracker
 
     store, elsewhere = tmp_path / "store", tmp_path / "cwd"
     store.mkdir()
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    tracker = Tracker(f"sqlite:///{store / 'mlflow.db'}", "tiny", "h")
-    run_id = tracker.imp_run({"a": 1}, "/runs/x")
-    (elsewhere / "note.txt").write_text("hello")
-    tracker.log_artifact(run_id, str(elsewhere / "note.txt"), "report")
+    tracker = Tracker(f"sqlite:///{store / 'mlflow.db'}", "lp-ray/tiny", "h")
+    run_id = tracker.start("a run", {"lp_ray.kind": "imp"})
+    tracker.log_files(run_id, {"note.txt": b"hello"}, "report")
     exp = tracker.client.get_experiment(tracker.experiment_id)
-    assert exp.artifact_location == (store / "mlartifacts" / "tiny").as_uri()
-    assert (store / "mlartifacts" / "tiny" / run_id / "artifacts" / "report" / "note.txt").read_text() == "hello"
-    assert sorted(p.name for p in elsewhere.iterdir()) == ["note.txt"]  # no mlruns/ here
+    assert exp.artifact_location == (store / "mlartifacts" / "lp-ray" / "tiny").as_uri()
+    path = store / "mlartifacts" / "lp-ray" / "tiny" / run_id / "artifacts" / "report" / "note.txt"
+    assert path.read_text() == "hello"
+    assert list(elsewhere.iterdir()) == []  # no mlruns/ here
+
+
+def test_values_are_logged_once_and_without_float_noise(tmp_path):
+    """A value logged again (a rerun) adds nothing to its history; float noise is cut to 6 significant
+    digits; a finished run found again keeps its end time unless there is work to do in it."""
+    from lp_ray.tracking.tracker import Tracker, clean
+
+    assert clean(0.1 * 0.1 * 0.1) == 0.001 and clean(-0.5624999999999991) == -0.5625
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "lp-ray/tiny", "h")
+    run_id = tracker.start("a run", {"lp_ray.kind": "imp"})
+    tracker.log_values(run_id, {"mean_gain_pt": 0.1 + 0.2})
+    tracker.log_values(run_id, {"mean_gain_pt": 0.30000000000000004})
+    assert [m.value for m in tracker.client.get_metric_history(run_id, "mean_gain_pt")] == [0.3]
+    tracker.finish(run_id)
+    ended = tracker.client.get_run(run_id).info.end_time
+    again = tracker.start("a run", {"lp_ray.kind": "imp"}, work=False)
+    tracker.finish(again)
+    assert again == run_id and tracker.client.get_run(run_id).info.end_time == ended

@@ -43,7 +43,7 @@ def write_outputs(
 
     import pyarrow as pa
 
-    from lp_ray.tracking import run_tracker
+    from lp_ray.tracking.logged import run_tracker
 
     run = opened.run
     files = []
@@ -60,8 +60,12 @@ def write_outputs(
         files.append(rel)
     found = run_tracker(run, tracking_uri)
     if found is not None:
+        from lp_ray.progress import console
+        from lp_ray.tracking.stores import runs_page
+
         tracker, imp_run = found
         tracker.log_run_files(imp_run, run, files, f"{layout.ANALYSIS}/{name}")
+        console.print(f"MLflow: {runs_page(tracker.uri, tracker.experiment_id)}", highlight=False)
     return Written([run.uri_of(f) for f in files], found[1] if found else None)
 
 

@@ -111,25 +111,32 @@ def _trial_fn(config: dict) -> None:
     from lp_ray.imp.command import run_imp
     from lp_ray.pool.command import run_pool
     from lp_ray.spec_loading import cluster_from_dict, job_from_dict
+    from lp_ray.tracking import logged
+    from lp_ray.tracking.tracker import Tracker
 
     t = config["trial"]
     job = job_from_dict(t["job"])
     cluster = cluster_from_dict(t["cluster"], "sweep")
-    result = run_imp(job, cluster, t["tracking_uri"])
-    for v in t["variants"]:
-        run_pool(
-            result.run.uri,
-            v.settings(job),
-            cluster,
-            t["tracking_uri"],
-            name=v.name,
-            parallel_evals=_free_evaluators(cluster),
-        )
-    from lp_ray.analysis import ANALYSES, analysis_done
+    uri = t["mlflow"]["uri"]
+    # The trial's own run, under the sweep's, started with the trial: its IMP run nests in it.
+    tracker = Tracker(uri, "", run_hash(job), t["mlflow"]["experiment_id"])
+    trial = Trial(t["index"], t["cell"], t["seed"], job)
+    mine = logged.trial_run(tracker, t["mlflow"]["sweep_run"], trial)
+    try:
+        result = run_imp(job, cluster, uri, mlflow_parent=mine)
+        for v in t["variants"]:
+            run_pool(
+                result.run.uri, v.settings(job), cluster, uri, name=v.name, parallel_evals=_free_evaluators(cluster)
+            )
+        from lp_ray.analysis import ANALYSES, analysis_done
 
-    for a in t["analyses"]:
-        if not analysis_done(result.run, a):
-            ANALYSES[a].run(result.run.uri, cluster, t["tracking_uri"])  # its defaults
+        for a in t["analyses"]:
+            if not analysis_done(result.run, a):
+                ANALYSES[a].run(result.run.uri, cluster, uri)  # its defaults
+    except BaseException:
+        tracker.finish(mine, "FAILED")
+        raise
+    tracker.finish(mine)
     tune.report({"finished": 1})
 
 
@@ -153,7 +160,7 @@ def run_sweep(exp: ExperimentSpec, cluster: ClusterSpec, tracking_uri: str, max_
     from lp_ray.cluster import check_address, check_storage, connect
     from lp_ray.data.registry import preflight
     from lp_ray.progress import console
-    from lp_ray.tracking import Tracker
+    from lp_ray.tracking import logged
 
     trials = exp.trials()
     # Everything checked before anything is written or started.
@@ -165,7 +172,7 @@ def run_sweep(exp: ExperimentSpec, cluster: ClusterSpec, tracking_uri: str, max_
         raise LpRayError(f"--max-concurrent must be at least 1, got {max_concurrent}")
     check_storage_reachable(storage_uri(cluster))
     check_address(cluster)
-    Tracker(tracking_uri, trials[0].job.name, run_hash(trials[0].job))  # MLflow usable
+    tracker = logged.tracker_for(trials[0].job, tracking_uri)  # MLflow usable
     cluster = sweep_cluster(cluster)
     exp_dir = experiment_dir(exp, cluster)
     ident = {**exp.identity(), "trials": [{"trial": t.index, "cell": t.cell, "seed": t.seed} for t in trials]}
@@ -177,6 +184,7 @@ def run_sweep(exp: ExperimentSpec, cluster: ClusterSpec, tracking_uri: str, max_
         exp_dir.write_json(layout.EXPERIMENT, ident)
     rows = write_index(exp_dir, exp, cluster)
     todo = [t for t, row in zip(trials, rows, strict=True) if row["status"] != "done"]
+    sweep = logged.sweep_run(tracker, exp, exp_dir, work=bool(todo))  # started with the sweep
     console.print(
         f"[bold]lp-ray sweep[/] {exp.dir_name()}: {len(trials)} trial(s) ({len(exp.seeds)} seed(s) x "
         f"{len(exp.cells())} cell(s)), pool {', '.join(exp.variant_names())}; {len(trials) - len(todo)} done already "
@@ -184,10 +192,16 @@ def run_sweep(exp: ExperimentSpec, cluster: ClusterSpec, tracking_uri: str, max_
     )
     failed: set[int] = set()
     if todo:
-        failed = _tune(exp, todo, cluster, tracking_uri, max_concurrent, exp_dir)
+        mlflow = {"uri": tracking_uri, "experiment_id": tracker.experiment_id, "sweep_run": sweep}
+        try:
+            failed = _tune(exp, todo, cluster, mlflow, max_concurrent, exp_dir)
+        except BaseException:
+            tracker.finish(sweep, "KILLED")
+            raise
     rows = write_index(exp_dir, exp, cluster, failed)
     bad = [r for r in rows if r["status"] != "done"]
     if bad:
+        tracker.finish(sweep, "FAILED")
         raise LpRayError(
             f"{len(bad)} trial(s) did not finish ({', '.join(str(r['trial']) for r in bad)}); their logs are under "
             f"{exp_dir.path(layout.TUNE)}; rerun the same command to resume them"
@@ -195,7 +209,9 @@ def run_sweep(exp: ExperimentSpec, cluster: ClusterSpec, tracking_uri: str, max_
     return exp_dir
 
 
-def _tune(exp, todo: list[Trial], cluster, tracking_uri, max_concurrent, exp_dir: RunDir) -> set[int]:
+def _tune(exp, todo: list[Trial], cluster, mlflow: dict, max_concurrent, exp_dir: RunDir) -> set[int]:
+    """The unfinished trials on Ray Tune; `mlflow`: the store, experiment and sweep run the trials nest
+    their runs under. Returns the trials that failed."""
     import ray
     from ray import tune
 
@@ -213,7 +229,9 @@ def _tune(exp, todo: list[Trial], cluster, tracking_uri, max_concurrent, exp_dir
             "index": t.index,
             "job": job_to_dict(t.job),
             "cluster": dataclasses.asdict(cluster),
-            "tracking_uri": tracking_uri,
+            "mlflow": mlflow,
+            "seed": t.seed,
+            "cell": t.cell,
             "variants": exp.variants(),
             "analyses": exp.analyses,
         }
@@ -306,31 +324,29 @@ class SweepView:
             self._show()  # where the sweep ended, not where the last tick happened to see it
 
 
-def log_sweep(exp: ExperimentSpec, exp_dir: RunDir, tracking_uri: str, cluster: ClusterSpec, report_files) -> str:
-    """MLflow: a sweep parent run (in the trials' experiment) with the aggregate table, plot and verdict
-    as artifacts, and a child per trial whose tags link that trial's imp and pool runs."""
+def log_sweep(exp: ExperimentSpec, exp_dir: RunDir, tracking_uri: str, report) -> str:
+    """MLflow: the sweep's run (started by run_sweep) gets the experiment report's verdicts as metrics and
+    as its description, the per-sparsity series, the figure and the tables; the trials nest their runs
+    in it (a trial a sweep did not run, finished by another, gets a run linking its IMP run by tags)."""
     from lp_ray.store import read_tracking
-    from lp_ray.tracking import Tracker
+    from lp_ray.tracking import logged
 
-    trials, cluster = exp.trials(), sweep_cluster(cluster)
-    tracker = Tracker(tracking_uri, trials[0].job.name, exp.experiment_hash())
-    parent = tracker.sweep_run(exp_dir.uri, exp.dir_name())
-    tracker.log_params(parent, {"seeds": exp.seeds, "grid": exp.grid, "methods": exp.methods})
+    trials = exp.trials()
+    tracker = logged.tracker_for(trials[0].job, tracking_uri)
+    sweep = logged.sweep_run(tracker, exp, exp_dir, work=False)
+    run_dirs = {row["trial"]: row["run_dir"] for row in exp_dir.read_table(layout.TRIALS).to_pylist()}
     for t in trials:
-        run = trial_run(t, cluster)
-        info = read_tracking(run)
-        child = tracker.child_run(
-            parent, "sweep_trial", str(t.index), f"trial {t.index:02d} seed {t.seed} {t.cell}".strip()
-        )
-        tags = {"seed": str(t.seed), "cell": t.cell or "-", "run_dir": run.uri}
+        info = read_tracking(RunDir(run_dirs[t.index]))
         if info is not None and info.tracking_uri == tracking_uri:
-            tags["imp_run_id"] = info.imp_run_id
-            for m in exp.variant_names():
-                pool_id = tracker.find_pool_run(m, info.imp_run_id)
-                if pool_id:
-                    tags[f"pool_run_id.{m}"] = pool_id
-        tracker.log_final(child, {}, tags)
-        tracker.finish(child)
-    tracker.log_run_files(parent, exp_dir, report_files)
-    tracker.finish(parent)
-    return parent
+            trial = logged.trial_run(tracker, sweep, t, work=False)
+            tracker.log_values(trial, {}, {"imp_run_id": info.imp_run_id})
+            tracker.finish(trial)
+    files = [
+        f for f in (layout.report("csv"), layout.report("png"), layout.VERDICT, layout.PAIRS_CSV) if exp_dir.exists(f)
+    ]
+    logged.finish_sweep(tracker, sweep, exp_dir, report.metrics, report.series, report.verdicts, files)
+    from lp_ray.progress import console
+    from lp_ray.tracking.stores import runs_page
+
+    console.print(f"MLflow: {runs_page(tracking_uri, tracker.experiment_id)}", highlight=False)
+    return sweep

@@ -35,7 +35,8 @@ from lp_ray.store import (
     write_rounds_table,
     write_tracking,
 )
-from lp_ray.tracking import Tracker, job_params
+from lp_ray.tracking import logged
+from lp_ray.tracking.stores import runs_page
 
 
 @dataclass
@@ -57,7 +58,9 @@ def prepare_run(job: JobSpec, cluster: ClusterSpec) -> RunDir:
     return run
 
 
-def run_imp(job: JobSpec, cluster: ClusterSpec, tracking_uri: str) -> ImpResult:
+def run_imp(job: JobSpec, cluster: ClusterSpec, tracking_uri: str, mlflow_parent: str | None = None) -> ImpResult:
+    """Train (or resume, or extend) the job's IMP rounds in its run directory and log them to MLflow;
+    `mlflow_parent`: the run a new IMP run nests under (a sweep's trial)."""
     from lp_ray.cluster import connect
 
     if job.train.batch_size % cluster.num_workers:
@@ -70,27 +73,27 @@ def run_imp(job: JobSpec, cluster: ClusterSpec, tracking_uri: str) -> ImpResult:
     preflight(job)
     check_storage_reachable(storage_uri(cluster))
     check_address(cluster)
-    tracker = Tracker(tracking_uri, job.name, run_hash(job))  # MLflow reachable and usable
+    tracker = logged.tracker_for(job, tracking_uri, run_dir_for(job, cluster))  # MLflow reachable and usable
     connect(cluster, {"MLFLOW_TRACKING_URI": tracking_uri})
     check_storage(cluster, run_dir_for(job, cluster).uri)
     run = prepare_run(job, cluster)
     materialize_data(job, run)
 
-    parent = tracker.imp_run(job_params(job), run.uri)
+    rounds = range(job.imp.rounds)
+    skipped = [r for r in rounds if ticket_done(run, r)]
+    parent = logged.imp_run(tracker, job, run, mlflow_parent, work=len(skipped) < job.imp.rounds)
     write_tracking(run, TrackingInfo(tracking_uri, tracker.experiment_id, parent))
 
     console.print(
         f"[bold]lp-ray imp[/] {run_name(job)}: {job.imp.rounds} rounds of {job.train.epochs} epochs, "
         f"{cluster.num_workers} worker(s) -> {run.uri}"
     )
-    rounds = range(job.imp.rounds)
-    skipped = [r for r in rounds if ticket_done(run, r)]
     trained: list[int] = []
     board = make_board()
     with RoundProgress(job.imp.rounds, board) as progress:
         for r in skipped:
             meta = read_ticket_meta(run, r)
-            tracker.ensure_round_logged(parent, run, meta)
+            logged.ensure_round_logged(tracker, parent, run, meta)
             progress.round_done(
                 f"round {r:2d}  done already: density {100 * meta.density:6.2f}%  "
                 f"val {100 * meta.val_acc:.2f}%  test {100 * meta.test_acc:.2f}%"
@@ -104,7 +107,7 @@ def run_imp(job: JobSpec, cluster: ClusterSpec, tracking_uri: str) -> ImpResult:
                 while todo and ticket_done(run, todo[0]):
                     r = todo.pop(0)
                     meta = read_ticket_meta(run, r)
-                    tracker.log_round(tracker.round_run(parent, r), parent, run, meta, run.read_json(layout.history(r)))
+                    logged.log_round(tracker, parent, run, meta, run.read_json(layout.history(r)))
                     write_rounds_table(run)
                     trained.append(r)
                     progress.round_done(
@@ -115,7 +118,8 @@ def run_imp(job: JobSpec, cluster: ClusterSpec, tracking_uri: str) -> ImpResult:
                 if ended and todo:
                     fit.result()  # raises the fit's error, if it had one
                     raise LpRayError(f"round {todo[0]}: the Ray Train run ended without its ticket in {run.path()}")
-    tracker.finish(parent)
+    logged.finish_imp(tracker, parent, [read_ticket_meta(run, r) for r in rounds], run)
+    console.print(f"MLflow: {runs_page(tracking_uri, tracker.experiment_id)}", highlight=False)
     return ImpResult(run, trained, skipped)
 
 

@@ -290,6 +290,7 @@ class _Worker:
             starts=history["starts"],
             rewind_epoch=self.job.imp.rewind_epoch,
             run_hash=run_hash(self.job),
+            finished_at=time.time(),
         )
         self.run.write_json(layout.history(r), history)
         write_ticket(self.run, r, weights, mask, meta)

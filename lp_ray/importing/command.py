@@ -144,12 +144,17 @@ def _score(model, data, job) -> tuple[float, float]:
 
 def _log(run: RunDir, job: JobSpec, tracking_uri: str, metas, fmt: str, folder: Path) -> None:
     from lp_ray.store import TrackingInfo, read_ticket_meta, write_tracking
-    from lp_ray.tracking import Tracker, job_params
+    from lp_ray.tracking import logged
 
-    tracker = Tracker(tracking_uri, job.name, run_hash(job))
-    parent = tracker.imp_run({**job_params(job), "import.format": fmt, "import.source": str(folder)}, run.uri)
+    tracker = logged.tracker_for(job, tracking_uri, run)
+    extra = {"import.format": fmt, "import.source": str(folder)}
+    parent = logged.imp_run(tracker, job, run, extra_params=extra)
     write_tracking(run, TrackingInfo(tracking_uri, tracker.experiment_id, parent))
     for meta in metas:
-        child = tracker.round_run(parent, meta.round, f"round {meta.round:02d} (imported)")
-        tracker.log_round(child, parent, run, read_ticket_meta(run, meta.round), {"epochs": []})
-    tracker.finish(parent)
+        found = read_ticket_meta(run, meta.round)
+        logged.ensure_round_logged(tracker, parent, run, found, imported=True)
+    logged.finish_imp(tracker, parent, [read_ticket_meta(run, m.round) for m in metas], run)
+    from lp_ray.progress import console
+    from lp_ray.tracking.stores import runs_page
+
+    console.print(f"MLflow: {runs_page(tracking_uri, tracker.experiment_id)}", highlight=False)

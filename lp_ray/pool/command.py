@@ -8,11 +8,14 @@ from dataclasses import dataclass
 from lp_ray import layout
 from lp_ray.errors import LpRayError
 from lp_ray.opened_run import OpenedRun, open_run
-from lp_ray.pool.records import TargetResult, check_search_name
-from lp_ray.pool.search import PoolSearch, check_targets
+from lp_ray.pool import records
+from lp_ray.pool.records import TargetResult, check_search_name, mcnemar_vs_lt
+from lp_ray.pool.search import PoolSearch, QuietListener, check_targets
 from lp_ray.progress import console, progress_bars
-from lp_ray.spec import ClusterSpec, PoolSpec, job_to_dict, run_hash
+from lp_ray.spec import ClusterSpec, PoolSpec, job_to_dict
 from lp_ray.store import check_storage_reachable
+from lp_ray.tracking import logged
+from lp_ray.tracking.stores import runs_page
 
 
 @dataclass
@@ -49,7 +52,7 @@ def run_pool(
     check_storage_reachable(pr.run.uri)  # writable, before Ray starts
     if overwrite:
         pr.run.delete(folder)
-    tracker = _tracker(pr, tracking_uri)
+    tracker = logged.tracker_for(pr.job, tracking_uri, pr.run) if tracking_uri is not None else None
     job_dict = job_to_dict(pr.job)
     if executor == "serial":
         ex = SerialExecutor(build_evaluator(job_dict, pr.run.uri, cluster.torch_threads, settings))
@@ -68,20 +71,36 @@ def run_pool(
         raise LpRayError(f"unknown executor {executor!r} (serial or ray)")
 
     view = SearchView(settings)
-    search = PoolSearch(pr, settings, ex, view, name)
-    console.print(
-        f"[bold]lp-ray pool[/] {settings.method} on {pr.run.uri}: {len(search.targets)} target(s), "
-        f"{ex.parallel} evaluation(s) in parallel -> {pr.run.uri_of(folder)}"
-    )
+    listeners = Listeners(view)
+    search = PoolSearch(pr, settings, ex, listeners, name)  # refuses a folder with another search first
     t0 = time.time()
+    imp = search_run = None
+    if tracker is not None:  # the search's run starts with the search, and logs each target as it is written
+        imp = logged.imp_run_of(tracker, pr.run)
+        done = records.finished_targets(pr.run, name)
+        work = any(t not in done for t in search.targets)  # a finished search found again is left as it was
+        search_run = logged.search_run(tracker, imp, name, settings, pr.rounds, work)
+        listeners.listeners.append(MlflowTargets(tracker, search_run, pr.run, name, t0))
+    console.print(
+        f"[bold]lp-ray pool[/] {settings.method} ({settings.search} search) on {pr.run.uri}: "
+        f"{len(search.targets)} target(s), {ex.parallel} evaluation(s) in parallel -> {pr.run.uri_of(folder)}"
+    )
     try:
         with view:
             results = search.run()
+    except BaseException:
+        if search_run is not None:
+            tracker.finish(search_run, "KILLED")
+        raise
     finally:
         ex.close()
     seconds = time.time() - t0
-    if tracker is not None:
-        _log_pool(tracker, pr, settings, name, results, search.pooled_now, seconds, search.evaluations_done)
+    if search_run is not None:
+        outcome = search_outcome(pr, name, search, seconds)
+        for t, r in results.items():  # targets finished by an earlier run that MLflow has not heard of
+            logged.log_target(tracker, search_run, r, outcome["mcnemar_p"][t], t0)
+        logged.finish_search(tracker, search_run, imp, name, outcome, search_files(pr, name))
+        console.print(f"MLflow: {runs_page(tracking_uri, tracker.experiment_id)}", highlight=False)
     return PoolOutcome(
         results,
         pr.run.uri_of(folder),
@@ -151,87 +170,66 @@ class SearchView:
 # MLflow
 
 
-def _tracker(pr: OpenedRun, tracking_uri: str | None):
-    from lp_ray.tracking import Tracker
+class MlflowTargets(QuietListener):
+    """Logs each target to MLflow as its search writes it (a child of the search's run, with its own
+    duration), so a long search shows its finished targets while it runs."""
 
-    if tracking_uri is None:
-        return None
-    return Tracker(tracking_uri, pr.job.name, run_hash(pr.job))
+    def __init__(self, tracker, search_run: str, run, name: str, started: float):
+        self.tracker, self.search_run, self.run, self.name, self.started = tracker, search_run, run, name, started
 
-
-def _log_pool(
-    tracker,
-    pr: OpenedRun,
-    settings: PoolSpec,
-    name: str,
-    results: dict[int, TargetResult],
-    pooled_now: set[int],
-    seconds: float = 0.0,
-    evaluations: int = 0,
-) -> None:
-    """The pool run holds every finished target of the folder (`results`); a child is logged when its
-    target was pooled now or MLflow has not heard of it yet. A failure here marks the run FAILED."""
-    parent = tracker.imp_run_of(pr.run)
-    pool_run = tracker.pool_run(name, parent, {f"pool.{k}": v for k, v in settings.identity(pr.rounds).items()})
-    try:
-        _log_pool_results(tracker, pr, name, pool_run, results, pooled_now, seconds, evaluations)
-        if parent is not None:  # the pooled accuracy beside LT's on the imp run, step = round
-            rows = [
-                {"round": t, f"lp_{name}_test_acc": r.test_acc, f"lp_{name}_val_acc": r.val_acc}
-                for t, r in results.items()
-            ]
-            tracker.log_metrics(parent, rows, "round")
-    except BaseException:
-        tracker.finish(pool_run, "FAILED")
-        raise
-    tracker.finish(pool_run)
+    def on_target_done(self, result, skipped):
+        if not skipped:
+            p = mcnemar_vs_lt(self.run, self.name, result)
+            logged.log_target(self.tracker, self.search_run, result, p, self.started)
 
 
-def _log_pool_results(
-    tracker, pr: OpenedRun, name: str, pool_run: str, results, pooled_now, seconds, evaluations
-) -> None:
+class Listeners:
+    """Several SearchListeners as one (the progress view and MLflow)."""
+
+    def __init__(self, *listeners):
+        self.listeners = [x for x in listeners if x is not None]
+
+    def __getattr__(self, event):
+        return lambda *args, **kw: [getattr(x, event)(*args, **kw) for x in self.listeners] and None
+
+
+def search_outcome(pr: OpenedRun, name: str, search: PoolSearch, seconds: float) -> dict:
+    """What the search's MLflow run shows: every finished target of the folder (this invocation's and
+    earlier ones'), its McNemar p against LT, and which are significant after Holm across targets."""
+    from lp_ray.stats import holm
+
+    results = search.results
+    pvalues = {t: mcnemar_vs_lt(pr.run, name, r) for t, r in results.items()}
+    known = {t: p for t, p in pvalues.items() if p is not None}
+    adjusted = dict(zip(known, holm(list(known.values())), strict=True))
+    significant = {t: (1 if results[t].gain > 0 else -1) if q < 0.05 else 0 for t, q in adjusted.items()}
+    return {
+        "results": results,
+        "mcnemar_p": pvalues,
+        "significant": significant,
+        "seconds": seconds,
+        "evaluations": search.evaluations_done,
+        "pooled_now": search.pooled_now,
+    }
+
+
+def search_files(pr: OpenedRun, name: str) -> dict[str, bytes]:
+    """The search's figure and its tables as CSV (MLflow previews CSV, not Parquet)."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
     from lp_ray.report.run import plot_png
 
-    for t, r in sorted(results.items()):
-        known = tracker.find_child(pool_run, "pool_target", str(t))
-        if t not in pooled_now and known and tracker.has_metric(known, "test_acc"):
-            continue  # logged by the run that pooled it
-        child = tracker.child_run(pool_run, "pool_target", str(t), f"{name} target {t:02d}")
-        tracker.log_final(
-            child,
-            {
-                "val_acc": r.val_acc,
-                "test_acc": r.test_acc,
-                "lt_test_acc": r.lt_test_acc,
-                "lt_val_acc": r.lt_val_acc,
-                # in points, so MLflow charts them readably (a fraction charts as 0.00)
-                "gain_pt": 100 * r.gain,
-                "density": r.density,
-                **(
-                    {}
-                    if r.lt_bn_test_acc is None
-                    else {"lt_bn_test_acc": r.lt_bn_test_acc, "lt_bn_val_acc": r.lt_bn_val_acc}
-                ),
-            },
-            {
-                "network_uri": r.path,
-                "network_sha256": r.sha256,
-                "accepted_rounds": ",".join(map(str, r.accepted)),
-                "alphas": ",".join(f"{a:g}" for a in r.alphas),
-                "target": str(t),
-            },
-        )
-        tracker.finish(child)
-    tracker.log_run_files(pool_run, pr.run, (layout.trace(name), layout.summary(name)))
-    tracker.log_files(pool_run, {"accuracy_vs_sparsity.png": plot_png(pr.run)})
-    gains = [r.gain for r in results.values()]
-    tracker.log_final(
-        pool_run,
-        {
-            "search_seconds": seconds,
-            "evaluations": evaluations,
-            "mean_gain_pt": 100 * sum(gains) / len(gains),
-            "targets_improved": sum(g > 0 for g in gains),
-            "targets": len(gains),
-        },
-    )
+    files = {f"{name}_accuracy_vs_sparsity.png": plot_png(pr.run, only=name)}
+    for rel in (layout.summary(name), layout.trace(name)):
+        table = pr.run.read_table(rel)
+        for i, field in enumerate(table.schema):  # CSV has no lists: accepted rounds as "1 3 4"
+            if pa.types.is_list(field.type):
+                text = [" ".join(map(str, v)) for v in table.column(i).to_pylist()]
+                table = table.set_column(i, field.name, pa.array(text, pa.string()))
+        buf = io.BytesIO()
+        pacsv.write_csv(table, buf)
+        files[rel.rsplit("/", 1)[-1].replace(".parquet", ".csv")] = buf.getvalue()
+    return files

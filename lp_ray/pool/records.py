@@ -159,6 +159,18 @@ def read_predictions(run: RunDir, name: str, result: TargetResult) -> pa.Table |
     return pq.read_table(io.BytesIO(data))
 
 
+def mcnemar_vs_lt(run: RunDir, name: str, result: TargetResult) -> float | None:
+    """Exact McNemar p of the pooled network vs LT on the target's stored test predictions (None: a
+    record from before predictions were stored)."""
+    from lp_ray.stats import mcnemar_exact
+
+    preds = read_predictions(run, name, result)
+    if preds is None:
+        return None
+    d = {k: preds.column(k).to_numpy() for k in ("label", "lt", "pooled")}
+    return mcnemar_exact(d["lt"] == d["label"], d["pooled"] == d["label"])[2]
+
+
 # --------------------------------------------------------------------------------------------------
 # Trace and summary
 

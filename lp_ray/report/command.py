@@ -24,7 +24,8 @@ def run_report(run_dir: str, tracking_uri: str | None) -> None:
     store and the run exist: a report never creates a store)."""
     from lp_ray.analysis import reported
     from lp_ray.report.run import build_report, print_report, write_report
-    from lp_ray.tracking import run_tracker, tracking_uri_for_run
+    from lp_ray.tracking.logged import run_tracker
+    from lp_ray.tracking.stores import runs_page, tracking_uri_for_run
 
     run = RunDir(run_dir)
     if not run.is_dir():
@@ -35,12 +36,14 @@ def run_report(run_dir: str, tracking_uri: str | None) -> None:
     print_report(table, title=run.uri, analyses=reported())
     if found is not None:
         tracker, imp_run = found
-        tracker.log_run_files(imp_run, run, [layout.report(f) for f in layout.REPORT_FORMATS], "report")
+        # the figure and the CSV (MLflow previews it); the Parquet copy holds the same table
+        tracker.log_run_files(imp_run, run, [layout.report("csv"), layout.report("png")], "report")
+        console.print(f"MLflow: {runs_page(tracker.uri, tracker.experiment_id)}", highlight=False)
     console.print(f"report: {paths['csv']}, {paths['parquet']}")
     console.print(f"plot:   {paths['png']}")
 
 
-def experiment_report(exp_uri: str) -> None:
+def experiment_report(exp_uri: str):
     from lp_ray.report import experiment
 
     exp_dir = RunDir(exp_uri)
@@ -52,3 +55,4 @@ def experiment_report(exp_uri: str) -> None:
     if layout.PAIRS_CSV in paths:
         console.print(f"pairs:  {paths[layout.PAIRS_CSV]}, {paths[layout.PAIRS_PARQUET]}")
     console.print(f"plot:   {png}")
+    return report

@@ -16,6 +16,7 @@ report can be rebuilt at any time. Test accuracies are only reported here: no de
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from dataclasses import dataclass
 
@@ -131,10 +132,10 @@ def sparsity_rows(cell: str, method: str, targets, seeds) -> list[dict]:
                 "method_mean": lp.mean(),
                 "method_std": _std(lp),
                 "gain_mean": ci.mean,
-                "gain_ci_low": ci.low,
-                "gain_ci_high": ci.high,
                 "gain_t_ci_low": ci_t.low,
                 "gain_t_ci_high": ci_t.high,
+                "gain_bootstrap_ci_low": ci.low,
+                "gain_bootstrap_ci_high": ci.high,
                 "lt_only_correct": b,
                 "method_only_correct": c,
                 "mcnemar_p": p,
@@ -144,21 +145,59 @@ def sparsity_rows(cell: str, method: str, targets, seeds) -> list[dict]:
     return rows
 
 
-def verdict(cell: str, method: str, targets, seeds, rows: list[dict]) -> str:
-    """The method's gain over LT: per seed averaged over sparsities, its mean and CIs over seeds."""
+def intervals(t_ci, boot) -> str:
+    """A mean difference with its intervals, the Student t one first (at 3-10 seeds a percentile
+    bootstrap never reaches past the observed per-seed values: it undercovers), each named."""
+    if t_ci.n < 2:
+        return f"{boot.mean:+.2f} pt (one seed: no interval)"
+    return (
+        f"{t_ci.mean:+.2f} pt, Student t 95% CI [{t_ci.low:+.2f}, {t_ci.high:+.2f}] "
+        f"(bootstrap 95% CI [{boot.low:+.2f}, {boot.high:+.2f}]) over {t_ci.n} seeds"
+    )
+
+
+def _interval_metrics(prefix: str, t_ci, boot) -> dict[str, float]:
+    return {
+        f"{prefix}mean_pt": boot.mean,
+        f"{prefix}t_ci_low": t_ci.low,
+        f"{prefix}t_ci_high": t_ci.high,
+        f"{prefix}bootstrap_ci_low": boot.low,
+        f"{prefix}bootstrap_ci_high": boot.high,
+        f"{prefix}seeds": t_ci.n,
+    }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    text: str
+    metrics: dict  # the same numbers, as the sweep's MLflow run logs them
+
+
+def verdict(cell: str, method: str, targets, seeds, rows: list[dict]) -> Verdict:
+    """The method's gain over LT: per seed averaged over sparsities, its mean and CIs over seeds; the
+    sparsities where the mean over seeds is better, and those where McNemar (summed over seeds, Holm
+    across sparsities) finds it significantly better or worse."""
     lp_seed = _per_seed_mean(targets, seeds, lambda x: x.pooled)
     lt_seed = _per_seed_mean(targets, seeds, lambda x: x.lt)
     ci, t_ci = paired_bootstrap_ci(lp_seed, lt_seed), paired_t_ci(lp_seed, lt_seed)
     better, _, _ = compare_counts([r["method_mean"] for r in rows], [r["lt_mean"] for r in rows])
-    significant = sum(r["mcnemar_p_holm"] < 0.05 for r in rows)
-    return (
-        f"{method} − LT{_where(cell)}: {ci.mean:+.2f} pt [95% CI {ci.low:+.2f}, {ci.high:+.2f}] over {ci.n} seeds; "
-        f"better at {better}/{len(rows)} sparsities; significant (Holm, p < 0.05) at {significant}"
-        + (f"; Student t 95% CI [{t_ci.low:+.2f}, {t_ci.high:+.2f}]" if t_ci.n > 1 else "")
+    sig_better = sum(r["mcnemar_p_holm"] < 0.05 and r["gain_mean"] > 0 for r in rows)
+    sig_worse = sum(r["mcnemar_p_holm"] < 0.05 and r["gain_mean"] < 0 for r in rows)
+    text = (
+        f"{method} − LT{_where(cell)}: {intervals(t_ci, ci)}; better at {better}/{len(rows)} sparsities; "
+        f"significantly better at {sig_better}, significantly worse at {sig_worse} (McNemar, Holm, p < 0.05)"
     )
+    metrics = {
+        **_interval_metrics("gain_", t_ci, ci),
+        "sparsities": len(rows),
+        "sparsities_better": better,
+        "significantly_better": sig_better,
+        "significantly_worse": sig_worse,
+    }
+    return Verdict(text, metrics)
 
 
-def control_verdict(cell: str, targets, seeds) -> str | None:
+def control_verdict(cell: str, targets, seeds) -> Verdict | None:
     """LT+BN − LT, once per cell (the same network in every method's search); None for records from
     before the control existed."""
     if any(targets[t][s].lt_bn is None for t in targets for s in seeds):
@@ -166,14 +205,12 @@ def control_verdict(cell: str, targets, seeds) -> str | None:
     order = sorted(targets)
     bn_seed = np.array([[targets[t][s].lt_bn for t in order] for s in seeds]).mean(axis=1) * 100
     lt_seed = np.array([[targets[t][s].lt for t in order] for s in seeds]).mean(axis=1) * 100
-    ci = paired_bootstrap_ci(bn_seed, lt_seed)
-    return (
-        f"LT+BN − LT{_where(cell)} (control): {ci.mean:+.2f} pt [95% CI {ci.low:+.2f}, {ci.high:+.2f}] "
-        f"over {ci.n} seeds"
-    )
+    ci, t_ci = paired_bootstrap_ci(bn_seed, lt_seed), paired_t_ci(bn_seed, lt_seed)
+    text = f"LT+BN − LT{_where(cell)} (control): {intervals(t_ci, ci)}"
+    return Verdict(text, _interval_metrics("lt_bn_control_gain_", t_ci, ci))
 
 
-def analysis_verdicts(cell: str, method: str, targets, seeds, rows: list[dict]) -> list[str]:
+def analysis_verdicts(cell: str, method: str, targets, seeds, rows: list[dict]) -> list[Verdict]:
     """What every seed's analyses measured: per-sparsity means added to `rows` (in place) and one
     verdict per comparison an analysis declares, for the analyses every seed and sparsity has."""
     out = []
@@ -193,13 +230,13 @@ def analysis_verdicts(cell: str, method: str, targets, seeds, rows: list[dict]) 
                 base = _per_seed_mean(targets, seeds, lambda x, k=cmp.baseline: x.measured[k])
             else:
                 base = _per_seed_mean(targets, seeds, lambda x: x.pooled)
-            ci = paired_bootstrap_ci(mine, base)
+            ci, t_ci = paired_bootstrap_ci(mine, base), paired_t_ci(mine, base)
             label = cmp.label.format(method=method, where=_where(cell))
-            out.append(f"{label}: {ci.mean:+.2f} pt [95% CI {ci.low:+.2f}, {ci.high:+.2f}] over {ci.n} seeds")
+            out.append(Verdict(f"{label}: {intervals(t_ci, ci)}", _interval_metrics(f"{cmp.measure}_vs_", t_ci, ci)))
     return out
 
 
-def paired_rows(cell: str, variant: str, reference: str, mine, theirs) -> tuple[list[dict], str] | None:
+def paired_rows(cell: str, variant: str, reference: str, mine, theirs) -> tuple[list[dict], Verdict] | None:
     """`variant` − `reference` on the same tickets: per sparsity, the per-seed difference of pooled test
     accuracy (mean, Student-t and bootstrap 95% CIs), McNemar on the two pooled networks' stored
     predictions (discordant counts summed over seeds), Holm across sparsities; and the verdict over
@@ -236,8 +273,8 @@ def paired_rows(cell: str, variant: str, reference: str, mine, theirs) -> tuple[
                 "diff_mean": ci.mean,
                 "diff_t_ci_low": ci_t.low,
                 "diff_t_ci_high": ci_t.high,
-                "diff_ci_low": ci.low,
-                "diff_ci_high": ci.high,
+                "diff_bootstrap_ci_low": ci.low,
+                "diff_bootstrap_ci_high": ci.high,
                 "reference_only_correct": only_ref,
                 "variant_only_correct": only_var,
                 "mcnemar_p": mcnemar_p(only_ref, only_var),
@@ -249,14 +286,20 @@ def paired_rows(cell: str, variant: str, reference: str, mine, theirs) -> tuple[
     b_seed = np.array([[100 * theirs[t][s].pooled for t in order] for s in seeds]).mean(axis=1)
     ci_t, ci = paired_t_ci(a_seed, b_seed), paired_bootstrap_ci(a_seed, b_seed)
     better, _, worse = compare_counts([r["variant_mean"] for r in rows], [r["reference_mean"] for r in rows])
-    t_part = f"Student t 95% CI [{ci_t.low:+.2f}, {ci_t.high:+.2f}]; " if ci_t.n > 1 else ""
-    line = (
-        f"{variant} − {reference}{_where(cell)} (pooled test accuracy, same tickets): {ci.mean:+.2f} pt "
-        f"[{t_part}bootstrap 95% CI {ci.low:+.2f}, {ci.high:+.2f}] over {ci.n} seeds; better at {better}/{len(rows)} "
-        f"sparsities, worse at {worse}; McNemar significant (Holm, p < 0.05) at "
-        f"{sum(r['mcnemar_p_holm'] < 0.05 for r in rows)}"
+    sig_better = sum(r["mcnemar_p_holm"] < 0.05 and r["diff_mean"] > 0 for r in rows)
+    sig_worse = sum(r["mcnemar_p_holm"] < 0.05 and r["diff_mean"] < 0 for r in rows)
+    text = (
+        f"{variant} − {reference}{_where(cell)} (pooled test accuracy, same tickets): {intervals(ci_t, ci)}; "
+        f"better at {better}/{len(rows)} sparsities, worse at {worse}; significantly better at {sig_better}, "
+        f"significantly worse at {sig_worse} (McNemar on the two searches' predictions, Holm, p < 0.05)"
     )
-    return rows, line
+    metrics = {
+        **_interval_metrics("diff_", ci_t, ci),
+        "sparsities_better": better,
+        "significantly_better": sig_better,
+        "significantly_worse": sig_worse,
+    }
+    return rows, Verdict(text, metrics)
 
 
 @dataclass
@@ -264,27 +307,56 @@ class ExperimentReport:
     table: pa.Table  # per cell, search and sparsity: LT, LT+BN, the search, its gain
     verdicts: list[str]
     pairs: pa.Table | None = None  # per cell, variant and sparsity: variant − reference (`reference:`)
+    metrics: dict = dataclasses.field(default_factory=dict)  # the verdicts' numbers, by MLflow metric name
+    series: list[dict] = dataclasses.field(default_factory=list)  # per round: means and gains, by metric name
+
+
+def metric_prefix(cell: str, what: str, cells: int) -> str:
+    """`<what>/`, or `<cell>/<what>/` when the experiment has several cells, in the characters MLflow
+    allows in a metric name (`imp.rewind_epoch=2` becomes `imp.rewind_epoch:2`)."""
+    import re
+
+    key = f"{cell}/{what}" if cells > 1 and cell else what
+    return re.sub(r"[^\w./\- :]", ":", key.replace("=", ":")) + "/"
 
 
 def build(exp_dir: RunDir) -> ExperimentReport:
     ident, data = collect(exp_dir)
     names = variant_names(ident)
-    rows, verdicts, measured = [], [], []
+    cells = sorted({c for c, _ in data})
+    rows, verdicts, measured, metrics, series = [], [], [], {}, {}
     for (cell, method), targets in sorted(data.items(), key=lambda kv: (kv[0][0], names.index(kv[0][1]))):
         seeds = _common_seeds(targets)
         mine = sparsity_rows(cell, method, targets, seeds)
-        verdicts.append(verdict(cell, method, targets, seeds, mine))
-        measured += analysis_verdicts(cell, method, targets, seeds, mine)
+        prefix = metric_prefix(cell, method, len(cells))
+        v = verdict(cell, method, targets, seeds, mine)
+        verdicts.append(v)
+        for a in analysis_verdicts(cell, method, targets, seeds, mine):
+            measured.append(a)
+            metrics.update({f"{prefix}{k}": x for k, x in a.metrics.items()})
+        metrics.update({f"{prefix}{k}": x for k, x in v.metrics.items()})
+        for r in mine:  # one chart shows them over sparsity: step = round
+            series.setdefault(r["round"], {"round": r["round"]}).update(
+                {
+                    f"{prefix}by_round/lt_test_acc": r["lt_mean"],
+                    f"{prefix}by_round/pooled_test_acc": r["method_mean"],
+                    f"{prefix}by_round/gain_pt": r["gain_mean"],
+                    f"{prefix}by_round/gain_t_ci_low": r["gain_t_ci_low"],
+                    f"{prefix}by_round/gain_t_ci_high": r["gain_t_ci_high"],
+                }
+            )
         rows += mine
-    for cell in sorted({c for c, _ in data}):
+    for cell in cells:
         method = next(m for m in names if (cell, m) in data)
         targets = data[(cell, method)]
         control = control_verdict(cell, targets, _common_seeds(targets))
         if control is not None:
             verdicts.append(control)
+            prefix = metric_prefix(cell, "", len(cells)).strip("/")
+            metrics.update({f"{prefix + '/' if prefix else ''}{k}": x for k, x in control.metrics.items()})
     pairs, paired = [], []
     reference = ident.get("reference")
-    for cell in sorted({c for c, _ in data}) if reference else []:
+    for cell in cells if reference else []:
         for variant in names:
             if variant == reference or (cell, variant) not in data or (cell, reference) not in data:
                 continue
@@ -292,9 +364,17 @@ def build(exp_dir: RunDir) -> ExperimentReport:
             if got is not None:
                 pairs += got[0]
                 paired.append(got[1])
+                prefix = metric_prefix(cell, f"{variant}_vs_{reference}", len(cells))
+                metrics.update({f"{prefix}{k}": x for k, x in got[1].metrics.items()})
     keys = list(dict.fromkeys(k for r in rows for k in r))  # analysis columns exist only where measured
     table = pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in rows])
-    return ExperimentReport(table, verdicts + paired + measured, pa.Table.from_pylist(pairs) if pairs else None)
+    return ExperimentReport(
+        table,
+        [v.text for v in verdicts + paired + measured],
+        pa.Table.from_pylist(pairs) if pairs else None,
+        {k: float(x) for k, x in metrics.items()},
+        [series[r] for r in sorted(series)],
+    )
 
 
 def _std(x: np.ndarray) -> float:
@@ -306,7 +386,7 @@ def write(exp_dir: RunDir, report: ExperimentReport) -> dict[str, str]:
     _write_table(exp_dir, layout.report("parquet"), layout.report("csv"), report.table)
     exp_dir.write_bytes(layout.VERDICT, ("\n".join(report.verdicts) + "\n").encode())
     png = io.BytesIO()
-    _plot(report.table, png)
+    _plot(report.table, png, exp_dir.path().rsplit("/", 1)[-1])
     exp_dir.write_bytes(layout.report("png"), png.getvalue())
     files = list(layout.EXPERIMENT_REPORT)
     if report.pairs is not None:
@@ -322,7 +402,11 @@ def _write_table(exp_dir: RunDir, parquet: str, csv: str, table: pa.Table) -> No
     exp_dir.write_bytes(csv, buf.getvalue())
 
 
-def _plot(table: pa.Table, out) -> None:
+def _plot(table: pa.Table, out, title: str = "") -> None:
+    """Per cell: mean test accuracy over seeds of LT, LT+BN and every search against weights remaining,
+    the band around each search the Student-t 95% CI of its paired gain over LT (drawn around LT + gain,
+    i.e. where the search's mean would be), a star where McNemar (Holm) finds it significantly better or
+    worse; ticks at every round's density, the legend beside the axes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -330,30 +414,41 @@ def _plot(table: pa.Table, out) -> None:
 
     rows = table.to_pylist()
     cells = sorted({r["cell"] for r in rows})
-    fig, axes = plt.subplots(1, len(cells), figsize=(6.5 * len(cells), 4.2), dpi=120, squeeze=False)
+    fig, axes = plt.subplots(1, len(cells), figsize=(8.4 * len(cells), 4.6), dpi=120, squeeze=False)
     for ax, cell in zip(axes[0], cells, strict=True):
         mine = [r for r in rows if r["cell"] == cell]
         first = [r for r in mine if r["method"] == mine[0]["method"]]
         x = [r["weights_remaining"] for r in first]
-        ax.plot(x, [r["lt_mean"] for r in first], "o-", color="black", label="LT")
-        ax.plot(x, [r["lt_bn_mean"] for r in first], "^:", color="gray", label="LT+BN")
+        ax.plot(x, [r["lt_mean"] for r in first], "o-", color="black", label="LT: the ticket as trained")
+        ax.plot(x, [r["lt_bn_mean"] for r in first], "^:", color="gray", label="LT+BN: recalibrated (control)")
+        marked = False
         for method in dict.fromkeys(r["method"] for r in mine):
             rs = [r for r in mine if r["method"] == method]
             xs = [r["weights_remaining"] for r in rs]
             mean = np.array([r["method_mean"] for r in rs])
             lt = np.array([r["lt_mean"] for r in rs])
-            # the band: the paired gain's 95% CI, drawn around the method's mean
-            lo = lt + np.array([r["gain_ci_low"] for r in rs])
-            hi = lt + np.array([r["gain_ci_high"] for r in rs])
-            (line,) = ax.plot(xs, mean, "s--", label=f"LP {method}")
-            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15)
+            lo = lt + np.array([r["gain_t_ci_low"] for r in rs])
+            hi = lt + np.array([r["gain_t_ci_high"] for r in rs])
+            (line,) = ax.plot(xs, mean, "s--", label=f"Lottery Pools: {method}")
+            if not np.isnan(lo).any():
+                ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15)
+            sig = [(r["weights_remaining"], r["method_mean"]) for r in rs if r["mcnemar_p_holm"] < 0.05]
+            if sig:
+                ax.plot(*zip(*sig, strict=True), "*", ms=12, color=line.get_color(), mec="black")
+                marked = True
+        ax.fill_between([], [], [], color="gray", alpha=0.15, label="95% CI of the gain over LT (Student t, seeds)")
+        if marked:
+            ax.plot([], [], "*", ms=11, color="white", mec="black", label="McNemar vs LT, p < 0.05 (Holm)")
         ax.set_xscale("log")
         ax.invert_xaxis()
-        ax.set_title(cell or "base job")
-        ax.set_xlabel("weights remaining (%)")
+        ax.set_xticks(x)
+        ax.set_xticklabels([f"{v:.1f}" if v < 10 else f"{v:.0f}" for v in x], fontsize=7)
+        ax.minorticks_off()
+        ax.set_title(" · ".join(p for p in (title, cell) if p) or "the experiment's job")
+        ax.set_xlabel("weights remaining (%), one tick per round")
         ax.set_ylabel(f"test accuracy (%), mean of {first[0]['seeds']} seeds")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     fig.tight_layout()
     fig.savefig(out, format="png")
     plt.close(fig)
@@ -370,7 +465,7 @@ def print_table(report: ExperimentReport) -> None:
         methods = list(dict.fromkeys(r["method"] for r in mine))
         t = Table(title=f"{cell or 'base job'}: test accuracy %, mean ± std over {mine[0]['seeds']} seeds")
         for col in ["round", "weights %", "LT", "LT+BN"] + [
-            c for m in methods for c in (m, "gain [95% CI]", "p (Holm)")
+            c for m in methods for c in (m, "gain [t 95% CI]", "p (Holm)")
         ]:
             t.add_column(col, justify="right")
         for rnd in sorted({r["round"] for r in mine}):
@@ -385,7 +480,7 @@ def print_table(report: ExperimentReport) -> None:
                     if r is None
                     else [
                         _pm(r["method_mean"], r["method_std"]),
-                        f"{r['gain_mean']:+.2f} [{r['gain_ci_low']:+.2f}, {r['gain_ci_high']:+.2f}]",
+                        f"{r['gain_mean']:+.2f} [{r['gain_t_ci_low']:+.2f}, {r['gain_t_ci_high']:+.2f}]",
                         f"{r['mcnemar_p_holm']:.3f}",
                     ]
                 )

@@ -12,7 +12,7 @@ import pyarrow.csv as pacsv
 
 from lp_ray import layout
 from lp_ray.errors import LpRayError
-from lp_ray.pool.records import all_searches
+from lp_ray.pool.records import all_searches, mcnemar_vs_lt
 from lp_ray.store import RunDir, finished_rounds, read_ticket, read_ticket_meta
 
 
@@ -46,22 +46,10 @@ def build_report(run: RunDir, verify: bool = True, analyses: Sequence = ()) -> p
     for name, results in searches.items():
         cols[f"{name}_test_acc"] = [100 * results[r].test_acc if r in results else None for r in rounds]
         cols[f"{name}_gain"] = [100 * results[r].gain if r in results else None for r in rounds]
-        cols[f"{name}_mcnemar_p"] = [_mcnemar_vs_lt(run, name, results[r]) if r in results else None for r in rounds]
+        cols[f"{name}_mcnemar_p"] = [mcnemar_vs_lt(run, name, results[r]) if r in results else None for r in rounds]
     for analysis in analyses:  # what `lp-ray analyze` measured of these networks, when it has run
         cols.update(analysis.report_columns(analysis.measures(run, searches), rounds, searches))
     return pa.table(cols)
-
-
-def _mcnemar_vs_lt(run: RunDir, name: str, result) -> float | None:
-    """Exact McNemar p of pooled vs LT on this target's stored test predictions (None: none stored)."""
-    from lp_ray.pool.records import read_predictions
-    from lp_ray.stats import mcnemar_exact
-
-    preds = read_predictions(run, name, result)
-    if preds is None:
-        return None
-    d = {k: preds.column(k).to_numpy() for k in ("label", "lt", "pooled")}
-    return mcnemar_exact(d["lt"] == d["label"], d["pooled"] == d["label"])[2]
 
 
 def write_report(run: RunDir, table: pa.Table) -> dict[str, str]:
@@ -76,37 +64,58 @@ def write_report(run: RunDir, table: pa.Table) -> dict[str, str]:
     return {fmt: run.uri_of(layout.report(fmt)) for fmt in layout.REPORT_FORMATS}
 
 
-def plot_png(run: RunDir) -> bytes:
-    """The accuracy-vs-sparsity plot alone, for the pool's MLflow run (its tickets are checked already)."""
+def plot_png(run: RunDir, only: str | None = None) -> bytes:
+    """The accuracy-vs-sparsity figure alone (of one search with `only`), for a search's MLflow run (its
+    tickets are checked already)."""
     png = io.BytesIO()
-    _plot(build_report(run, verify=False), png)
+    _plot(build_report(run, verify=False), png, only)
     return png.getvalue()
 
 
-def _plot(table: pa.Table, out) -> None:
+def _plot(table: pa.Table, out, only: str | None = None) -> None:
+    """Test accuracy against weights remaining: LT, LT+BN and every search (or `only` one), the ticks
+    labelled with each round's density, a filled star where a search's McNemar test against LT is
+    significant after Holm's correction across sparsities, the legend beside the axes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from lp_ray.stats import holm
+
     d = table.to_pydict()
     x = d["weights_remaining"]
-    fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=120)
-    ax.plot(x, d["lt_test_acc"], "o-", color="black", label="LT (target ticket)")
+    methods = [
+        k[: -len("_test_acc")] for k in d if k.endswith("_test_acc") and k not in ("lt_test_acc", "lt_bn_test_acc")
+    ]
+    fig, ax = plt.subplots(figsize=(8.2, 4.4), dpi=120)
+    ax.plot(x, d["lt_test_acc"], "o-", color="black", label="LT: the ticket as trained")
     if "lt_bn_test_acc" in d:
         pts = [(a, b) for a, b in zip(x, d["lt_bn_test_acc"], strict=True) if b is not None]
-        ax.plot(*zip(*pts, strict=True), "^:", color="gray", label="LT+BN (recalibrated, control)")
-    for key in d:
-        if key.endswith("_test_acc") and key not in ("lt_test_acc", "lt_bn_test_acc"):
-            pts = [(a, b) for a, b in zip(x, d[key], strict=True) if b is not None]
-            if pts:
-                ax.plot(*zip(*pts, strict=True), "s--", label=f"LP {key[: -len('_test_acc')]}")
+        ax.plot(*zip(*pts, strict=True), "^:", color="gray", label="LT+BN: recalibrated, nothing merged (control)")
+    marked = False
+    for m in methods if only is None else [only]:
+        pts = [(a, b, p) for a, b, p in zip(x, d[f"{m}_test_acc"], d[f"{m}_mcnemar_p"], strict=True) if b is not None]
+        if not pts:
+            continue
+        (line,) = ax.plot([p[0] for p in pts], [p[1] for p in pts], "s--", label=f"Lottery Pools: {m}")
+        ps = [p[2] for p in pts]
+        if all(p is not None for p in ps):
+            sig = [pt for pt, q in zip(pts, holm(ps), strict=True) if q < 0.05]
+            if sig:
+                ax.plot([p[0] for p in sig], [p[1] for p in sig], "*", ms=13, color=line.get_color(), mec="black")
+                marked = True
+    if marked:
+        ax.plot([], [], "*", ms=11, color="white", mec="black", label="McNemar vs LT, p < 0.05 (Holm)")
     ax.set_xscale("log")
     ax.invert_xaxis()  # denser on the left, as the paper plots sparsity increasing to the right
-    ax.set_xlabel("weights remaining (%)")
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"{v:.1f}" if v < 10 else f"{v:.0f}" for v in x], fontsize=7)
+    ax.minorticks_off()
+    ax.set_xlabel("weights remaining (%), one tick per round")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(out, format="png")
     plt.close(fig)

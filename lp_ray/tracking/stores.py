@@ -1,0 +1,130 @@
+"""Which MLflow store a command logs to, whether there is one, where its artifacts live, and the address
+of its runs page in the UI."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from lp_ray.errors import LpRayError
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def resolve_tracking_uri(cli_uri: str | None, cluster_uri: str | None) -> str:
+    """--tracking-uri beats MLFLOW_TRACKING_URI beats the cluster spec beats ./mlflow.db. A relative SQLite
+    path is made absolute, so a run directory remembers the same store from any working directory."""
+    uri = cli_uri or os.environ.get("MLFLOW_TRACKING_URI") or cluster_uri or DEFAULT_TRACKING_URI
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
+        uri = prefix + os.path.abspath(uri[len(prefix) :])
+    return uri
+
+
+def tracking_uri_for_run(cli_uri: str | None, cluster_uri: str | None, run) -> str:
+    """The store of a command on a run directory (`run`: a RunDir, existing or not yet): an explicit
+    URI (option, environment, cluster spec) wins, else the store the run's IMP logged to, so a rerun
+    from another working directory never starts a second store."""
+    from lp_ray.store import read_tracking
+
+    if cli_uri or os.environ.get("MLFLOW_TRACKING_URI") or cluster_uri:
+        return resolve_tracking_uri(cli_uri, cluster_uri)
+    info = read_tracking(run)
+    return info.tracking_uri if info is not None else resolve_tracking_uri(None, None)
+
+
+def tracking_uri_for_job(cli_uri: str | None, job, cluster) -> str:
+    """For imp and run: as for any command on a run, a run directory that exists already keeps logging
+    where it logged. Its storage is checked first, so a missing bucket says so before anything reads it."""
+    from lp_ray.spec import storage_uri
+    from lp_ray.store import check_storage_reachable, run_dir_for
+
+    check_storage_reachable(storage_uri(cluster))
+    return tracking_uri_for_run(cli_uri, cluster.tracking_uri, run_dir_for(job, cluster))
+
+
+def store_exists(uri: str) -> bool:
+    """Whether there is a store at `uri` to read from: a SQLite file that exists, or any server (its
+    reachability is checked when a Tracker is made). Read-only commands never create a store."""
+    path = sqlite_path(uri)
+    return path is None or (path != ":memory:" and os.path.isfile(path))
+
+
+def sqlite_path(uri: str) -> str | None:
+    return uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else None
+
+
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Artifacts of a SQLite store live beside it, in `mlartifacts/<experiment>/` (`mlartifacts/lp-ray/<job>/`
+    for lp-ray's experiments). MLflow's default is
+    `./mlruns` in whatever directory the command happens to run in, which scattered artifacts over
+    working directories (and into git). A tracking server decides for itself (None)."""
+    path = sqlite_path(uri)
+    if path is None or path == ":memory:":
+        return None
+    return Path(os.path.dirname(path) or ".").resolve().joinpath("mlartifacts", experiment).as_uri()
+
+
+def runs_page(uri: str, experiment_id: str) -> str:
+    """Where a user reviews the runs: the experiment's runs page in MLflow's model-training view (MLflow
+    3's UI opens an experiment in its GenAI view unless the address says otherwise). For a SQLite store,
+    the page `mlflow ui` serves, with the command that serves it."""
+    path = f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/{path}"
+    return f"http://127.0.0.1:5000/{path} (after `mlflow ui --backend-store-uri {uri}`)"
+
+
+@contextlib.contextmanager
+def store_lock(uri: str):
+    """Two commands creating one new sqlite store at once race in its schema migrations and can leave
+    it broken ("table _alembic_tmp_... already exists"): set-up is serialized with a lock file beside it."""
+    path = sqlite_path(uri)
+    if path is None or path == ":memory:" or not os.path.isdir(os.path.dirname(path) or "."):
+        yield
+        return
+    import fcntl
+
+    with open(path + ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def check_reachable(uri: str) -> None:
+    """Fail in seconds, before any training, when a tracking server does not answer (MLflow's own
+    client would retry for minutes)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5)
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise LpRayError(f"MLflow tracking server {uri} is unreachable ({reason})") from None
+
+
+def network_uri_of(mlflow_run_id: str, tracking_uri: str | None) -> str:
+    """Where the weights of the network an MLflow run logged are (its network_uri tag for a pooled
+    network, ticket_uri for an IMP round): what `lp-ray eval runs:/<id>` loads."""
+    from lp_ray.tracking.tracker import quiet_mlflow
+
+    store = resolve_tracking_uri(tracking_uri, None)
+    if not store_exists(store):  # reading must not create an empty store
+        raise LpRayError(f"runs:/{mlflow_run_id}: there is no MLflow store at {store}; pass --tracking-uri")
+    quiet_mlflow()
+    from mlflow.tracking import MlflowClient
+
+    try:
+        tags = MlflowClient(store).get_run(mlflow_run_id).data.tags
+    except Exception as e:
+        raise LpRayError(f"runs:/{mlflow_run_id}: cannot read that MLflow run ({str(e).splitlines()[0]})") from None
+    for tag in ("network_uri", "ticket_uri"):
+        if tag in tags:
+            return tags[tag]
+    raise LpRayError(
+        f"runs:/{mlflow_run_id}: that MLflow run has no network_uri or ticket_uri tag (not a ticket or pooled network)"
+    )
