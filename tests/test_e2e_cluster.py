@@ -147,6 +147,23 @@ def test_s3_storage_and_mlflow_server_full_run(tmp_path, s3_server, mlflow_serve
     assert {"report/report.csv", "report/report.png"} == {
         a.path for a in client.list_artifacts(imp.info.run_id, "report")
     }
+    # What a reviewer reads, through the server: names, nesting, descriptions, durations, the runs page.
+    assert imp.info.run_name.startswith("IMP · seed 0 · ") and imp.data.tags["mlflow.note.content"].startswith(
+        "**2 tickets**"
+    )
+    assert sorted(r.info.run_name for r in rounds) == ["round 00 · 100.0% weights", "round 01 · 80.0% weights"]
+    targets = [r for r in runs if r.data.tags["lp_ray.kind"] == "pool_target"]
+    assert all(t.data.tags["mlflow.parentRunId"] == pool_run.info.run_id for t in targets)
+    assert pool_run.data.tags["mlflow.parentRunId"] == imp.info.run_id
+    assert pool_run.data.tags["mlflow.note.content"].startswith("**interpolation: ")
+    assert {"mean_gain_pt", "targets_significantly_better", "lt_bn_control_gain_pt"} <= set(pool_run.data.metrics)
+    for r in runs:  # every run ended, and lasted what its work did (started when it began, not when logged)
+        assert r.info.status == "FINISHED" and r.info.end_time >= r.info.start_time
+    assert imp.info.end_time - imp.info.start_time > 1000  # two rounds of training
+    assert pool_run.info.end_time - pool_run.info.start_time >= 1000 * pool_run.data.metrics["search_seconds"] - 1
+    assert (
+        f"MLflow: {mlflow_server}/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning" in proc.stdout
+    )
 
 
 def test_missing_bucket_and_unreachable_ray(tmp_path, s3_server):

@@ -298,3 +298,18 @@ def test_pool_variants_compare_two_searches_on_the_same_tickets(uninterrupted, t
     verdict = (exp / "verdict.txt").read_text()
     assert "fast − interpolation [imp.rewind_epoch=1] (pooled test accuracy, same tickets):" in verdict
     assert "fast − LT [imp.rewind_epoch=0]:" in verdict and "interpolation − LT [imp.rewind_epoch=0]:" in verdict
+
+
+def test_rerunning_a_finished_sweep_changes_nothing_in_mlflow(uninterrupted, tracking_uri):
+    """The same sweep again: every trial is done, so nothing runs, and MLflow is left exactly as it was:
+    no new run, no value logged again, no end time moved."""
+    from helpers import store_snapshot
+
+    ref_dir, _ = uninterrupted
+    before = store_snapshot(tracking_uri)
+    again = cli(
+        "sweep", str(ref_dir / "exp.yaml"), "--cluster", str(ref_dir / "cluster.yaml"), "--tracking-uri", tracking_uri
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "4 done already" in again.stdout
+    assert store_snapshot(tracking_uri) == before

@@ -79,7 +79,7 @@ def run_pool(
         imp = logged.imp_run_of(tracker, pr.run)
         done = records.finished_targets(pr.run, name)
         work = any(t not in done for t in search.targets)  # a finished search found again is left as it was
-        search_run = logged.search_run(tracker, imp, name, settings, pr.rounds, work)
+        search_run = logged.search_run(tracker, imp, name, settings, pr.rounds, t0, work)
         listeners.listeners.append(MlflowTargets(tracker, search_run, pr.run, name, t0))
     console.print(
         f"[bold]lp-ray pool[/] {settings.method} ({settings.search} search) on {pr.run.uri}: "

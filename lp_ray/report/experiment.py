@@ -173,6 +173,12 @@ class Verdict:
     metrics: dict  # the same numbers, as the sweep's MLflow run logs them
 
 
+def _significant(rows: list[dict], difference: str) -> tuple[int, int]:
+    """Sparsities where McNemar (Holm across sparsities, p < 0.05) finds the difference positive, negative."""
+    sig = [r for r in rows if r["mcnemar_p_holm"] < 0.05]
+    return sum(r[difference] > 0 for r in sig), sum(r[difference] < 0 for r in sig)
+
+
 def verdict(cell: str, method: str, targets, seeds, rows: list[dict]) -> Verdict:
     """The method's gain over LT: per seed averaged over sparsities, its mean and CIs over seeds; the
     sparsities where the mean over seeds is better, and those where McNemar (summed over seeds, Holm
@@ -181,8 +187,7 @@ def verdict(cell: str, method: str, targets, seeds, rows: list[dict]) -> Verdict
     lt_seed = _per_seed_mean(targets, seeds, lambda x: x.lt)
     ci, t_ci = paired_bootstrap_ci(lp_seed, lt_seed), paired_t_ci(lp_seed, lt_seed)
     better, _, _ = compare_counts([r["method_mean"] for r in rows], [r["lt_mean"] for r in rows])
-    sig_better = sum(r["mcnemar_p_holm"] < 0.05 and r["gain_mean"] > 0 for r in rows)
-    sig_worse = sum(r["mcnemar_p_holm"] < 0.05 and r["gain_mean"] < 0 for r in rows)
+    sig_better, sig_worse = _significant(rows, "gain_mean")
     text = (
         f"{method} − LT{_where(cell)}: {intervals(t_ci, ci)}; better at {better}/{len(rows)} sparsities; "
         f"significantly better at {sig_better}, significantly worse at {sig_worse} (McNemar, Holm, p < 0.05)"
@@ -286,8 +291,7 @@ def paired_rows(cell: str, variant: str, reference: str, mine, theirs) -> tuple[
     b_seed = np.array([[100 * theirs[t][s].pooled for t in order] for s in seeds]).mean(axis=1)
     ci_t, ci = paired_t_ci(a_seed, b_seed), paired_bootstrap_ci(a_seed, b_seed)
     better, _, worse = compare_counts([r["variant_mean"] for r in rows], [r["reference_mean"] for r in rows])
-    sig_better = sum(r["mcnemar_p_holm"] < 0.05 and r["diff_mean"] > 0 for r in rows)
-    sig_worse = sum(r["mcnemar_p_holm"] < 0.05 and r["diff_mean"] < 0 for r in rows)
+    sig_better, sig_worse = _significant(rows, "diff_mean")
     text = (
         f"{variant} − {reference}{_where(cell)} (pooled test accuracy, same tickets): {intervals(ci_t, ci)}; "
         f"better at {better}/{len(rows)} sparsities, worse at {worse}; significantly better at {sig_better}, "

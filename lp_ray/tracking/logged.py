@@ -218,13 +218,15 @@ def search_params(settings, rounds: list[int]) -> dict[str, object]:
     return out
 
 
-def search_run(tracker: Tracker, imp: str | None, name: str, settings, rounds: list[int], work: bool = True) -> str:
-    """The search's run, created when the search starts (nested under the IMP run); `work`: targets are
-    left to pool (a finished search found again is otherwise left as it was)."""
+def search_run(
+    tracker: Tracker, imp: str | None, name: str, settings, rounds: list[int], started: float, work: bool = True
+) -> str:
+    """The search's run, created with the search's start time (nested under the IMP run); `work`: targets
+    are left to pool (a finished search found again is otherwise left as it was)."""
     tags = {TAG_HASH: tracker.run_hash, TAG_KIND: f"pool:{name}"}
     if imp:
         tags[TAG_PARENT] = imp
-    run_id = tracker.start(f"pool {name}", tags, work=work)
+    run_id = tracker.start(f"pool {name}", tags, start_time=started, work=work)
     tracker.log_params(run_id, search_params(settings, rounds))
     return run_id
 
