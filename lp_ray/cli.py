@@ -31,6 +31,12 @@ TrackingOpt = typer.Option(
     "--tracking-uri",
     help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, the cluster spec, then sqlite:///mlflow.db).",
 )
+NoWaitOpt = typer.Option(
+    False,
+    "--no-wait",
+    help="If another command is working on the same run (it holds its lease), stop with an error instead of "
+    "waiting for it and continuing after it.",
+)
 
 
 INTERRUPTED = "interrupted: finished work is kept; rerun the same command to resume"
@@ -80,6 +86,7 @@ def imp(
         None, "--rounds", help="Number of tickets (round 0 dense included); more than a finished run extends it."
     ),
     tracking_uri: str | None = TrackingOpt,
+    no_wait: bool = NoWaitOpt,
     submit: bool = SubmitOpt,
 ) -> None:
     """Train IMP with rewinding on Ray Train: one checkpointed, resumable fit() per round."""
@@ -95,7 +102,7 @@ def imp(
         return _submit(submission_id("imp", run_name(j)), c)
     from lp_ray.imp.command import run_imp  # (torch, Ray, MLflow: after the specs are checked)
 
-    result = run_imp(j, c, _job_tracking_uri(tracking_uri, j, c))
+    result = run_imp(j, c, _job_tracking_uri(tracking_uri, j, c), wait=not no_wait)
     typer.echo(f"run directory: {result.run.uri}")
 
 
@@ -182,6 +189,7 @@ def _pool(
     parallel_evals: int = 2,
     overwrite: bool = False,
     serial: bool = False,
+    wait: bool = True,
 ):
     from lp_ray.pool.records import check_search_name
     from lp_ray.spec_loading import load_cluster, pool_settings_for_run
@@ -202,6 +210,7 @@ def _pool(
         parallel_evals=parallel_evals,
         executor="serial" if serial else "ray",
         overwrite=overwrite,
+        wait=wait,
     )
 
 
@@ -245,6 +254,7 @@ def pool(
     overwrite: bool = typer.Option(False, "--overwrite", help="Discard an earlier search in the same folder."),
     serial: bool = typer.Option(False, "--serial", help="Evaluate in this process, without Ray."),
     tracking_uri: str | None = TrackingOpt,
+    no_wait: bool = NoWaitOpt,
     submit: bool = SubmitOpt,
 ) -> None:
     """Lottery Pools: greedily interpolate each target ticket with the others, evaluated in parallel on Ray."""
@@ -263,7 +273,9 @@ def pool(
         "bn_samples": bn_samples,
         "targets": _ints(targets, "--targets"),
     }
-    out = _pool(run_dir, cluster, tracking_uri, overrides, options, name, parallel_evals, overwrite, serial)
+    out = _pool(
+        run_dir, cluster, tracking_uri, overrides, options, name, parallel_evals, overwrite, serial, not no_wait
+    )
     typer.echo(
         f"pooled networks: {out.folder} ({out.evaluations} evaluations in {out.seconds:.0f} s"
         f"{f', {out.replayed} replayed from the trace' if out.replayed else ''})"
@@ -298,6 +310,7 @@ def sweep(
         None, "--max-concurrent", help="Trials at once (default: as many as the cluster can train at once)."
     ),
     tracking_uri: str | None = TrackingOpt,
+    no_wait: bool = NoWaitOpt,
 ) -> None:
     """Run an experiment on Ray Tune: every trial (seed x grid cell) is `lp-ray run` of its job, then the
     experiment report. Rerun the same command to resume: finished trials are never recomputed."""
@@ -316,9 +329,9 @@ def sweep(
     )
     c = load_cluster(cluster)
     uri = resolve_tracking_uri(tracking_uri, c.tracking_uri)
-    exp_dir = run_sweep(exp, c, uri, max_concurrent)
-    report = experiment_report(exp_dir.uri)
-    log_sweep(exp, exp_dir, uri, report)
+    exp_dir = run_sweep(
+        exp, c, uri, max_concurrent, wait=not no_wait, then=lambda d: log_sweep(exp, d, uri, experiment_report(d.uri))
+    )
     typer.echo(f"experiment directory: {exp_dir.uri}")
 
 
@@ -351,6 +364,7 @@ def run(
     search: str | None = typer.Option(None, "--search", help="Pool search: exact or fast (default: the job's)."),
     parallel_evals: int = typer.Option(2, "--parallel-evals", "-p", help="Pool evaluations in flight at once."),
     tracking_uri: str | None = TrackingOpt,
+    no_wait: bool = NoWaitOpt,
     submit: bool = SubmitOpt,
 ) -> None:
     """The main job: imp, then pool, then report (what `make demo` runs on the default job)."""
@@ -367,8 +381,8 @@ def run(
     from lp_ray.report.command import run_report
 
     uri = _job_tracking_uri(tracking_uri, j, c)
-    result = run_imp(j, c, uri)
-    run_pool(result.run.uri, settings, c, uri, parallel_evals=parallel_evals)
+    result = run_imp(j, c, uri, wait=not no_wait)
+    run_pool(result.run.uri, settings, c, uri, parallel_evals=parallel_evals, wait=not no_wait)
     run_report(result.run.uri, uri)
     typer.echo(f"run directory: {result.run.uri}")
 
@@ -423,7 +437,8 @@ def _analysis_command(analysis):
     it), runs the analysis, prints its summary and what it wrote."""
     import inspect
 
-    def command(run_dir: str, tracking_uri: str | None, cluster: Path | None = None, **given) -> None:
+    def command(run_dir: str, tracking_uri: str | None, no_wait: bool, cluster: Path | None = None, **given) -> None:
+        from lp_ray.analysis import run_analysis
         from lp_ray.progress import console
         from lp_ray.spec_loading import load_cluster
 
@@ -434,7 +449,8 @@ def _analysis_command(analysis):
             except ValueError as e:
                 raise LpRayError(f"--{o.name.replace('_', '-')}: {e}") from None
         c = load_cluster(cluster)
-        outcome = analysis.run(run_dir, c, _run_tracking_uri(tracking_uri, c.tracking_uri, run_dir), **options)
+        uri = _run_tracking_uri(tracking_uri, c.tracking_uri, run_dir)
+        outcome = run_analysis(analysis.name, run_dir, c, uri, wait=not no_wait, **options)
         for line in analysis.summary(outcome.rows):
             console.print(line, highlight=False)
         for f in outcome.written.files:
@@ -455,6 +471,7 @@ def _analysis_command(analysis):
     if analysis.uses_cluster:
         params.append(P("cluster", P.KEYWORD_ONLY, default=ClusterOpt, annotation=Path | None))
     params.append(P("tracking_uri", P.KEYWORD_ONLY, default=TrackingOpt, annotation=str | None))
+    params.append(P("no_wait", P.KEYWORD_ONLY, default=NoWaitOpt, annotation=bool))
     command.__signature__ = inspect.Signature(params)
     command.__annotations__ = {p.name: p.annotation for p in params}
     command.__doc__ = analysis.help
@@ -510,6 +527,8 @@ def main() -> None:
     # Quiet by default: MLflow's store-migration INFO lines and "View run" links are noise in a CLI.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # Who holds a lease, as a waiting user is shown it: the command as typed.
+    os.environ.setdefault("LP_RAY_COMMAND", " ".join(["lp-ray", *sys.argv[1:]]))
     code = run_cli(sys.argv[1:])
     _leave_ray()
     sys.exit(code)

@@ -30,6 +30,9 @@ writes them. A file that is not named here is not part of a run.
     analysis/<name>/                   `lp-ray analyze <name>`: its tables (.parquet) and <name>.png
         corruptions.safetensors        (robustness, MNIST-1D) the generated corrupted test sets, kept
     import.json                        `lp-ray import` only: the format, each source file's sha256
+    lease.imp.json, lease.pool.<name>.json, lease.analysis.<name>.json
+                                       who is working on the run, its search or its analysis now
+                                       (lease.py); removed when the command ends
 
 The experiment directory `<storage>/experiments/<name>-<hash>/` of `lp-ray sweep`:
 
@@ -38,6 +41,7 @@ The experiment directory `<storage>/experiments/<name>-<hash>/` of `lp-ray sweep
     report.csv, report.parquet, report.png, verdict.txt
     pairs.csv, pairs.parquet           with `reference:`: every pool variant paired with the reference one
     tune/                              Ray Tune's own storage (trial logs)
+    lease.sweep.json                   while a sweep runs (lease.py)
 """
 
 from __future__ import annotations
@@ -170,3 +174,9 @@ def parse_weights(rel: str) -> tuple[str, int] | tuple[str, str, int] | None:
     if m := re.fullmatch(r"pool/([^/]+)/target_(\d+)\.safetensors", rel):
         return "pooled", m.group(1), int(m.group(2))
     return None
+
+
+def lease_file(what: str) -> str:
+    """The lease of one piece of work (lease.py): `imp` (the run), `pool.<name>`, `analysis.<name>`,
+    `sweep` (in an experiment directory). Present only while a command holds it, or after one died."""
+    return f"lease.{what}.json"

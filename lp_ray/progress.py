@@ -16,6 +16,11 @@ console = Console(
 )
 
 
+def say(line: str) -> None:
+    """One plain line for the user (a lease waited for or taken over), never wrapped or marked up."""
+    console.print(line, markup=False, highlight=False)
+
+
 class ProgressBoard:
     """A tiny Ray actor (created with num_cpus=0) owned by the driver: the last status each writer
     pushed."""

@@ -25,6 +25,21 @@ from lp_ray.analysis.stability import STABILITY
 ANALYSES: dict[str, Analysis] = {a.name: a for a in (LMC, STABILITY, DISAGREEMENT, ENSEMBLE, ROBUSTNESS)}
 
 
+def run_analysis(name: str, run_uri: str, cluster, tracking_uri: str | None, wait: bool = True, **options):
+    """Run an analysis holding its lease (lease.py): one command at a time writes analysis/<name>/;
+    another holding it is waited for (`wait`), or is an error. A path that is no run directory is refused
+    before anything is written there."""
+    from lp_ray.lease import Lease, command_line
+    from lp_ray.progress import say
+    from lp_ray.store import RunDir
+
+    run = RunDir(run_uri)
+    if not run.exists(layout.JOB):  # no run here: the analysis says what is wrong, writing nothing
+        return ANALYSES[name].run(run_uri, cluster, tracking_uri, **options)
+    with Lease(run, layout.lease_file(f"analysis.{name}"), command_line(), wait, say):
+        return ANALYSES[name].run(run_uri, cluster, tracking_uri, **options)
+
+
 def analysis_done(run, name: str) -> bool:
     return run.exists(layout.analysis_file(name, f"{name}.png"))
 

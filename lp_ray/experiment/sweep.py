@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -27,6 +28,8 @@ import pyarrow as pa
 from lp_ray import layout
 from lp_ray.errors import LpRayError
 from lp_ray.experiment.spec import ExperimentSpec, PoolVariant, Trial
+from lp_ray.lease import COMMAND_ENV, Lease, command_line
+from lp_ray.progress import say
 from lp_ray.spec import ClusterSpec, job_to_dict, run_hash, run_name, storage_uri
 from lp_ray.store import RunDir, check_storage_reachable, join_uri
 
@@ -115,6 +118,8 @@ def _trial_fn(config: dict) -> None:
     from lp_ray.tracking.tracker import Tracker
 
     t = config["trial"]
+    wait = t["lease"]["wait"]
+    os.environ[COMMAND_ENV] = f"{t['lease']['command']} (trial {t['index']})"  # who holds its leases
     job = job_from_dict(t["job"])
     cluster = cluster_from_dict(t["cluster"], "sweep")
     uri = t["mlflow"]["uri"]
@@ -123,16 +128,22 @@ def _trial_fn(config: dict) -> None:
     trial = Trial(t["index"], t["cell"], t["seed"], job)
     mine = logged.trial_run(tracker, t["mlflow"]["sweep_run"], trial)
     try:
-        result = run_imp(job, cluster, uri, mlflow_parent=mine)
+        result = run_imp(job, cluster, uri, mlflow_parent=mine, wait=wait)
         for v in t["variants"]:
             run_pool(
-                result.run.uri, v.settings(job), cluster, uri, name=v.name, parallel_evals=_free_evaluators(cluster)
+                result.run.uri,
+                v.settings(job),
+                cluster,
+                uri,
+                name=v.name,
+                parallel_evals=_free_evaluators(cluster),
+                wait=wait,
             )
-        from lp_ray.analysis import ANALYSES, analysis_done
+        from lp_ray.analysis import analysis_done, run_analysis
 
         for a in t["analyses"]:
             if not analysis_done(result.run, a):
-                ANALYSES[a].run(result.run.uri, cluster, uri)  # its defaults
+                run_analysis(a, result.run.uri, cluster, uri, wait=wait)  # its defaults
     except BaseException:
         tracker.finish(mine, "FAILED")
         raise
@@ -156,10 +167,20 @@ def sweep_cluster(cluster: ClusterSpec) -> ClusterSpec:
     return cluster
 
 
-def run_sweep(exp: ExperimentSpec, cluster: ClusterSpec, tracking_uri: str, max_concurrent: int | None) -> RunDir:
+def run_sweep(
+    exp: ExperimentSpec,
+    cluster: ClusterSpec,
+    tracking_uri: str,
+    max_concurrent: int | None,
+    wait: bool = True,
+    then: Callable[[RunDir], None] | None = None,
+) -> RunDir:
+    """Every unfinished trial on Ray Tune, then `then` (the report and its logging), holding the
+    experiment directory's lease (a second sweep of the same experiment waits, then finds nothing to
+    do); each trial holds its run's, its searches' and its analyses' leases, so two experiments that
+    share a trial compute it once."""
     from lp_ray.cluster import check_address, check_storage, connect
     from lp_ray.data.registry import preflight
-    from lp_ray.progress import console
     from lp_ray.tracking import logged
 
     trials = exp.trials()
@@ -180,6 +201,17 @@ def run_sweep(exp: ExperimentSpec, cluster: ClusterSpec, tracking_uri: str, max_
         raise LpRayError(f"{exp_dir.uri}: holds a different experiment under the same hash; move it away")
     connect(cluster, {"MLFLOW_TRACKING_URI": tracking_uri})
     check_storage(cluster, exp_dir.uri)
+    with Lease(exp_dir, layout.lease_file("sweep"), command_line(), wait, say):
+        _sweep_leased(exp, trials, ident, cluster, tracker, tracking_uri, max_concurrent, exp_dir, wait)
+        if then is not None:
+            then(exp_dir)
+    return exp_dir
+
+
+def _sweep_leased(exp, trials, ident, cluster, tracker, tracking_uri, max_concurrent, exp_dir, wait) -> None:
+    from lp_ray.progress import console
+    from lp_ray.tracking import logged
+
     if not exp_dir.exists(layout.EXPERIMENT):
         exp_dir.write_json(layout.EXPERIMENT, ident)
     rows = write_index(exp_dir, exp, cluster)
@@ -193,8 +225,9 @@ def run_sweep(exp: ExperimentSpec, cluster: ClusterSpec, tracking_uri: str, max_
     failed: set[int] = set()
     if todo:
         mlflow = {"uri": tracking_uri, "experiment_id": tracker.experiment_id, "sweep_run": sweep}
+        lease = {"wait": wait, "command": command_line()}
         try:
-            failed = _tune(exp, todo, cluster, mlflow, max_concurrent, exp_dir)
+            failed = _tune(exp, todo, cluster, mlflow, lease, max_concurrent, exp_dir)
         except BaseException:
             tracker.finish(sweep, "KILLED")
             raise
@@ -206,12 +239,12 @@ def run_sweep(exp: ExperimentSpec, cluster: ClusterSpec, tracking_uri: str, max_
             f"{len(bad)} trial(s) did not finish ({', '.join(str(r['trial']) for r in bad)}); their logs are under "
             f"{exp_dir.path(layout.TUNE)}; rerun the same command to resume them"
         )
-    return exp_dir
 
 
-def _tune(exp, todo: list[Trial], cluster, mlflow: dict, max_concurrent, exp_dir: RunDir) -> set[int]:
+def _tune(exp, todo: list[Trial], cluster, mlflow: dict, lease: dict, max_concurrent, exp_dir: RunDir) -> set[int]:
     """The unfinished trials on Ray Tune; `mlflow`: the store, experiment and sweep run the trials nest
-    their runs under. Returns the trials that failed."""
+    their runs under; `lease`: whether trials wait for leases others hold, and the command they are
+    shown as. Returns the trials that failed."""
     import ray
     from ray import tune
 
@@ -230,6 +263,7 @@ def _tune(exp, todo: list[Trial], cluster, mlflow: dict, max_concurrent, exp_dir
             "job": job_to_dict(t.job),
             "cluster": dataclasses.asdict(cluster),
             "mlflow": mlflow,
+            "lease": lease,
             "seed": t.seed,
             "cell": t.cell,
             "variants": exp.variants(),

@@ -21,7 +21,8 @@ from lp_ray import interrupt, layout
 from lp_ray.data.loading import materialize_data
 from lp_ray.data.registry import preflight
 from lp_ray.errors import LpRayError
-from lp_ray.progress import RoundProgress, console, make_board
+from lp_ray.lease import Lease, command_line
+from lp_ray.progress import RoundProgress, console, make_board, say
 from lp_ray.spec import ClusterSpec, JobSpec, job_to_dict, run_hash, run_name, storage_uri
 from lp_ray.store import (
     RunDir,
@@ -58,9 +59,13 @@ def prepare_run(job: JobSpec, cluster: ClusterSpec) -> RunDir:
     return run
 
 
-def run_imp(job: JobSpec, cluster: ClusterSpec, tracking_uri: str, mlflow_parent: str | None = None) -> ImpResult:
+def run_imp(
+    job: JobSpec, cluster: ClusterSpec, tracking_uri: str, mlflow_parent: str | None = None, wait: bool = True
+) -> ImpResult:
     """Train (or resume, or extend) the job's IMP rounds in its run directory and log them to MLflow;
-    `mlflow_parent`: the run a new IMP run nests under (a sweep's trial)."""
+    `mlflow_parent`: the run a new IMP run nests under (a sweep's trial). The run's lease is held from
+    before the run directory is written until the end; another command holding it is waited for
+    (`wait`), or is an error."""
     from lp_ray.cluster import connect
 
     if job.train.batch_size % cluster.num_workers:
@@ -76,6 +81,11 @@ def run_imp(job: JobSpec, cluster: ClusterSpec, tracking_uri: str, mlflow_parent
     tracker = logged.tracker_for(job, tracking_uri, run_dir_for(job, cluster))  # MLflow reachable and usable
     connect(cluster, {"MLFLOW_TRACKING_URI": tracking_uri})
     check_storage(cluster, run_dir_for(job, cluster).uri)
+    with Lease(run_dir_for(job, cluster), layout.lease_file("imp"), command_line(), wait, say) as lease:
+        return _run_leased(job, cluster, tracking_uri, tracker, mlflow_parent, lease)
+
+
+def _run_leased(job, cluster, tracking_uri, tracker, mlflow_parent, lease: Lease) -> ImpResult:
     run = prepare_run(job, cluster)
     materialize_data(job, run)
 
@@ -115,6 +125,7 @@ def run_imp(job: JobSpec, cluster: ClusterSpec, tracking_uri: str, mlflow_parent
                         f"test {100 * meta.test_acc:.2f}%  ({meta.seconds:.0f} s)"
                     )
                 interrupt.check()
+                lease.check()
                 if ended and todo:
                     fit.result()  # raises the fit's error, if it had one
                     raise LpRayError(f"round {todo[0]}: the Ray Train run ended without its ticket in {run.path()}")

@@ -19,6 +19,8 @@ import torch
 from lp_ray import layout
 from lp_ray.errors import LpRayError
 from lp_ray.importing.sources import FORMATS, Format
+from lp_ray.lease import Lease, command_line
+from lp_ray.progress import say
 from lp_ray.spec import ClusterSpec, JobSpec, run_hash, storage_uri
 from lp_ray.store import RunDir, TicketMeta, check_storage_reachable, join_uri, write_job, write_mask, write_ticket
 
@@ -26,11 +28,10 @@ from lp_ray.store import RunDir, TicketMeta, check_storage_reachable, join_uri, 
 def import_run(
     source: str, fmt: str, job: JobSpec, cluster: ClusterSpec, tracking_uri: str | None
 ) -> tuple[RunDir, list]:
-    from lp_ray.data.loading import load_sources, materialize_data
+    from lp_ray.data.loading import load_sources
     from lp_ray.data.registry import preflight
     from lp_ray.models import build_model
-    from lp_ray.sparsity import density, prunable_names
-    from lp_ray.store import read_ticket_meta, ticket_done, write_rounds_table
+    from lp_ray.sparsity import prunable_names
 
     folder = Path(source).expanduser()
     if fmt not in FORMATS:
@@ -60,6 +61,15 @@ def import_run(
     tickets = {r: _map(form, job, r, state, mask, model.state_dict(), prunable) for r, (state, mask) in raw.items()}
     if sorted(tickets) != list(range(len(tickets))):
         raise LpRayError(f"{folder}: rounds {sorted(tickets)} are not 0, 1, 2, ...: a round is missing")
+
+    with Lease(run, layout.lease_file("imp"), command_line(), True, say):  # an imp or import writing it waits
+        return _import_leased(run, job, tickets, model, ident, folder, tracking_uri, fmt)
+
+
+def _import_leased(run, job, tickets, model, ident, folder, tracking_uri, fmt):
+    from lp_ray.data.loading import materialize_data
+    from lp_ray.sparsity import density
+    from lp_ray.store import read_ticket_meta, ticket_done, write_rounds_table
 
     write_job(run, job)
     data = materialize_data(job, run)

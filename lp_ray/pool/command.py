@@ -7,11 +7,12 @@ from dataclasses import dataclass
 
 from lp_ray import layout
 from lp_ray.errors import LpRayError
+from lp_ray.lease import Lease, command_line
 from lp_ray.opened_run import OpenedRun, open_run
 from lp_ray.pool import records
 from lp_ray.pool.records import TargetResult, check_search_name, mcnemar_vs_lt
 from lp_ray.pool.search import PoolSearch, QuietListener, check_targets
-from lp_ray.progress import console, progress_bars
+from lp_ray.progress import console, progress_bars, say
 from lp_ray.spec import ClusterSpec, PoolSpec, job_to_dict
 from lp_ray.store import check_storage_reachable
 from lp_ray.tracking import logged
@@ -37,21 +38,28 @@ def run_pool(
     parallel_evals: int = 2,
     executor: str = "ray",
     overwrite: bool = False,
+    wait: bool = True,
 ) -> PoolOutcome:
     """Run (or resume) one search over a run directory's tickets into pool/<name>/ (default name: the
-    method), then log it to MLflow."""
-    from lp_ray.pool.executors import RayExecutor, SerialExecutor, build_evaluator
-
+    method), then log it to MLflow. The search's lease is held from before anything is removed or
+    written until the end; another command holding it is waited for (`wait`), or is an error."""
     name = settings.default_name() if name is None else name
     check_search_name(name)
     if parallel_evals < 1:
         raise LpRayError(f"--parallel-evals must be at least 1, got {parallel_evals}")
-    folder = layout.pool_dir(name)
     pr = open_run(run_uri)
     check_targets(settings, pr.rounds)  # before --overwrite removes anything
     check_storage_reachable(pr.run.uri)  # writable, before Ray starts
-    if overwrite:
-        pr.run.delete(folder)
+    with Lease(pr.run, layout.lease_file(f"pool.{name}"), command_line(), wait, say) as lease:
+        if overwrite:
+            pr.run.delete(layout.pool_dir(name))
+        return _run_leased(pr, settings, cluster, tracking_uri, name, parallel_evals, executor, lease)
+
+
+def _run_leased(pr: OpenedRun, settings, cluster, tracking_uri, name, parallel_evals, executor, lease) -> PoolOutcome:
+    from lp_ray.pool.executors import RayExecutor, SerialExecutor, build_evaluator
+
+    folder = layout.pool_dir(name)
     tracker = logged.tracker_for(pr.job, tracking_uri, pr.run) if tracking_uri is not None else None
     job_dict = job_to_dict(pr.job)
     if executor == "serial":
@@ -71,7 +79,7 @@ def run_pool(
         raise LpRayError(f"unknown executor {executor!r} (serial or ray)")
 
     view = SearchView(settings)
-    listeners = Listeners(view)
+    listeners = Listeners(view, LeaseWatch(lease))
     search = PoolSearch(pr, settings, ex, listeners, name)  # refuses a folder with another search first
     t0 = time.time()
     imp = search_run = None
@@ -181,6 +189,17 @@ class MlflowTargets(QuietListener):
         if not skipped:
             p = mcnemar_vs_lt(self.run, self.name, result)
             logged.log_target(self.tracker, self.search_run, result, p, self.started)
+
+
+class LeaseWatch(QuietListener):
+    """Stops the search at its next evaluation if another command took its lease over (this one was
+    judged dead), so two searches never write one folder for long."""
+
+    def __init__(self, lease):
+        self.lease = lease
+
+    def on_evaluation(self, target):
+        self.lease.check()
 
 
 class Listeners:
