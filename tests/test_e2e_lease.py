@@ -1,0 +1,67 @@
+"""Two commands on one run, as a new user starts them: `lp-ray run` twice on the same storage, the
+second while the first trains. The second waits (one line saying for whom), then finds nothing to do;
+a third with --no-wait stops with one error line. Nothing is trained twice, MLflow holds one run per
+round, search and target, no lease is left, and the tickets and pooled networks are a solo run's bytes."""
+
+import subprocess
+import time
+
+import pytest
+from helpers import LP_RAY, TINY_JOB, cli, one_error_line, tiny_cluster, tree_digest, write_yaml
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.e2e
+
+
+def start(args, cwd):
+    return subprocess.Popen(
+        [LP_RAY, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+
+
+def networks(run_dir) -> dict[str, str]:
+    """The run's tickets, masks and pooled networks (safetensors), by path, with their sha256."""
+    return {k: v for k, v in tree_digest(run_dir).items() if k.endswith(".safetensors") and not k.startswith("train/")}
+
+
+def test_two_runs_of_one_job_train_once(tmp_path, ray_address, finished_template):
+    job = write_yaml(tmp_path / "tiny.yaml", TINY_JOB)
+    cluster = write_yaml(tmp_path / "cluster.yaml", tiny_cluster(tmp_path / "runs", ray_address))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["run", "--job", str(job), "--cluster", str(cluster), "--tracking-uri", uri]
+    first = start(args, tmp_path)
+    deadline = time.time() + 300
+    while not list((tmp_path / "runs").glob("*/lease.imp.json")):
+        assert first.poll() is None and time.time() < deadline, first.communicate()
+        time.sleep(0.2)
+    second = start(args, tmp_path)
+    # Meanwhile a third, told not to wait: one error line naming the holder; nothing of the run touched.
+    third = cli("imp", "--job", str(job), "--cluster", str(cluster), "--tracking-uri", uri, "--no-wait", cwd=tmp_path)
+    line = one_error_line(third, "lease.imp.json: held by `lp-ray run --job", "--no-wait")
+    assert f"pid {first.pid})" in line
+    out1, err1 = first.communicate(timeout=600)
+    out2, err2 = second.communicate(timeout=600)
+    assert first.returncode == 0, out1 + err1
+    assert second.returncode == 0, out2 + err2
+
+    waits = [x for x in out2.splitlines() if x.startswith("waiting: ")]
+    # It waited for the run, and (when the first was still pooling after) for the search: a line each.
+    assert 1 <= len(waits) <= 2 and "lease.imp.json is held by `lp-ray run --job" in waits[0], out2
+    assert all("lease.pool.interpolation.json is held by" in x for x in waits[1:])
+    rounds = [x for x in out2.splitlines() if x.startswith("round ")]
+    assert len(rounds) == 3 and all("done already" in x for x in rounds), out2  # the second trained nothing
+    targets = [x for x in out2.splitlines() if x.startswith("target ")]
+    assert len(targets) == 3 and all("done already" in x for x in targets), out2  # and searched nothing
+    (run,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    assert sorted(p.name for p in (run / "train").iterdir()) == ["fit_00"]  # one Ray Train run
+    assert not list(run.rglob("lease.*")) and not list(run.rglob(".tmp-*"))
+
+    (solo,) = [p for p in (finished_template / "runs").iterdir() if p.is_dir()]
+    # tickets, masks, pooled networks, and the data set, split and rewind point they came from
+    assert networks(run) == networks(solo) and len(networks(run)) == 3 + 2 + 3 + 3
+
+    client = MlflowClient(uri)
+    (exp,) = [e for e in client.search_experiments() if e.name == "lp-ray/tiny"]
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    kinds = sorted(r.data.tags.get("lp_ray.kind") for r in runs)
+    assert kinds == ["imp", "imp_round", "imp_round", "imp_round", "pool:interpolation"] + ["pool_target"] * 3
