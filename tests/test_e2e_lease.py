@@ -65,3 +65,49 @@ def test_two_runs_of_one_job_train_once(tmp_path, ray_address, finished_template
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     kinds = sorted(r.data.tags.get("lp_ray.kind") for r in runs)
     assert kinds == ["imp", "imp_round", "imp_round", "imp_round", "pool:interpolation"] + ["pool_target"] * 3
+
+
+def test_readers_never_wait_and_writers_told_not_to_wait_fail(finished):
+    """While other commands hold the run's, its search's and an analysis's leases: eval, tickets and
+    report run as usual (they only read); pool, imp and analyze with --no-wait are one error line each and
+    leave every byte as it was; the leases are the holders' still."""
+    from lp_ray import layout
+    from lp_ray.lease import Lease, read_holder
+    from lp_ray.store import RunDir
+
+    run = RunDir(str(finished["run"]))
+    held = [
+        Lease(run, layout.lease_file(w), f"lp-ray holder {w}", say=lambda _: None)
+        for w in ("imp", "pool.interpolation", "analysis.lmc")
+    ]
+    for lease in held:
+        lease.acquire()
+    try:
+        before = {k: v for k, v in tree_digest(finished["run"]).items() if not k.startswith(("lease.", "report."))}
+        common = {"cwd": finished["cwd"], "timeout": 120}
+        uri = ["--tracking-uri", finished["tracking_uri"]]
+        for args in (
+            ["tickets", str(finished["run"])],
+            ["eval", str(finished["run"] / "pool" / "interpolation" / "target_01.safetensors"), *uri],
+            ["report", str(finished["run"]), *uri],
+        ):
+            proc = cli(*args, **common)
+            assert proc.returncode == 0 and "waiting" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+        job = finished["run"] / "job.yaml"
+        cluster = ["--cluster", str(finished["cluster"])]
+        for args, what in (
+            (["pool", str(finished["run"]), *cluster, *uri], "lease.pool.interpolation.json"),
+            (["imp", "--job", str(job), *cluster, *uri], "lease.imp.json"),
+            (["analyze", "lmc", str(finished["run"]), "--serial", *uri], "lease.analysis.lmc.json"),
+        ):
+            proc = cli(*args, "--no-wait", **common)
+            one_error_line(proc, f"{what}: held by `lp-ray holder", "--no-wait")
+        after = {k: v for k, v in tree_digest(finished["run"]).items() if not k.startswith(("lease.", "report."))}
+        assert after == before  # (report rewrites its own files)
+        assert [read_holder(run, layout.lease_file(w)).command for w in ("imp", "pool.interpolation")] == [
+            "lp-ray holder imp",
+            "lp-ray holder pool.interpolation",
+        ]
+    finally:
+        for lease in held:
+            lease.release()

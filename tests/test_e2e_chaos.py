@@ -1,0 +1,107 @@
+"""The chaos run, short (benchmarks/chaos.py runs 30 faults): a sweep of the tiny job on local storage
+and `lp-ray run` on S3 (moto), under faults at seeded random moments: the driver SIGKILLed, a Ray Train
+worker or an evaluator actor killed, a second copy of the command started, the S3 server stopped and
+continued. Each command is rerun until it finishes; then the run directories must hold a solo run's
+networks byte for byte (and its traces and tables), no lease may be left, and MLflow must hold exactly
+one run per entity."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import BIN, stop
+
+pytestmark = pytest.mark.e2e
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import chaos  # noqa: E402
+
+from lp_ray.store import RunDir  # noqa: E402
+
+KINDS = {"imp": 1, "imp_round": 3, "pool:interpolation": 1, "pool_target": 3}
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory):
+    from helpers import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, **chaos.S3_ENV},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        chaos._make_bucket(f"127.0.0.1:{port}", "chaos")
+        yield proc, f"127.0.0.1:{port}"
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)  # should a failed test have left it stopped
+        stop(proc)
+
+
+def template_run(finished_template) -> dict:
+    (run,) = [p for p in (finished_template / "runs").iterdir() if p.is_dir()]
+    return {run.name: RunDir(str(run))}
+
+
+def test_chaos_short(tmp_path, ray_address, finished_template, moto):
+    proc, endpoint = moto
+    reference = {
+        "runs": template_run(finished_template),
+        "kinds": {"sweep": {**KINDS, "sweep": 1, "sweep_trial": 1}, "s3": KINDS},
+    }
+    t0 = time.time()
+    out = chaos.chaos(
+        tmp_path,
+        ray_address,
+        endpoint,
+        proc,
+        faults=6,
+        seed=1,
+        seeds="0",
+        methods=("interpolation",),
+        reference=reference,
+        say=lambda line: print(line, flush=True),
+    )
+    print(out, f"{time.time() - t0:.0f} s")
+    assert out["total"] == 6 and set(out["faults"]) <= {
+        "driver",
+        "train_worker",
+        "evaluator",
+        "second_copy",
+        "storage_pause",
+    }
+    assert out["problems"] == [] and out["failed_copies_at_end"] == 0, out
+    assert {e["episode"].split("-")[0] for e in out["episodes"]} == {"sweep", "s3"}
+
+
+def test_chaos_check_sees_a_changed_network_a_lost_target_and_a_left_lease(tmp_path, finished_template):
+    """The check can fail: a copy of a finished run with one pooled network's byte changed, a target's
+    record removed and a lease file left is three problems."""
+    ref = template_run(finished_template)
+    (name,) = ref
+    copy = tmp_path / name
+    shutil.copytree(Path(ref[name].path()), copy)
+    net = copy / "pool" / "interpolation" / "target_01.safetensors"
+    data = bytearray(net.read_bytes())
+    data[-1] ^= 1
+    net.write_bytes(bytes(data))
+    (copy / "pool" / "interpolation" / "target_02.json").unlink()
+    (copy / "lease.imp.json").write_text("{}")
+    db = finished_template / "mlflow.db"
+    problems = chaos.compare(ref, chaos.duplicates(db)[1], {name: RunDir(str(copy))}, db)
+    assert sorted(problems) == sorted(
+        [
+            f"{name}/pool/interpolation/target_01.safetensors: differs",
+            f"{name}/pool/interpolation/target_02.json: missing",
+            f"{name}/lease.imp.json: extra",
+        ]
+    )
+    assert chaos.compare(ref, chaos.duplicates(db)[1], ref, db) == []
