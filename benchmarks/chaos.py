@@ -138,6 +138,18 @@ def ray_processes(title: str) -> list[int]:
     return pids
 
 
+def wait_for(title: str, procs: list[subprocess.Popen], seconds: float = 60.0) -> list[int]:
+    """Pids of processes titled `title`, waiting up to `seconds` for one while the command still runs
+    (evaluators live only while a search runs: a fault drawn during training waits for the search)."""
+    deadline = time.time() + seconds
+    while time.time() < deadline and any(p.poll() is None for p in procs):
+        pids = ray_processes(title)
+        if pids:
+            return pids
+        time.sleep(0.25)
+    return []
+
+
 def run_episode(track: Track, work: Path, episode: str, faults: int, rng: random.Random, tally: Tally, say) -> Path:
     """One whole run into fresh storage, with up to `faults` faults; rerun until it finishes."""
     d = work / episode
@@ -171,9 +183,9 @@ def run_episode(track: Track, work: Path, episode: str, faults: int, rng: random
             victim.wait()
             killed.add(victim.pid)
         elif kind in PROCESS_OF:
-            pids = ray_processes(PROCESS_OF[kind])
+            pids = wait_for(PROCESS_OF[kind], procs)
             if not pids:
-                continue  # nothing of that kind runs right now: draw again later
+                continue  # none came up in a minute (the work is past that stage): draw again later
             try:
                 os.kill(rng.choice(pids), signal.SIGKILL)
             except ProcessLookupError:

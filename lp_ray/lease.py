@@ -151,7 +151,7 @@ class Lease:
                     self.lost = current
                     return
                 beats += 1
-                self.run.write_bytes(self.rel, _encode(Holder(**{**asdict(self.holder), "heartbeat": beats})))
+                _put(self.run, self.rel, _encode(Holder(**{**asdict(self.holder), "heartbeat": beats})))
             except LpRayError:
                 continue  # storage away for a moment (an S3 restart): beat again at the next tick
 
@@ -249,7 +249,7 @@ def _claim_exclusive(run: RunDir, rel: str, data: bytes) -> bool:
 
     prefix = f"{rel.rsplit('/', 1)[-1]}.claim-"
     claim = f"{rel}.claim-{uuid.uuid4().hex}"
-    run.write_bytes(claim, data)
+    _put(run, claim, data)
     try:
         folder = run.path(rel).rsplit("/", 1)[0]
         infos = run.fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
@@ -267,10 +267,24 @@ def _claim_exclusive(run: RunDir, rel: str, data: bytes) -> bool:
             others.append(i)
         if rel.rsplit("/", 1)[-1] in names or others:
             return False
-        run.write_bytes(rel, data)
+        _put(run, rel, data)
         return True
     finally:
         _delete(run, claim)
+
+
+def _put(run: RunDir, rel: str, data: bytes) -> None:
+    """Write a lease's small file whole. Locally through a temporary name and a rename (RunDir); on an
+    object store as one upload, which readers see whole or not at all, and which, unlike a temporary
+    object and a copy, leaves nothing behind if the writer is killed."""
+    if run.scheme is None:
+        run.write_bytes(rel, data)
+        return
+    try:
+        with run.fs.open_output_stream(run.path(rel)) as f:
+            f.write(data)
+    except OSError as e:
+        raise LpRayError(f"{run.path(rel)}: cannot write the lease ({e})") from None
 
 
 def _delete(run: RunDir, rel: str) -> None:
