@@ -60,6 +60,7 @@ KINDS = {
     "sweep": ("driver", "train_worker", "evaluator", "second_copy"),
     "s3": ("driver", "second_copy", "storage_pause"),
 }
+MAX_FAILED = 5  # commands of one episode that may fail (not killed by us) before the run gives up
 PROCESS_OF = {"train_worker": "ray::RayTrainWorker", "evaluator": "ray::EvaluatorActor"}
 
 
@@ -171,6 +172,9 @@ def run_episode(track: Track, work: Path, episode: str, faults: int, rng: random
         if not live:
             if any(p.returncode == 0 and p.pid not in killed for p in procs):  # one finished it all
                 break
+            failed = [p for p in procs if p.returncode != 0 and p.pid not in killed]
+            if len(failed) > MAX_FAILED:  # failing on something no rerun fixes: say what, stop
+                raise RuntimeError(f"episode {episode}: {len(failed)} commands failed, last: {_last_error(log)}")
             tally.reruns += 1
             procs.append(start(argv, d, log))
             continue
@@ -292,9 +296,13 @@ def duplicates(tracking_db: Path) -> tuple[list[str], collections.Counter]:
     return [f"{k}: {ids}" for k, ids in seen.items() if len(ids) > 1], kinds
 
 
-def compare(ref: dict, ref_kinds: collections.Counter, got: dict, got_db: Path, partial: bool = False) -> list[str]:
+def compare(
+    ref: dict, ref_kinds: collections.Counter, got: dict, got_db: Path, partial: bool = False, ignore: tuple = ()
+) -> list[str]:
     """Everything in which an episode (its run directories `got`, its MLflow store) differs from the
-    reference (empty: nothing lost). `partial`: the reference holds some of the directories only."""
+    reference (empty: nothing lost). `partial`: the reference holds some of the directories only;
+    `ignore`: files (relative to a run directory) the reference has and the episode's command never
+    writes."""
     problems = []
     if partial:
         got = {k: v for k, v in got.items() if k in ref}
@@ -303,7 +311,7 @@ def compare(ref: dict, ref_kinds: collections.Counter, got: dict, got_db: Path, 
     for name in ref:
         a, b = fingerprint(ref[name]), fingerprint(got[name])
         for rel in sorted(set(a) | set(b)):
-            if a.get(rel) != b.get(rel):
+            if a.get(rel) != b.get(rel) and rel not in ignore:
                 problems.append(f"{name}/{rel}: {'missing' if rel not in b else 'differs' if rel in a else 'extra'}")
     dup, kinds = duplicates(got_db)
     problems += [f"MLflow duplicate {d}" for d in dup]
@@ -337,12 +345,14 @@ def chaos(
         if reference is None:
             say(f"{name}: undisturbed reference run")
             run_episode(track, work, f"{name}-reference", 0, rng, Tally(), say)
+            ignore = ()
             ref_runs, ref_kinds = (
                 run_dirs(track, f"{name}-reference"),
                 duplicates(work / f"{name}-reference" / "mlflow.db")[1],
             )
         else:
             ref_runs, ref_kinds = reference["runs"], collections.Counter(reference["kinds"][name])
+            ignore = tuple(reference.get("ignore", {}).get(name, ()))
         left, n = per_track[name], 0
         while left > 0:
             episode = f"{name}-chaos-{n}"
@@ -351,7 +361,7 @@ def chaos(
             run_episode(track, work, episode, left, rng, tally, say)
             left -= tally.total - before
             got = run_dirs(track, episode)
-            found = compare(ref_runs, ref_kinds, got, work / episode / "mlflow.db", partial=reference is not None)
+            found = compare(ref_runs, ref_kinds, got, work / episode / "mlflow.db", reference is not None, ignore)
             problems += [f"{episode}: {p}" for p in found]
             n += 1
     failed_copies = sum(e["failed"] for e in tally.episodes)

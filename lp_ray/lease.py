@@ -41,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from lp_ray.errors import LpRayError
-from lp_ray.store import RunDir
+from lp_ray.store import RunDir, pid_running
 
 STALE_AFTER_S = float(os.environ.get("LP_RAY_LEASE_STALE_S", "60"))
 HEARTBEAT_S = min(10.0, STALE_AFTER_S / 6)
@@ -187,20 +187,6 @@ def stale_reason(holder: Holder, unchanged_s: float) -> str | None:
     return None
 
 
-def pid_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    try:  # a killed child its parent has not reaped yet is a zombie: it runs no more
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def take_over(run: RunDir, rel: str, stale: Holder) -> bool:
     """Remove a stale lease, if this process wins the one takeover of that holder."""
     marker = f"{rel}.takeover-{stale.token}"
@@ -274,17 +260,8 @@ def _claim_exclusive(run: RunDir, rel: str, data: bytes) -> bool:
 
 
 def _put(run: RunDir, rel: str, data: bytes) -> None:
-    """Write a lease's small file whole. Locally through a temporary name and a rename (RunDir); on an
-    object store as one upload, which readers see whole or not at all, and which, unlike a temporary
-    object and a copy, leaves nothing behind if the writer is killed."""
-    if run.scheme is None:
-        run.write_bytes(rel, data)
-        return
-    try:
-        with run.fs.open_output_stream(run.path(rel)) as f:
-            f.write(data)
-    except OSError as e:
-        raise LpRayError(f"{run.path(rel)}: cannot write the lease ({e})") from None
+    """A lease's small file, written whole (RunDir: atomic locally, one upload on object stores)."""
+    run.write_bytes(rel, data)
 
 
 def _delete(run: RunDir, rel: str) -> None:

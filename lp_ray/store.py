@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import socket
 import uuid
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -33,6 +34,24 @@ if TYPE_CHECKING:
 # fails on its input (a wrong path, a bad option) says so without loading torch (~1.5 s).
 
 TICKET_FORMAT = "lp-ray-ticket/1"
+TMP_PREFIX = ".tmp-"
+ATOMIC_UPLOADS = ("s3", "gs", "gcs")  # object stores: an upload appears whole or not at all
+_HOST = socket.gethostname().replace("-", "_")  # '-' separates the parts of a temporary file's name
+
+
+def pid_running(pid: int) -> bool:
+    """Whether a process of this host runs (a zombie, killed but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def resolve_fs(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -123,10 +142,23 @@ class RunDir:
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Atomic: readers see the old file or the whole new one, never half of it. A failed write (disk
-        full, read-only storage) removes its temporary file and leaves the old file as it was."""
+        full, read-only storage) removes its temporary file and leaves the old file as it was.
+
+        On an object store one upload already is atomic (an object appears whole when its upload
+        completes), so it is written in place: a temporary object and a copy would cost twice the
+        requests and leave the temporary behind when the writer is killed between the two (seen in the
+        chaos run). Elsewhere the temporary file is named for its writer (host, pid), so a later command
+        can remove the ones whose writer died (`remove_orphans`)."""
         final = self.path(rel)
         parent = final.rsplit("/", 1)[0]
-        tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{final.rsplit('/', 1)[1]}"
+        if self.scheme in ATOMIC_UPLOADS:
+            try:
+                with self.fs.open_output_stream(final) as f:
+                    f.write(data)
+                return
+            except OSError as e:
+                raise LpRayError(f"{final}: cannot write it ({os_reason(e)})") from None
+        tmp = f"{parent}/{TMP_PREFIX}{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:12]}-{final.rsplit('/', 1)[1]}"
         try:
             self.fs.create_dir(parent, recursive=True)
             with self.fs.open_output_stream(tmp) as f:
@@ -138,6 +170,20 @@ class RunDir:
             except OSError:
                 pass  # never created, or the storage is gone: nothing of ours is left either way
             raise LpRayError(f"{final}: cannot write it ({os_reason(e)})") from None
+
+    def remove_orphans(self, rel: str = "") -> int:
+        """Remove the temporary files in folder `rel` that a writer on this host left when it was killed
+        mid-write (its pid no longer runs); others' are left alone. Returns how many."""
+        removed = 0
+        for name in self.list_dir(rel):
+            parts = name[len(TMP_PREFIX) :].split("-", 2) if name.startswith(TMP_PREFIX) else []
+            if len(parts) == 3 and parts[0] == _HOST and parts[1].isdigit() and not pid_running(int(parts[1])):
+                try:
+                    self.fs.delete_file(self.path(f"{rel}/{name}" if rel else name))
+                    removed += 1
+                except OSError:
+                    pass  # removed by another command meanwhile
+        return removed
 
     def read_json(self, rel: str) -> Any:
         raw = self.read_bytes(rel)

@@ -24,6 +24,15 @@ TINY_JOB = {
 }
 
 
+# The dummy credentials of the tests' S3 server (moto): the session's Ray cluster carries them, as the
+# nodes of a real cluster carry their own, so its workers can write runs on S3 storage.
+S3_TEST_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
 def tiny_cluster(storage, address: str = "local") -> dict:
     """Two DDP workers (gloo) at half a CPU each, so DDP is exercised on a 2-core machine; evaluations at
     half a CPU so four fit; a checkpoint after every (0.1 s) epoch, so tests can kill a round between two.
@@ -76,7 +85,7 @@ def start_ray_head(log, num_cpus: int = 2, dashboard_port: int | None = None) ->
         if dashboard_port
         else ["--include-dashboard=false"]
     )
-    env = {**os.environ, **single_machine_env(), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env = {**os.environ, **single_machine_env(), **S3_TEST_CREDENTIALS, "PATH": f"{BIN}:{os.environ['PATH']}"}
     if not dashboard_port:  # no Jobs API: commands join it as drivers, which send no token unless told to
         env["RAY_AUTH_MODE"] = "disabled"
     proc = subprocess.Popen(

@@ -130,3 +130,31 @@ def test_a_replaced_ticket_a_disagreeing_mask_and_a_gap_are_refused(tmp_path, mo
         match=r"round_01: round 1 has no finished ticket but round 2 has; recompute it with `lp-ray imp --job .*job.yaml`",
     ):
         finished_rounds(run)
+
+
+def test_temporary_files_of_killed_writers_are_removed_and_nobody_elses(tmp_path):
+    """A writer killed between its temporary file and the rename leaves the temporary behind; the next
+    command removes those whose writer (on this host) no longer runs, and leaves live writers' and
+    foreign hosts' alone."""
+    import os
+    import subprocess
+    import sys
+
+    from lp_ray.store import _HOST, TMP_PREFIX
+
+    run = RunDir(str(tmp_path / "run"))
+    run.write_bytes("rounds.parquet", b"old")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    names = {
+        "dead": f"{TMP_PREFIX}{_HOST}-{dead.pid}-0123456789ab-rounds.parquet",
+        "live": f"{TMP_PREFIX}{_HOST}-{os.getpid()}-0123456789ab-rounds.parquet",
+        "elsewhere": f"{TMP_PREFIX}other_node-{dead.pid}-0123456789ab-rounds.parquet",
+        "old style": f"{TMP_PREFIX}0123456789abcdef0123456789abcdef-rounds.parquet",
+    }
+    for n in names.values():
+        (tmp_path / "run" / n).write_bytes(b"half")
+    assert run.remove_orphans("") == 1
+    left = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert left == sorted([names["live"], names["elsewhere"], names["old style"], "rounds.parquet"])
+    assert (tmp_path / "run" / "rounds.parquet").read_bytes() == b"old"

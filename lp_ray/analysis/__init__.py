@@ -37,6 +37,7 @@ def run_analysis(name: str, run_uri: str, cluster, tracking_uri: str | None, wai
     if not run.exists(layout.JOB):  # no run here: the analysis says what is wrong, writing nothing
         return ANALYSES[name].run(run_uri, cluster, tracking_uri, **options)
     with Lease(run, layout.lease_file(f"analysis.{name}"), command_line(), wait, say):
+        run.remove_orphans(f"{layout.ANALYSIS}/{name}")  # half-written files of one killed mid-write
         return ANALYSES[name].run(run_uri, cluster, tracking_uri, **options)
 
 

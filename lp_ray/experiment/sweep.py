@@ -212,6 +212,7 @@ def _sweep_leased(exp, trials, ident, cluster, tracker, tracking_uri, max_concur
     from lp_ray.progress import console
     from lp_ray.tracking import logged
 
+    exp_dir.remove_orphans("")  # half-written files of a sweep killed mid-write
     if not exp_dir.exists(layout.EXPERIMENT):
         exp_dir.write_json(layout.EXPERIMENT, ident)
     rows = write_index(exp_dir, exp, cluster)

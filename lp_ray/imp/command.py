@@ -87,6 +87,8 @@ def run_imp(
 
 def _run_leased(job, cluster, tracking_uri, tracker, mlflow_parent, lease: Lease) -> ImpResult:
     run = prepare_run(job, cluster)
+    for folder in ["", *(layout.round_dir(r) for r in range(job.imp.rounds))]:
+        run.remove_orphans(folder)  # half-written files of an imp killed mid-write
     materialize_data(job, run)
 
     rounds = range(job.imp.rounds)

@@ -53,6 +53,7 @@ def run_pool(
     with Lease(pr.run, layout.lease_file(f"pool.{name}"), command_line(), wait, say) as lease:
         if overwrite:
             pr.run.delete(layout.pool_dir(name))
+        pr.run.remove_orphans(layout.pool_dir(name))  # half-written files of a search killed mid-write
         return _run_leased(pr, settings, cluster, tracking_uri, name, parallel_evals, executor, lease)
 
 
