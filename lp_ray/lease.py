@@ -41,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from lp_ray.errors import LpRayError
-from lp_ray.store import RunDir, pid_running
+from lp_ray.store import RunDir, os_reason, pid_running
 
 STALE_AFTER_S = float(os.environ.get("LP_RAY_LEASE_STALE_S", "60"))
 HEARTBEAT_S = min(10.0, STALE_AFTER_S / 6)
@@ -105,6 +105,7 @@ class Lease:
         while True:
             if create_exclusive(self.run, self.rel, _encode(mine)):
                 self.holder = mine
+                _remove_markers(self.run, self.rel)
                 self._beat = threading.Thread(target=self._heartbeat, name="lp-ray-lease", daemon=True)
                 self._beat.start()
                 return
@@ -200,6 +201,15 @@ def take_over(run: RunDir, rel: str, stale: Holder) -> bool:
     return True
 
 
+def _remove_markers(run: RunDir, rel: str) -> None:
+    """Takeover markers of earlier holders, left by a waiter killed mid-takeover: a marker matters only
+    while its holder's lease exists, and the lease is now ours."""
+    folder, _, name = rel.rpartition("/")
+    for n in run.list_dir(folder):
+        if n.startswith(f"{name}.takeover-"):
+            _delete(run, f"{folder}/{n}" if folder else n)
+
+
 def create_exclusive(run: RunDir, rel: str, data: bytes) -> bool:
     """Write `rel` with `data` if no file has that name, atomically; whether it was written."""
     if run.scheme is None:
@@ -222,7 +232,7 @@ def _link_exclusive(path: str, data: bytes) -> bool:
             return False
         return True
     except OSError as e:
-        raise LpRayError(f"{path}: cannot write the lease ({e.strerror or e})") from None
+        raise LpRayError(f"{path}: cannot write it ({os_reason(e)})") from None
     finally:
         try:
             os.unlink(tmp)

@@ -219,3 +219,11 @@ def test_claim_of_a_contender_that_crashed_is_cleared_on_s3(tmp_path, s3, monkey
     with Lease(run, REL, "lp-ray imp", wait=False):
         assert read_holder(run, REL).command == "lp-ray imp"
     assert run.list_dir("") == []
+
+
+def test_marker_of_a_waiter_killed_mid_takeover_is_cleared(tmp_path):
+    run = RunDir(str(tmp_path / "run"))
+    run.write_bytes(f"{REL}.takeover-0123", b"{}")  # its waiter died between marker and lease
+    with Lease(run, REL, "lp-ray imp", wait=False):
+        assert os.listdir(tmp_path / "run") == [REL]
+    assert os.listdir(tmp_path / "run") == []

@@ -67,7 +67,8 @@ def test_a_full_disk(finished, run_on_tmpfs):
     disk.fill()
     before = tree_digest(run)
     for args, what in (
-        (["pool", str(run), "--serial", "--name", "more", "--method", "average"], "pool/more/settings.json"),
+        # (the search's lease is its first write)
+        (["pool", str(run), "--serial", "--name", "more", "--method", "average"], "lease.pool.more.json"),
         (["report", str(run)], "report."),
     ):
         proc = cli(*args, cwd=finished["cwd"])

@@ -1,4 +1,5 @@
 import json
+import time
 
 import pytest
 import torch
@@ -158,3 +159,22 @@ def test_temporary_files_of_killed_writers_are_removed_and_nobody_elses(tmp_path
     left = sorted(p.name for p in (tmp_path / "run").iterdir())
     assert left == sorted([names["live"], names["elsewhere"], names["old style"], "rounds.parquet"])
     assert (tmp_path / "run" / "rounds.parquet").read_bytes() == b"old"
+
+
+def test_rounds_table_repaired_when_stale_and_left_alone_when_not(tmp_path, model):
+    """A driver killed after a round's meta.json and before rounds.parquet: the rerun, finding every
+    round finished, repairs the table; a current table is not rewritten."""
+    run = RunDir(str(tmp_path / "run"))
+    state = model.state_dict()
+    mask = dense_mask(state, prunable_names(model))
+    write_ticket(run, 0, state, mask, TicketMeta(round=0, density=1.0, val_acc=0.5, test_acc=0.4))
+    write_rounds_table(run)
+    write_ticket(run, 1, state, mask, TicketMeta(round=1, density=1.0, val_acc=0.6, test_acc=0.5))  # no table
+    table = tmp_path / "run" / "rounds.parquet"
+    assert run.read_table("rounds.parquet").column("round").to_pylist() == [0]
+    write_rounds_table(run, only_if_stale=True)
+    assert run.read_table("rounds.parquet").column("round").to_pylist() == [0, 1]
+    stamp = table.stat().st_mtime_ns
+    time.sleep(0.01)
+    write_rounds_table(run, only_if_stale=True)
+    assert table.stat().st_mtime_ns == stamp

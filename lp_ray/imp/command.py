@@ -131,6 +131,7 @@ def _run_leased(job, cluster, tracking_uri, tracker, mlflow_parent, lease: Lease
                 if ended and todo:
                     fit.result()  # raises the fit's error, if it had one
                     raise LpRayError(f"round {todo[0]}: the Ray Train run ended without its ticket in {run.path()}")
+    write_rounds_table(run, only_if_stale=True)  # a driver killed after a round's ticket, before its table
     logged.finish_imp(tracker, parent, [read_ticket_meta(run, r) for r in rounds], run)
     console.print(f"MLflow: {runs_page(tracking_uri, tracker.experiment_id)}", highlight=False)
     return ImpResult(run, trained, skipped)
