@@ -47,15 +47,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+sys.path.insert(0, str(ROOT / "tests"))
+from helpers import S3_TEST_CREDENTIALS as S3_ENV  # noqa: E402  (the suite's tiny job, servers and processes)
+from helpers import TINY_JOB  # noqa: E402
 
-TINY_JOB = {
-    "name": "tiny",
-    "data": {"dataset": "mnist1d", "num_samples": 2000},
-    "model": {"name": "conv1d", "width": 16},
-    "train": {"epochs": 4, "lr_drops": [3]},
-    "imp": {"rounds": 3, "rewind_epoch": 1},
-}
 KINDS = {
     "sweep": ("driver", "train_worker", "evaluator", "second_copy"),
     "s3": ("driver", "second_copy", "storage_pause"),
@@ -385,8 +380,7 @@ def main() -> int:
     ap.add_argument("--methods", default="interpolation,average", help="The sweep's pool methods.")
     ap.add_argument("--work", type=Path, default=None, help="Where to run (default: a new temporary folder).")
     a = ap.parse_args()
-    sys.path.insert(0, str(ROOT / "tests"))
-    from helpers import free_port, start_ray_head, stop  # the suite's `ray start --head` and process handling
+    from helpers import start_moto, start_ray_head, stop
 
     work = a.work or Path(tempfile.mkdtemp(prefix="lp-ray-chaos-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -396,15 +390,7 @@ def main() -> int:
     moto = endpoint = None
     try:
         if "s3" in a.tracks:
-            port = free_port()
-            moto = subprocess.Popen(
-                [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            endpoint = f"127.0.0.1:{port}"
-            _make_bucket(endpoint, "chaos")
+            moto, endpoint = start_moto("chaos")
         t0 = time.time()
         out = chaos(
             work, address, endpoint, moto, a.faults, a.seed, tuple(a.tracks.split(",")), a.seeds, a.methods.split(",")
@@ -422,20 +408,6 @@ def main() -> int:
         f"and were rerun; {'all survived: nothing lost or duplicated' if not out['problems'] else 'PROBLEMS: ' + '; '.join(out['problems'][:10])}"
     )
     return 0 if not out["problems"] and not out["failed_copies_at_end"] else 1
-
-
-def _make_bucket(endpoint: str, name: str) -> None:
-    import pyarrow.fs as pafs
-
-    for _ in range(100):
-        try:
-            pafs.S3FileSystem(
-                endpoint_override=endpoint, scheme="http", region="us-east-1", allow_bucket_creation=True
-            ).create_dir(name)
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"moto at {endpoint} did not come up")
 
 
 if __name__ == "__main__":

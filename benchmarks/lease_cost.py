@@ -9,7 +9,6 @@ same run.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -19,7 +18,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 def timed(fn, repeats: int) -> float:
@@ -63,31 +61,13 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=50)
     a = ap.parse_args()
     sys.path.insert(0, str(ROOT / "tests"))
-    from helpers import TINY_JOB, free_port, stop, tiny_cluster, write_yaml
+    from helpers import TINY_JOB, start_moto, stop, tiny_cluster, write_yaml
 
     work = Path(tempfile.mkdtemp(prefix="lp-ray-lease-"))
     rows = [("local", *lease_costs(str(work / "run"), a.repeats))]
-    for k, v in S3_ENV.items():
-        os.environ.setdefault(k, v)
-    port = free_port()
-    moto = subprocess.Popen(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    moto, endpoint = start_moto("bench")
     try:
-        import pyarrow.fs as pafs
-
-        for _ in range(100):
-            try:
-                pafs.S3FileSystem(
-                    endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1", allow_bucket_creation=True
-                ).create_dir("bench")
-                break
-            except OSError:
-                time.sleep(0.2)
-        uri = f"s3://bench/run?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
+        uri = f"s3://bench/run?endpoint_override={endpoint}&scheme=http&region=us-east-1"
         rows.append(("s3 (moto)", *lease_costs(uri, a.repeats)))
     finally:
         stop(moto)

@@ -109,6 +109,37 @@ def start_ray_head(log, num_cpus: int = 2, dashboard_port: int | None = None) ->
     raise RuntimeError("ray start did not come up in 120 s")
 
 
+def start_moto(bucket: str) -> tuple[subprocess.Popen, str]:
+    """An S3-compatible server (moto in server mode) on a free loopback port, in its own process group
+    (stop it with `stop`), with `bucket` created; this process gets its dummy credentials. Returns the
+    process and its endpoint (host:port)."""
+    import time
+
+    import pyarrow.fs as pafs
+
+    for k, v in S3_TEST_CREDENTIALS.items():
+        os.environ.setdefault(k, v)
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, **S3_TEST_CREDENTIALS},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    endpoint = f"127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            pafs.S3FileSystem(
+                endpoint_override=endpoint, scheme="http", region="us-east-1", allow_bucket_creation=True
+            ).create_dir(bucket)
+            return proc, endpoint
+        except OSError:
+            time.sleep(0.2)
+    stop(proc)
+    raise RuntimeError(f"moto at {endpoint} did not come up")
+
+
 def stop(proc: subprocess.Popen) -> None:
     """Kill a process started in its own session, with everything it started."""
     import signal

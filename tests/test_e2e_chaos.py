@@ -8,13 +8,12 @@ one run per entity."""
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from helpers import BIN, stop
+from helpers import start_moto, stop
 
 pytestmark = pytest.mark.e2e
 
@@ -27,22 +26,10 @@ KINDS = {"imp": 1, "imp_round": 3, "pool:interpolation": 1, "pool_target": 3}
 
 
 @pytest.fixture(scope="module")
-def moto(tmp_path_factory):
-    from helpers import free_port
-
-    for k, v in chaos.S3_ENV.items():  # this process reads the runs on S3 to compare them
-        os.environ.setdefault(k, v)
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        env={**os.environ, **chaos.S3_ENV},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+def moto():
+    proc, endpoint = start_moto("chaos")
     try:
-        chaos._make_bucket(f"127.0.0.1:{port}", "chaos")
-        yield proc, f"127.0.0.1:{port}"
+        yield proc, endpoint
     finally:
         os.kill(proc.pid, signal.SIGCONT)  # should a failed test have left it stopped
         stop(proc)

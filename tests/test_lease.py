@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from helpers import BIN, free_port, stop
+from helpers import S3_TEST_CREDENTIALS, start_moto, stop
 
 from lp_ray import lease as lease_mod
 from lp_ray.errors import LpRayError
@@ -20,7 +20,6 @@ from lp_ray.lease import Holder, Lease, read_holder
 from lp_ray.store import RunDir
 
 REL = "lease.imp.json"
-S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 def write_holder(run: RunDir, **fields) -> Holder:
@@ -140,8 +139,8 @@ def test_holder_that_lost_its_lease_stops_at_its_next_check(tmp_path, monkeypatc
 
 def _contend(uri: str, log: str, n: int) -> None:
     """A process that takes the lease `n` times and records when it held it."""
-    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
-        os.environ.setdefault(k, S3_ENV[k])
+    for k, v in S3_TEST_CREDENTIALS.items():
+        os.environ.setdefault(k, v)
     run = RunDir(uri)
     for _ in range(n):
         with Lease(run, REL, f"contender {os.getpid()}", say=lambda _: None):
@@ -171,32 +170,10 @@ def test_processes_racing_hold_it_one_at_a_time_locally(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        env={**os.environ, **S3_ENV},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+def s3():
+    proc, endpoint = start_moto("leases")
     try:
-        import urllib.request
-
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
-                break
-            except Exception:
-                time.sleep(0.2)
-        import pyarrow.fs as pafs
-
-        for k, v in S3_ENV.items():
-            os.environ.setdefault(k, v)
-        pafs.S3FileSystem(
-            endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1", allow_bucket_creation=True
-        ).create_dir("leases")
-        yield f"endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
+        yield f"endpoint_override={endpoint}&scheme=http&region=us-east-1"
     finally:
         stop(proc)
 
