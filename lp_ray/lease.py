@@ -41,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from lp_ray.errors import LpRayError
-from lp_ray.store import RunDir, os_reason, pid_running
+from lp_ray.store import RunDir, os_reason, pid_running, temp_name
 
 STALE_AFTER_S = float(os.environ.get("LP_RAY_LEASE_STALE_S", "60"))
 HEARTBEAT_S = min(10.0, STALE_AFTER_S / 6)
@@ -152,7 +152,7 @@ class Lease:
                     self.lost = current
                     return
                 beats += 1
-                _put(self.run, self.rel, _encode(Holder(**{**asdict(self.holder), "heartbeat": beats})))
+                self.run.write_bytes(self.rel, _encode(Holder(**{**asdict(self.holder), "heartbeat": beats})))
             except LpRayError:
                 continue  # storage away for a moment (an S3 restart): beat again at the next tick
 
@@ -171,9 +171,7 @@ def _encode(holder: Holder) -> bytes:
 
 def read_holder(run: RunDir, rel: str) -> Holder | None:
     """The lease's holder, or None where there is no lease (or, for a moment, none readable)."""
-    try:
-        if not run.exists(rel):
-            return None
+    try:  # one request: a missing lease is a read that fails
         return Holder(**json.loads(run.read_bytes(rel)))
     except (LpRayError, OSError, ValueError, TypeError):
         return None
@@ -218,9 +216,8 @@ def create_exclusive(run: RunDir, rel: str, data: bytes) -> bool:
 
 
 def _link_exclusive(path: str, data: bytes) -> bool:
-    folder, name = os.path.split(path)
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex}-{name}")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = temp_name(path)  # a dead writer's is removed like any other (RunDir.remove_orphans)
     try:
         with open(tmp, "wb") as f:
             f.write(data)
@@ -245,7 +242,7 @@ def _claim_exclusive(run: RunDir, rel: str, data: bytes) -> bool:
 
     prefix = f"{rel.rsplit('/', 1)[-1]}.claim-"
     claim = f"{rel}.claim-{uuid.uuid4().hex}"
-    _put(run, claim, data)
+    run.write_bytes(claim, data)
     try:
         folder = run.path(rel).rsplit("/", 1)[0]
         infos = run.fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
@@ -263,15 +260,10 @@ def _claim_exclusive(run: RunDir, rel: str, data: bytes) -> bool:
             others.append(i)
         if rel.rsplit("/", 1)[-1] in names or others:
             return False
-        _put(run, rel, data)
+        run.write_bytes(rel, data)
         return True
     finally:
         _delete(run, claim)
-
-
-def _put(run: RunDir, rel: str, data: bytes) -> None:
-    """A lease's small file, written whole (RunDir: atomic locally, one upload on object stores)."""
-    run.write_bytes(rel, data)
 
 
 def _delete(run: RunDir, rel: str) -> None:

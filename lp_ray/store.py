@@ -39,6 +39,13 @@ ATOMIC_UPLOADS = ("s3", "gs", "gcs")  # object stores: an upload appears whole o
 _HOST = socket.gethostname().replace("-", "_")  # '-' separates the parts of a temporary file's name
 
 
+def temp_name(final: str) -> str:
+    """Where a file is written before it is renamed to `final`: beside it, named for its writer (host,
+    pid), so that `RunDir.remove_orphans` can tell a dead writer's leftover from a live one's."""
+    folder, name = final.rsplit("/", 1)
+    return f"{folder}/{TMP_PREFIX}{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:12]}-{name}"
+
+
 def pid_running(pid: int) -> bool:
     """Whether a process of this host runs (a zombie, killed but not yet reaped, does not)."""
     try:
@@ -158,7 +165,7 @@ class RunDir:
                 return
             except OSError as e:
                 raise LpRayError(f"{final}: cannot write it ({os_reason(e)})") from None
-        tmp = f"{parent}/{TMP_PREFIX}{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:12]}-{final.rsplit('/', 1)[1]}"
+        tmp = temp_name(final)
         try:
             self.fs.create_dir(parent, recursive=True)
             with self.fs.open_output_stream(tmp) as f:
@@ -173,7 +180,10 @@ class RunDir:
 
     def remove_orphans(self, rel: str = "") -> int:
         """Remove the temporary files in folder `rel` that a writer on this host left when it was killed
-        mid-write (its pid no longer runs); others' are left alone. Returns how many."""
+        mid-write (its pid no longer runs); others' are left alone. Returns how many. Object stores are
+        written in place (`write_bytes`) and hold none: nothing to list there."""
+        if self.scheme in ATOMIC_UPLOADS:
+            return 0
         removed = 0
         for name in self.list_dir(rel):
             parts = name[len(TMP_PREFIX) :].split("-", 2) if name.startswith(TMP_PREFIX) else []
