@@ -163,7 +163,15 @@ def cli(
     full_env.pop("MLFLOW_TRACKING_URI", None)
     full_env.pop("LP_RAY_INJECT_FAILURE", None)
     full_env.update(env or {})
-    return subprocess.run([LP_RAY, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    try:
+        return subprocess.run([LP_RAY, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:  # pytest would show the output cut in the middle: its end matters
+        out = e.output.decode(errors="replace") if isinstance(e.output, bytes) else e.output or ""
+        err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else e.stderr or ""
+        raise AssertionError(
+            f"lp-ray {' '.join(args[:1])} did not finish in {timeout:.0f} s; its last output:\n{out[-4000:]}\n"
+            f"stderr:\n{err[-2000:]}"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """End to end, real Ray and MLflow: `lp-ray run` / `pool` / `report` / `eval` on the tiny run."""
 
+import io
 import json
 import os
 import re
@@ -101,7 +102,9 @@ def test_sigkill_mid_search_then_rerun_reevaluates_nothing(base_run):
     try:
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None:
-            if path.exists() and len(pq.read_table(path)) >= 12:
+            # the search replaces the trace while we poll: read it in one go (Parquet readers open a
+            # path more than once, and a file replaced between two opens reads as torn)
+            if path.exists() and len(pq.read_table(io.BytesIO(path.read_bytes()))) >= 12:
                 break
             time.sleep(0.02)
         assert proc.poll() is None, "the search finished before it could be killed"

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from lp_ray.pool.core import Control, Evaluation, Evaluator, Final, Score
+from lp_ray.progress import say
 from lp_ray.spec import PoolSpec
 
 
@@ -162,6 +163,10 @@ class EvaluatorActor:
         self.evaluator = build_evaluator(job_dict, run_uri, torch_threads, pool)
         self.node = ray.get_runtime_context().get_node_id()[:12]
 
+    def ready(self) -> bool:
+        """Answers once the actor has started (its evaluator built): the executor's signal to use it."""
+        return True
+
     def run(self, request, current, candidate):
         result = _run(self.evaluator, request, _to_torch(current), _to_torch(candidate))
         if isinstance(result, Evaluation):
@@ -186,6 +191,9 @@ def eval_capacity(eval_resources: dict[str, float], free_only: bool = False) -> 
     return min(caps) if caps else 10**6
 
 
+STALL_NOTE_S = 120.0  # how long nothing may come back before the executor says what it waits for
+
+
 class RayExecutor:
     def __init__(
         self,
@@ -201,8 +209,13 @@ class RayExecutor:
         self.parallel = max(1, min(parallel, eval_capacity(eval_resources)))
         options = _actor_options(eval_resources)
         actor_cls = ray.remote(EvaluatorActor).options(**options, max_restarts=2, max_task_retries=2)
+        self.eval_resources = eval_resources
         self.actors = [actor_cls.remote(job_dict, run_uri, torch_threads, pool) for _ in range(self.parallel)]
-        self.idle = list(self.actors)
+        # An actor gets work only once it has started: an evaluation bound to an actor that the cluster
+        # cannot place yet (its CPUs taken by another trial, or by actors still being torn down) would
+        # wait for it while started actors sit idle, and a chain waiting on that evaluation would stall.
+        self.starting: dict[Any, Any] = {a.ready.remote(): a for a in self.actors}  # ready ref -> actor
+        self.idle: list = []
         self.refs: dict[Hashable, Any] = {}
         self.queue: collections.deque = collections.deque()
         self.in_flight: dict[Any, tuple[Any, Any]] = {}  # object ref -> (tag, actor)
@@ -230,12 +243,29 @@ class RayExecutor:
     def next_done(self):
         import ray
 
-        (ref,), _ = ray.wait(list(self.in_flight), num_returns=1)
-        tag, actor = self.in_flight.pop(ref)
-        self.idle.append(actor)
-        result = ray.get(ref)
-        self._dispatch()
-        return tag, result
+        waited = 0.0
+        while True:
+            ready, _ = ray.wait([*self.in_flight, *self.starting], num_returns=1, timeout=STALL_NOTE_S)
+            if not ready:  # nothing came back for a while: say why, when it is the cluster's doing
+                waited += STALL_NOTE_S
+                if not self.in_flight:
+                    say(
+                        f"note: waited {waited:.0f} s for the cluster to start an evaluator "
+                        f"({self.eval_resources} each; free now: {_free_resources()})"
+                    )
+                continue
+            ref = ready[0]
+            if ref in self.starting:
+                actor = self.starting.pop(ref)
+                ray.get(ref)  # an actor that failed to start raises here
+                self.idle.append(actor)
+                self._dispatch()
+                continue
+            tag, actor = self.in_flight.pop(ref)
+            self.idle.append(actor)
+            result = ray.get(ref)
+            self._dispatch()
+            return tag, result
 
     def close(self):
         import ray
@@ -243,6 +273,13 @@ class RayExecutor:
         for a in self.actors:
             ray.kill(a)
         self.actors, self.idle, self.refs = [], [], {}
+
+
+def _free_resources() -> str:
+    import ray
+
+    free = ray.available_resources()
+    return ", ".join(f"{k} {free[k]:g}" for k in ("CPU", "GPU") if k in free) or "none"
 
 
 def _actor_options(resources: dict[str, float]) -> dict:
