@@ -13,12 +13,16 @@ writes them. A file that is not named here is not part of a run.
         mask.safetensors               the round's mask (round 0 is dense and has none)
         ticket.safetensors             weights + mask
         meta.json                      TicketMeta; written last: the round's "done" marker
-        history.json                   per-epoch metrics
+        history.json                   per-epoch metrics (a particle round: each particle's)
+        particle_PP.safetensors        imp.particles > 1, rounds >= 1: particle PP's trained weights
+        particle_PP.json               its record (validation, test, history); written after its weights:
+                                       the particle's "done" marker. The ticket is the particles' soup.
     train/fit_NN/                      Ray Train's own storage for the NN-th `lp-ray imp` fit of the run
         checkpoint_*/                  (one per invocation that trained); each epoch checkpoint holds
                                        model.safetensors, optimizer.safetensors (momentum by parameter
                                        name), best.safetensors (select: best_val) and state.json (round,
-                                       epoch, history)
+                                       epoch, history); a particle round's hold particle_PP/ folders of
+                                       those files, and state.json says which particles are in it
     pool/<name>/                       one search (<name> is the method unless --name says otherwise)
         settings.json                  what the search was run with (a resumed search must match)
         trace.parquet                  one row per evaluation
@@ -101,6 +105,19 @@ def ticket_meta(r: int) -> str:
 
 def history(r: int) -> str:
     return f"{round_dir(r)}/history.json"
+
+
+def particle_weights(r: int, p: int) -> str:
+    return f"{round_dir(r)}/particle_{p:02d}.safetensors"
+
+
+def particle_record(r: int, p: int) -> str:
+    return f"{round_dir(r)}/particle_{p:02d}.json"
+
+
+def checkpoint_particle(p: int) -> str:
+    """A particle's folder inside an epoch checkpoint of a particle round (its model, optimizer, state)."""
+    return f"particle_{p:02d}"
 
 
 def injected_failure(r: int, epoch: int) -> str:

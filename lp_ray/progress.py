@@ -93,7 +93,8 @@ class RoundProgress:
             info = f"loss {s.get('loss', float('nan')):.3f}"
             if "val_acc" in s:
                 info += f"  train {100 * s['train_acc']:.1f}%  val {100 * s['val_acc']:.1f}%"
-            desc = f"round {s['round']} epoch {min(s['epoch'] + 1, s['epochs'])}/{s['epochs']}"
+            particle = f" particle {s['particle']}" if "particle" in s else ""
+            desc = f"round {s['round']}{particle} epoch {min(s['epoch'] + 1, s['epochs'])}/{s['epochs']}"
             self.progress.update(
                 self.epoch, description=desc, completed=s["step"], total=s["steps"], info=info, visible=True
             )

@@ -108,6 +108,13 @@ class ImpSpec:
     # How round r >= 1 retrains (imp/retrain.py): "rewind" (weights and schedule back to rewind_epoch),
     # "lr_rewind" (trained weights kept, schedule rewound) or "finetune" (weights kept, final learning rate).
     retrain: str = "rewind"
+    # Particles (Sparse Model Soups, SWAMP; imp/soup.py): each round r >= 1 trains `particles` copies
+    # from the same masked start with different data orders and its ticket is their soup ("uniform":
+    # the mean; "greedy": a particle joins only if validation does not drop), BatchNorm recalibrated on
+    # `soup_bn_fraction` of the training split. 1: plain IMP (round 0, the dense network, is always one).
+    particles: int = 1
+    soup: str = "uniform"
+    soup_bn_fraction: float = 0.2
 
 
 @dataclass

@@ -236,6 +236,7 @@ def _show(value: Any) -> str:
 def check_job(job: JobSpec, where: str) -> None:
     from lp_ray.data.registry import DATASETS
     from lp_ray.imp.retrain import RETRAIN
+    from lp_ray.imp.soup import MAX_PARTICLES, SOUPS
     from lp_ray.models import MODELS
 
     def fail(key: str, message: str) -> None:
@@ -280,6 +281,12 @@ def check_job(job: JobSpec, where: str) -> None:
         fail("imp.retrain", f"unknown retraining {i.retrain!r} (known: {', '.join(RETRAIN)})")
     if not 0 <= i.rewind_epoch < t.epochs:
         fail("imp.rewind_epoch", f"must be in [0, train.epochs={t.epochs}), got {i.rewind_epoch}")
+    if not 1 <= i.particles <= MAX_PARTICLES:
+        fail("imp.particles", f"must be in [1, {MAX_PARTICLES}] (1: plain IMP), got {i.particles}")
+    if i.soup not in SOUPS:
+        fail("imp.soup", f"unknown soup {i.soup!r} (known: {', '.join(SOUPS)})")
+    if not 0.0 < i.soup_bn_fraction <= 1.0:
+        fail("imp.soup_bn_fraction", f"must be in (0, 1], got {i.soup_bn_fraction}")
     check_pool(job.pool, lambda key, message: fail(f"pool.{key}", message))
 
 

@@ -302,6 +302,23 @@ class TicketMeta:
     run_hash: str = ""
     ticket_sha256: str = ""
     finished_at: float = 0.0  # unix time the ticket was written (0: before it was recorded)
+    # A particle round (imp.particles > 1): the soup kind, and per particle its number, sha256, own
+    # validation and test accuracy, epochs and whether it joined the soup. Absent from plain rounds' meta.json.
+    soup: str = ""
+    particles: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class ParticleRecord:
+    """A finished particle of a particle round, as its particle_PP.json says (written after its weights)."""
+
+    particle: int
+    val_acc: float
+    test_acc: float
+    epochs: int
+    seconds: float
+    sha256: str
+    history: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -325,6 +342,10 @@ def _record(cls, run: RunDir, rel: str):
 
 def read_ticket_meta(run: RunDir, r: int) -> TicketMeta:
     return _record(TicketMeta, run, layout.ticket_meta(r))
+
+
+def read_particle(run: RunDir, r: int, p: int) -> ParticleRecord:
+    return _record(ParticleRecord, run, layout.particle_record(r, p))
 
 
 def read_tracking(run: RunDir) -> TrackingInfo | None:
@@ -432,7 +453,10 @@ def write_ticket(run: RunDir, r: int, state, mask, meta: TicketMeta) -> str:
     data = encode_weights(state, mask, {"round": str(r)})
     digest = sha256(data)
     run.write_bytes(layout.ticket(r), data)
-    run.write_json(layout.ticket_meta(r), {**asdict(meta), "ticket_sha256": digest})
+    record = {**asdict(meta), "ticket_sha256": digest}
+    if not meta.particles:  # a plain round's meta.json is what it was before particles existed
+        record.pop("soup"), record.pop("particles")
+    run.write_json(layout.ticket_meta(r), record)
     return digest
 
 

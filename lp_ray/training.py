@@ -34,9 +34,10 @@ def model_to_device(model: nn.Module, device: torch.device) -> nn.Module:
     return model.to(device)
 
 
-def epoch_seed(seed: int, round_: int, epoch: int) -> int:
-    """Data order and augmentation depend only on (seed, round, epoch): a resumed epoch replays exactly."""
-    return (seed * 1_000_003 + round_ * 10_007 + epoch) % (2**63)
+def epoch_seed(seed: int, round_: int, epoch: int, particle: int = 0) -> int:
+    """Data order and augmentation depend only on (seed, round, epoch, particle): a resumed epoch replays
+    exactly. Particle 0 has the order plain IMP has; particle p > 0 is offset far beyond any (round, epoch)."""
+    return (seed * 1_000_003 + round_ * 10_007 + epoch + particle * 1_000_000_000_039) % (2**63)
 
 
 def shard_batches(

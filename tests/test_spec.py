@@ -33,6 +33,10 @@ def write(tmp_path, text, name="job.yaml"):
         ("model: {name: resnet9000}\n", "model.name: unknown model 'resnet9000' (known: cifar_resnet18"),
         ("model: {width: 0}\n", "model.width: must be at least 1, got 0"),
         ("pool: {targets: []}\n", "pool.targets: must be a non-empty list of rounds"),
+        ("imp: {particles: 0}\n", "imp.particles: must be in [1, 64] (1: plain IMP), got 0"),
+        ("imp: {particles: three}\n", "imp.particles: expected an integer, got str 'three'"),
+        ("imp: {soup: best}\n", "imp.soup: unknown soup 'best' (known: uniform, greedy)"),
+        ("imp: {soup_bn_fraction: 0}\n", "imp.soup_bn_fraction: must be in (0, 1], got 0.0"),
     ],
 )
 def test_job_errors_name_file_and_key(tmp_path, text, message):
@@ -89,6 +93,10 @@ def test_shipped_specs_load():
 def test_run_hash_pinned():
     # These values must never change: a changed hash orphans every existing run directory.
     assert run_hash(JobSpec()) == "44136fa355"  # the all-defaults baseline
+    # particles: 1 (and the soup settings, unused without particles) are plain IMP: the same run
+    plain = job_from_dict({"imp": {"particles": 1, "soup": "uniform", "soup_bn_fraction": 0.2}})
+    assert run_hash(plain) == "44136fa355"
+    assert run_hash(job_from_dict({"imp": {"particles": 3}})) != "44136fa355"
     # The default job changed on purpose (issue 14: 4,000 train / 8,000 test, a job with headroom), so
     # its runs got a new name instead of reusing the old job's tickets: was default-44136fa355.
     assert run_name(default_job()) == "default-53b16eb2ce"

@@ -97,7 +97,7 @@ def _run_leased(job, cluster, tracking_uri, tracker, mlflow_parent, lease: Lease
     write_tracking(run, TrackingInfo(tracking_uri, tracker.experiment_id, parent))
 
     console.print(
-        f"[bold]lp-ray imp[/] {run_name(job)}: {job.imp.rounds} rounds of {job.train.epochs} epochs, "
+        f"[bold]lp-ray imp[/] {run_name(job)}: {job.imp.rounds} rounds of {job.train.epochs} epochs{_particles(job)}, "
         f"{cluster.num_workers} worker(s) -> {run.uri}"
     )
     trained: list[int] = []
@@ -135,6 +135,11 @@ def _run_leased(job, cluster, tracking_uri, tracker, mlflow_parent, lease: Lease
     logged.finish_imp(tracker, parent, [read_ticket_meta(run, r) for r in rounds], run)
     console.print(f"MLflow: {runs_page(tracking_uri, tracker.experiment_id)}", highlight=False)
     return ImpResult(run, trained, skipped)
+
+
+def _particles(job: JobSpec) -> str:
+    i = job.imp
+    return "" if i.particles == 1 else f" ({i.particles} particles per round after the first, {i.soup} soup)"
 
 
 def _wait(fit: Future, seconds: float) -> bool:
@@ -182,7 +187,14 @@ def _fit(job: JobSpec, cluster: ClusterSpec, run: RunDir, board) -> None:
         board=board,
         resume_from=latest_checkpoint(run),
         inject_failure=tuple(int(x) for x in inject.split(":")) if inject else None,
+        workers_per_network=cluster.num_workers,
     )
+    slots = particle_slots(job, cluster)
+    if job.imp.particles > 1:
+        say(
+            f"particles: {slots} of {job.imp.particles} train at once ({cluster.num_workers} worker(s) each: "
+            f"what the cluster has free room for now)"
+        )
     storage_root, run_folder = run.path().rsplit("/", 1)
     fits = [n for n in run.list_dir(layout.TRAIN) if layout.parse_fit(n) is not None]
     name = layout.train_fit(1 + max((layout.parse_fit(n) for n in fits), default=-1))
@@ -190,7 +202,7 @@ def _fit(job: JobSpec, cluster: ClusterSpec, run: RunDir, board) -> None:
         train_imp,
         train_loop_config=config.as_loop_config(),
         scaling_config=ScalingConfig(
-            num_workers=cluster.num_workers,
+            num_workers=cluster.num_workers * slots,
             use_gpu=cluster.use_gpu,
             resources_per_worker=cluster.resources_per_worker,
             placement_strategy=cluster.placement_strategy,
@@ -208,6 +220,22 @@ def _fit(job: JobSpec, cluster: ClusterSpec, run: RunDir, board) -> None:
     except Exception as e:
         r = next((r for r in range(job.imp.rounds) if not ticket_done(run, r)), job.imp.rounds - 1)
         raise LpRayError(f"round {r} failed after {cluster.max_failures} restarts: {_root_cause(e)}") from None
+
+
+def particle_slots(job: JobSpec, cluster: ClusterSpec) -> int:
+    """How many particles of a round train at once: as many worker groups of `num_workers` as the
+    cluster has free room for now (at least one, at most `imp.particles`; 1 without particles). Results
+    do not depend on it: a particle's training is a function of (seed, round, particle) alone."""
+    import ray
+
+    if job.imp.particles == 1:
+        return 1
+    free = ray.available_resources()
+    need = dict(cluster.resources_per_worker)
+    if cluster.use_gpu:
+        need.setdefault("GPU", 1.0)
+    room = min((int(free.get(k, 0.0) // (v * cluster.num_workers) + 1e-9) for k, v in need.items() if v > 0), default=1)
+    return max(1, min(job.imp.particles, room))
 
 
 def latest_checkpoint(run: RunDir) -> str | None:
@@ -228,11 +256,11 @@ def latest_checkpoint(run: RunDir) -> str | None:
             try:
                 state = run.read_json(f"{rel}/{layout.CHECKPOINT_STATE}")
                 r = state.get("round", layout.parse_round_dir(folder))
-                if r is not None and not ticket_done(run, r):
-                    found.append((r, state["epoch"], rel))
+                if r is not None and not ticket_done(run, r):  # a particle round's: later waves are newer
+                    found.append((r, state.get("particles_done", 0), state["epoch"], rel))
             except (LpRayError, KeyError, TypeError, AttributeError):
                 continue
-    for r, _, rel in sorted(found, reverse=True):
+    for r, _, _, rel in sorted(found, reverse=True):
 
         def read(name, rel=rel):
             return run.read_bytes(f"{rel}/{name}") if run.exists(f"{rel}/{name}") else None

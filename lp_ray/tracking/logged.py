@@ -141,6 +141,7 @@ def log_round(tracker: Tracker, parent: str, run, meta, history: dict, imported:
     }
     epochs = [{**e, **{k: pct(e[k]) for k in ("train_acc", "val_acc") if k in e}} for e in history["epochs"]]
     tracker.log_series(child, epochs, "epoch", names)
+    soup = {"soup": meta.soup, "particles_in_soup": str(sum(p["in_soup"] for p in meta.particles))}
     tracker.log_values(
         child,
         {
@@ -148,8 +149,11 @@ def log_round(tracker: Tracker, parent: str, run, meta, history: dict, imported:
             "ticket_test_acc": pct(meta.test_acc),
             "weights_remaining_pct": pct(meta.density),
         },
-        {"ticket_uri": run.uri_of(layout.ticket(meta.round)), "ticket_sha256": meta.ticket_sha256},
+        {"ticket_uri": run.uri_of(layout.ticket(meta.round)), "ticket_sha256": meta.ticket_sha256}
+        | (soup if meta.particles else {}),
     )
+    for particle, h in zip(meta.particles, history.get("particles", []), strict=False):
+        _log_particle(tracker, child, run, meta, particle, h, names)
     row = {
         "round": meta.round,
         "ticket_test_acc": pct(meta.test_acc),
@@ -158,6 +162,26 @@ def log_round(tracker: Tracker, parent: str, run, meta, history: dict, imported:
     }
     tracker.log_series(parent, [row], "round", {k: f"by_round/{k}" for k in row if k != "round"})
     tracker.finish(child, end_time=end)
+
+
+def _log_particle(tracker: Tracker, round_run: str, run, meta, particle: dict, history: dict, names) -> None:
+    """One particle of a particle round, as a child of its round's run: its epochs, its own accuracy and
+    whether it joined the soup."""
+    p = particle["particle"]
+    tags = tracker.child_tags(round_run, "imp_particle", f"{meta.round}.{p}")
+    child = tracker.start(f"round {meta.round:02d} · particle {p}", tags, start_time=meta.finished_at - meta.seconds)
+    epochs = [{**e, **{k: pct(e[k]) for k in ("train_acc", "val_acc") if k in e}} for e in history.get("epochs", [])]
+    tracker.log_series(child, epochs, "epoch", names)
+    tracker.log_values(
+        child,
+        {"particle_val_acc": pct(particle["val_acc"]), "particle_test_acc": pct(particle["test_acc"])},
+        {
+            "particle_uri": run.uri_of(layout.particle_weights(meta.round, p)),
+            "particle_sha256": particle["sha256"],
+            "in_soup": str(particle["in_soup"]).lower(),
+        },
+    )
+    tracker.finish(child, end_time=meta.finished_at or None)
 
 
 def ensure_round_logged(tracker: Tracker, parent: str, run, meta, imported: bool = False) -> None:
