@@ -5,6 +5,7 @@ aggregate equals that of an uninterrupted sweep, and a trial's run directory is 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import signal
@@ -13,6 +14,7 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from helpers import LP_RAY, TINY_JOB, cli, one_error_line, tiny_cluster, write_yaml
 
 pytestmark = pytest.mark.e2e
@@ -199,6 +201,13 @@ def test_experiment_spec_errors_are_one_line(tmp_path):
             {**{k: v for k, v in EXPERIMENT.items() if k != "methods"}, "pools": [{"name": "x"}], "reference": "y"},
             "reference: 'y' is not one of the pools (x)",
         ),
+        (
+            {**EXPERIMENT, "reference_cell": "imp.rewind_epoch=7"},
+            "reference_cell: 'imp.rewind_epoch=7' is not one of the grid's cells ('imp.rewind_epoch=1', "
+            "'imp.rewind_epoch=0')",
+        ),
+        ({**EXPERIMENT, "grid": {}, "reference_cell": ""}, "it needs a grid of two or more cells"),
+        ({**EXPERIMENT, "grid": {"imp.particles": [1, 99]}}, "imp.particles: must be in [1, 64] (1: plain IMP)"),
     ]
     for i, (spec, fragment) in enumerate(cases):
         path = write_yaml(tmp_path / f"bad{i}.yaml", spec)
@@ -298,6 +307,57 @@ def test_pool_variants_compare_two_searches_on_the_same_tickets(uninterrupted, t
     verdict = (exp / "verdict.txt").read_text()
     assert "fast − interpolation [imp.rewind_epoch=1] (pooled test accuracy, same tickets):" in verdict
     assert "fast − LT [imp.rewind_epoch=0]:" in verdict and "interpolation − LT [imp.rewind_epoch=0]:" in verdict
+
+
+def test_reference_cell_pairs_each_cell_with_it_seed_by_seed(uninterrupted, tracking_uri):
+    """`reference_cell:` (how the particles experiment compares soups with plain IMP): the same trials,
+    nothing trained; the report pairs the other cell's tickets and pooled networks with the reference
+    cell's, seed by seed, McNemar counts from both trials' stored predictions, and states each cell's
+    training compute as the tickets' meta.json record it."""
+    ref_dir, _ = uninterrupted
+    spec = {**EXPERIMENT, "name": "cells", "reference_cell": "imp.rewind_epoch=1"}
+    path = write_yaml(ref_dir / "cells.yaml", spec)
+    proc = cli("sweep", str(path), "--cluster", str(ref_dir / "cluster.yaml"), "--tracking-uri", tracking_uri)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "round  0  trained" not in proc.stdout
+    (exp,) = [d for d in (ref_dir / "runs" / "experiments").iterdir() if d.name.startswith("cells-")]
+    pairs = pq.read_table(exp / "pairs.parquet").to_pylist()
+    assert {(p["kind"], p["quantity"], p["variant"], p["cell"], p["reference"]) for p in pairs} == {
+        ("cells", q, v, "imp.rewind_epoch=0", "imp.rewind_epoch=1")
+        for q, v in (("lt", "LT"), ("pooled", "interpolation"))
+    }
+    runs = {}
+    for r in (ref_dir / "runs").glob("tiny-*"):
+        job = yaml.safe_load((r / "job.yaml").read_text())
+        runs[(job["imp"]["rewind_epoch"] == 1, job["train"]["seed"] == 1)] = r
+    assert len(runs) == 4
+    for quantity, key in (("lt", "lt_test_acc"), ("pooled", "test_acc")):
+        row = next(p for p in pairs if p["quantity"] == quantity and p["round"] == 2)
+        diffs, only_ref, only_mine = [], 0, 0
+        for seed in (False, True):
+            mine, ref = runs[(False, seed)], runs[(True, seed)]
+            a = json.loads((mine / "pool" / "interpolation" / "target_02.json").read_text())["result"][key]
+            b = json.loads((ref / "pool" / "interpolation" / "target_02.json").read_text())["result"][key]
+            diffs.append(100 * (a - b))
+            col = "lt" if quantity == "lt" else "pooled"
+            x = pq.read_table(mine / "pool" / "interpolation" / "predictions_02.parquet").to_pydict()
+            y = pq.read_table(ref / "pool" / "interpolation" / "predictions_02.parquet").to_pydict()
+            assert x["label"] == y["label"]  # same seed: the same test set, so McNemar pairs example by example
+            for label, p_mine, p_ref in zip(x["label"], x[col], y[col], strict=True):
+                only_ref += p_ref == label and p_mine != label
+                only_mine += p_mine == label and p_ref != label
+        assert row["diff_mean"] == pytest.approx(sum(diffs) / 2, abs=1e-9)
+        assert (row["reference_only_correct"], row["variant_only_correct"]) == (only_ref, only_mine)
+    verdict = (exp / "verdict.txt").read_text()
+    assert "LT [imp.rewind_epoch=0] − [imp.rewind_epoch=1] (the tickets, paired by seed): " in verdict
+    assert (
+        "interpolation [imp.rewind_epoch=0] − [imp.rewind_epoch=1] (pooled test accuracy, paired by seed): " in verdict
+    )
+    epochs = sum(json.loads(m.read_text())["epochs"] for m in runs[(False, False)].glob("rounds/round_*/meta.json"))
+    assert (
+        f"training [imp.rewind_epoch=0]: {epochs} epochs of IMP per seed (all rounds, all particles), 2 seeds"
+        in verdict
+    )
 
 
 def test_rerunning_a_finished_sweep_changes_nothing_in_mlflow(uninterrupted, tracking_uri):

@@ -9,6 +9,7 @@ and a finished trial is found again by any sweep that shares it.
     grid: {imp.rewind_epoch: [2, 0]}   # dotted job keys -> values; every combination is a cell
     methods: [interpolation, average, swa, ema]
     analyses: [ensemble, robustness]   # optional: `lp-ray analyze` runs every trial makes after its pools
+    reference_cell: imp.rewind_epoch=2 # optional: the report pairs every other cell with it, seed by seed
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ class ExperimentSpec:
     # the same tickets), and the one every other is paired with in the report
     pools: list[PoolVariant] = dataclasses.field(default_factory=list)
     reference: str | None = None
+    # a cell every other cell is paired with by seed in the report (the tickets and every search)
+    reference_cell: str | None = None
 
     def variants(self) -> list[PoolVariant]:
         return self.pools or [PoolVariant(m, {"method": m}) for m in self.methods]
@@ -94,6 +97,7 @@ class ExperimentSpec:
             **({"analyses": self.analyses} if self.analyses else {}),
             **({"pools": [{"name": v.name, **v.fields} for v in self.pools]} if self.pools else {}),
             **({"reference": self.reference} if self.reference else {}),
+            **({"reference_cell": self.reference_cell} if self.reference_cell else {}),
         }
 
     def experiment_hash(self) -> str:
@@ -132,7 +136,7 @@ def parse_seeds(value, where: str) -> list[int]:
 def build_experiment(raw: dict, where: str, base_dir: Path, base_job: JobSpec | None = None) -> ExperimentSpec:
     from lp_ray.pool.methods import METHODS, known
 
-    keys = {"name", "job", "seeds", "grid", "methods", "analyses", "pools", "reference"}
+    keys = {"name", "job", "seeds", "grid", "methods", "analyses", "pools", "reference", "reference_cell"}
     unknown = sorted(set(raw) - keys)
     if unknown:
         raise SpecError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(sorted(keys))})")
@@ -180,7 +184,7 @@ def build_experiment(raw: dict, where: str, base_dir: Path, base_job: JobSpec | 
 
     if not isinstance(analyses, list) or any(a not in ANALYSES for a in analyses):
         raise SpecError(f"{where}: analyses: expected a list of {', '.join(ANALYSES)}, got {analyses!r}")
-    return ExperimentSpec(
+    exp = ExperimentSpec(
         name,
         base_job,
         seeds,
@@ -190,6 +194,16 @@ def build_experiment(raw: dict, where: str, base_dir: Path, base_job: JobSpec | 
         pools,
         reference,
     )
+    reference_cell = raw.get("reference_cell")
+    if reference_cell is not None:
+        cells = exp.cells()
+        if len(cells) < 2 or reference_cell not in cells:
+            raise SpecError(
+                f"{where}: reference_cell: {reference_cell!r} is not one of the grid's cells "
+                f"({', '.join(repr(c) for c in cells)}); it needs a grid of two or more cells"
+            )
+        exp.reference_cell = reference_cell
+    return exp
 
 
 def _pool_variants(raw: dict, where: str, base_job: JobSpec) -> tuple[list[PoolVariant], str | None]:

@@ -48,41 +48,57 @@ class SeedResult:
     pooled_only_correct: int
     measured: dict  # what the trial's analyses measured of this pooled network (key -> value)
     pooled_correct: np.ndarray | None = None  # per test example, for pairing two variants (McNemar)
+    lt_correct: np.ndarray | None = None  # per test example, for pairing two cells' tickets
+    labels: np.ndarray | None = None  # the test labels the two arrays above are scored on
 
 
 # (cell, method) -> target -> seed -> SeedResult
 Collected = dict[tuple[str, str], dict[int, dict[int, SeedResult]]]
 
 
-def collect(exp_dir: RunDir) -> tuple[dict, Collected]:
+def collect(exp_dir: RunDir) -> tuple[dict, Collected, dict[str, dict[int, int]]]:
     """Every finished trial's searches, read back from its run directory (records checked against their
-    sha256), with what its analyses measured of each pooled network."""
+    sha256), with what its analyses measured of each pooled network; and per cell and seed, the epochs
+    its tickets were trained for."""
     from lp_ray.pool.records import finished_targets, read_predictions
+    from lp_ray.store import finished_rounds, read_ticket_meta
 
     ident = exp_dir.read_json(layout.EXPERIMENT)
     trials = exp_dir.read_table(layout.TRIALS).to_pylist()
     data: Collected = {}
+    epochs: dict[str, dict[int, int]] = {}
     for row in trials:
         run = RunDir(row["run_dir"])
+        if run.exists(layout.ROUNDS):
+            rounds = finished_rounds(run)
+            epochs.setdefault(row["cell"], {})[row["seed"]] = sum(read_ticket_meta(run, r).epochs for r in rounds)
         searches = {m: finished_targets(run, m) for m in variant_names(ident)}
         measures = [a.measures(run, searches) for a in reported()]
         for m, results in searches.items():
             for t, r in results.items():
                 preds = read_predictions(run, m, r)
                 b = c = 0
-                correct = None
+                y = lt = pooled = None
                 if preds is not None:
                     y, lt, pooled = (preds.column(k).to_numpy() for k in ("label", "lt", "pooled"))
                     b, c = int(((lt == y) & (pooled != y)).sum()), int(((lt != y) & (pooled == y)).sum())
-                    correct = pooled == y
                 measured = {k: v for got in measures for k, v in (got.of(m, r) or {}).items()}
                 cell = data.setdefault((row["cell"], m), {}).setdefault(t, {})
                 cell[row["seed"]] = SeedResult(
-                    r.lt_test_acc, r.lt_bn_test_acc, r.test_acc, r.density, b, c, measured, correct
+                    r.lt_test_acc,
+                    r.lt_bn_test_acc,
+                    r.test_acc,
+                    r.density,
+                    b,
+                    c,
+                    measured,
+                    None if y is None else pooled == y,
+                    None if y is None else lt == y,
+                    y,
                 )
     if not data:
         raise LpRayError(f"{exp_dir.uri}: no trial has finished a pool search yet; run `lp-ray sweep` first")
-    return ident, data
+    return ident, data, epochs
 
 
 def variant_names(ident: dict) -> list[str]:
@@ -241,37 +257,47 @@ def analysis_verdicts(cell: str, method: str, targets, seeds, rows: list[dict]) 
     return out
 
 
-def paired_rows(cell: str, variant: str, reference: str, mine, theirs) -> tuple[list[dict], Verdict] | None:
-    """`variant` − `reference` on the same tickets: per sparsity, the per-seed difference of pooled test
-    accuracy (mean, Student-t and bootstrap 95% CIs), McNemar on the two pooled networks' stored
-    predictions (discordant counts summed over seeds), Holm across sparsities; and the verdict over
-    seeds, led by the t interval (at 3-10 seeds a percentile bootstrap undercovers)."""
+def paired_rows(
+    cell: str, variant: str, reference: str, mine, theirs, what: str = "pooled", label: str | None = None
+) -> tuple[list[dict], Verdict] | None:
+    """`variant` − `reference` paired by seed: per sparsity, the per-seed difference of test accuracy of
+    `what` ("pooled": the searches' networks; "lt": the tickets), its mean, Student-t and bootstrap 95%
+    CIs, McNemar on the two networks' stored predictions (discordant counts summed over seeds, only where
+    both were scored on the same test labels), Holm across sparsities; and the verdict over seeds, led by
+    the t interval (at 3-10 seeds a percentile bootstrap undercovers). Two pool variants compare searches
+    on the same tickets; two cells (`reference_cell:`) compare trainings on the same seeds and data."""
     targets = sorted(set(mine) & set(theirs))
     seeds = sorted(set.intersection(*(set(mine[t]) & set(theirs[t]) for t in targets))) if targets else []
     if not seeds:
         return None
+    reference_is_variant = label is None  # two searches of one cell; else two cells (`reference_cell:`)
+    label = label or f"{variant} − {reference}{_where(cell)} (pooled test accuracy, same tickets)"
     per_target = []
     for t in targets:
-        a = np.array([100 * mine[t][s].pooled for s in seeds])
-        b = np.array([100 * theirs[t][s].pooled for s in seeds])
+        a = np.array([100 * getattr(mine[t][s], what) for s in seeds])
+        b = np.array([100 * getattr(theirs[t][s], what) for s in seeds])
         only_ref = only_var = 0
         for s in seeds:
-            x, y = mine[t][s].pooled_correct, theirs[t][s].pooled_correct
-            if x is not None and y is not None:
+            x, y = getattr(mine[t][s], f"{what}_correct"), getattr(theirs[t][s], f"{what}_correct")
+            if x is not None and y is not None and np.array_equal(mine[t][s].labels, theirs[t][s].labels):
                 only_ref += int((y & ~x).sum())
                 only_var += int((x & ~y).sum())
-        per_target.append((t, mine[t][seeds[0]].density, a, b, only_ref, only_var))
+        per_target.append((t, mine[t][seeds[0]].density, theirs[t][seeds[0]].density, a, b, only_ref, only_var))
     adjusted = holm([mcnemar_p(r, v) for *_, r, v in per_target])
     rows = []
-    for (t, density, a, b, only_ref, only_var), p_holm in zip(per_target, adjusted, strict=True):
+    for (t, density, ref_density, a, b, only_ref, only_var), p_holm in zip(per_target, adjusted, strict=True):
         ci_t, ci = paired_t_ci(a, b), paired_bootstrap_ci(a, b)
         rows.append(
             {
+                "comparison": label,
+                "kind": "variants" if reference_is_variant else "cells",
                 "cell": cell,
                 "variant": variant,
                 "reference": reference,
+                "quantity": what,
                 "round": t,
                 "weights_remaining": 100 * density,
+                "reference_weights_remaining": 100 * ref_density,
                 "seeds": len(seeds),
                 "variant_mean": a.mean(),
                 "reference_mean": b.mean(),
@@ -287,15 +313,15 @@ def paired_rows(cell: str, variant: str, reference: str, mine, theirs) -> tuple[
             }
         )
     order = [t for t, *_ in per_target]
-    a_seed = np.array([[100 * mine[t][s].pooled for t in order] for s in seeds]).mean(axis=1)
-    b_seed = np.array([[100 * theirs[t][s].pooled for t in order] for s in seeds]).mean(axis=1)
+    a_seed = np.array([[100 * getattr(mine[t][s], what) for t in order] for s in seeds]).mean(axis=1)
+    b_seed = np.array([[100 * getattr(theirs[t][s], what) for t in order] for s in seeds]).mean(axis=1)
     ci_t, ci = paired_t_ci(a_seed, b_seed), paired_bootstrap_ci(a_seed, b_seed)
     better, _, worse = compare_counts([r["variant_mean"] for r in rows], [r["reference_mean"] for r in rows])
     sig_better, sig_worse = _significant(rows, "diff_mean")
     text = (
-        f"{variant} − {reference}{_where(cell)} (pooled test accuracy, same tickets): {intervals(ci_t, ci)}; "
+        f"{label}: {intervals(ci_t, ci)}; "
         f"better at {better}/{len(rows)} sparsities, worse at {worse}; significantly better at {sig_better}, "
-        f"significantly worse at {sig_worse} (McNemar on the two searches' predictions, Holm, p < 0.05)"
+        f"significantly worse at {sig_worse} (McNemar on the two networks' predictions, Holm, p < 0.05)"
     )
     metrics = {
         **_interval_metrics("diff_", ci_t, ci),
@@ -304,6 +330,35 @@ def paired_rows(cell: str, variant: str, reference: str, mine, theirs) -> tuple[
         "significantly_worse": sig_worse,
     }
     return rows, Verdict(text, metrics)
+
+
+def cell_pairs(cell: str, reference_cell: str, names: list[str], data: Collected) -> list[tuple[str, tuple]]:
+    """`reference_cell:` every other cell against it, paired by seed (same seed: same data, same start):
+    the tickets once (LT, the same in every search of a cell), then every search's pooled network.
+    Returns (metric name, paired_rows' answer) pairs."""
+    methods = [m for m in names if (cell, m) in data and (reference_cell, m) in data]
+    vs = f"[{cell}] − [{reference_cell}]"
+    compared = [("lt", "LT", methods[0], f"LT {vs} (the tickets, paired by seed)")] if methods else []
+    compared += [("pooled", m, m, f"{m} {vs} (pooled test accuracy, paired by seed)") for m in methods]
+    out = []
+    for what, name, m, label in compared:
+        got = paired_rows(cell, name, reference_cell, data[cell, m], data[reference_cell, m], what, label)
+        if got is not None:
+            out.append((f"{name.lower()}_vs_reference_cell", got))
+    return out
+
+
+def training_verdicts(epochs: dict[str, dict[int, int]]) -> list[tuple[str, Verdict]]:
+    """Per cell, the training each seed's tickets cost: epochs summed over rounds and, in particle rounds,
+    over particles (each particle trains its round's epochs), as the trials' meta.json record them."""
+    out = []
+    for cell in sorted(epochs):
+        per_seed = epochs[cell]
+        values = sorted(set(per_seed.values()))
+        spread = f"{values[0]}" if len(values) == 1 else f"{values[0]}-{values[-1]}"
+        text = f"training{_where(cell)}: {spread} epochs of IMP per seed (all rounds, all particles), {len(per_seed)} seeds"
+        out.append((cell, Verdict(text, {"imp_epochs_per_seed": float(np.mean(list(per_seed.values())))})))
+    return out
 
 
 @dataclass
@@ -325,7 +380,7 @@ def metric_prefix(cell: str, what: str, cells: int) -> str:
 
 
 def build(exp_dir: RunDir) -> ExperimentReport:
-    ident, data = collect(exp_dir)
+    ident, data, epochs = collect(exp_dir)
     names = variant_names(ident)
     cells = sorted({c for c, _ in data})
     rows, verdicts, measured, metrics, series = [], [], [], {}, {}
@@ -370,6 +425,16 @@ def build(exp_dir: RunDir) -> ExperimentReport:
                 paired.append(got[1])
                 prefix = metric_prefix(cell, f"{variant}_vs_{reference}", len(cells))
                 metrics.update({f"{prefix}{k}": x for k, x in got[1].metrics.items()})
+    reference_cell = ident.get("reference_cell")
+    for cell in [c for c in cells if c != reference_cell] if reference_cell in cells else []:
+        for key, (got_rows, got) in cell_pairs(cell, reference_cell, names, data):
+            pairs += got_rows
+            paired.append(got)
+            metrics.update({f"{metric_prefix(cell, key, len(cells))}{k}": x for k, x in got.metrics.items()})
+    for cell, v in training_verdicts(epochs):
+        prefix = metric_prefix(cell, "", len(cells)).strip("/")
+        metrics.update({f"{prefix + '/' if prefix else ''}{k}": x for k, x in v.metrics.items()})
+        paired.append(v)
     keys = list(dict.fromkeys(k for r in rows for k in r))  # analysis columns exist only where measured
     table = pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in rows])
     return ExperimentReport(
@@ -501,14 +566,13 @@ def _print_pairs(pairs: pa.Table | None) -> None:
     from lp_ray.progress import console
 
     rows = pairs.to_pylist() if pairs is not None else []
-    for cell, variant in dict.fromkeys((r["cell"], r["variant"]) for r in rows):
-        mine = [r for r in rows if (r["cell"], r["variant"]) == (cell, variant)]
-        reference = mine[0]["reference"]
-        t = Table(
-            title=f"{cell or 'base job'}: {variant} − {reference}, pooled test accuracy %, same tickets, "
-            f"{mine[0]['seeds']} seeds"
-        )
-        for col in ("round", "weights %", reference, variant, "difference [t 95% CI]", "p (Holm)"):
+    for comparison in dict.fromkeys(r["comparison"] for r in rows):
+        mine = [r for r in rows if r["comparison"] == comparison]
+        first = mine[0]
+        # two searches of one cell are named by search, two cells by cell
+        names = (first["reference"], first["variant"] if first["kind"] == "variants" else first["cell"])
+        t = Table(title=f"{comparison}: test accuracy %, {first['seeds']} seeds")
+        for col in ("round", "weights %", *names, "difference [t 95% CI]", "p (Holm)"):
             t.add_column(col, justify="right")
         for r in mine:
             t.add_row(
