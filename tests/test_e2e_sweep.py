@@ -349,6 +349,10 @@ def test_reference_cell_pairs_each_cell_with_it_seed_by_seed(uninterrupted, trac
         assert row["diff_mean"] == pytest.approx(sum(diffs) / 2, abs=1e-9)
         assert (row["reference_only_correct"], row["variant_only_correct"]) == (only_ref, only_mine)
     verdict = (exp / "verdict.txt").read_text()
+    # the printed table's title is text: the cells' brackets are not swallowed as rich markup
+    assert (
+        "LT [imp.rewind_epoch=0] − [imp.rewind_epoch=1] (the tickets, paired by seed): test accuracy %" in proc.stdout
+    )
     assert "LT [imp.rewind_epoch=0] − [imp.rewind_epoch=1] (the tickets, paired by seed): " in verdict
     assert (
         "interpolation [imp.rewind_epoch=0] − [imp.rewind_epoch=1] (pooled test accuracy, paired by seed): " in verdict

@@ -524,6 +524,7 @@ def _plot(table: pa.Table, out, title: str = "") -> None:
 
 
 def print_table(report: ExperimentReport) -> None:
+    from rich.markup import escape  # "[t 95% CI]" and "[cell]" are text, not rich markup
     from rich.table import Table
 
     from lp_ray.progress import console
@@ -532,11 +533,11 @@ def print_table(report: ExperimentReport) -> None:
     for cell in sorted({r["cell"] for r in rows}):
         mine = [r for r in rows if r["cell"] == cell]
         methods = list(dict.fromkeys(r["method"] for r in mine))
-        t = Table(title=f"{cell or 'base job'}: test accuracy %, mean ± std over {mine[0]['seeds']} seeds")
+        t = Table(title=escape(f"{cell or 'base job'}: test accuracy %, mean ± std over {mine[0]['seeds']} seeds"))
         for col in ["round", "weights %", "LT", "LT+BN"] + [
             c for m in methods for c in (m, "gain [t 95% CI]", "p (Holm)")
         ]:
-            t.add_column(col, justify="right")
+            t.add_column(escape(col), justify="right")
         for rnd in sorted({r["round"] for r in mine}):
             by = {r["method"]: r for r in mine if r["round"] == rnd}
             first = by[methods[0]]
@@ -561,6 +562,7 @@ def print_table(report: ExperimentReport) -> None:
 
 
 def _print_pairs(pairs: pa.Table | None) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from lp_ray.progress import console
@@ -571,9 +573,9 @@ def _print_pairs(pairs: pa.Table | None) -> None:
         first = mine[0]
         # two searches of one cell are named by search, two cells by cell
         names = (first["reference"], first["variant"] if first["kind"] == "variants" else first["cell"])
-        t = Table(title=f"{comparison}: test accuracy %, {first['seeds']} seeds")
+        t = Table(title=escape(f"{comparison}: test accuracy %, {first['seeds']} seeds"))
         for col in ("round", "weights %", *names, "difference [t 95% CI]", "p (Holm)"):
-            t.add_column(col, justify="right")
+            t.add_column(escape(col), justify="right")
         for r in mine:
             t.add_row(
                 str(r["round"]),
