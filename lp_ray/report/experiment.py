@@ -483,7 +483,8 @@ def _plot(table: pa.Table, out, title: str = "") -> None:
 
     rows = table.to_pylist()
     cells = sorted({r["cell"] for r in rows})
-    fig, axes = plt.subplots(1, len(cells), figsize=(8.4 * len(cells), 4.6), dpi=120, squeeze=False)
+    # one y axis for every cell: two cells are compared by eye across panels
+    fig, axes = plt.subplots(1, len(cells), figsize=(8.4 * len(cells), 4.6), dpi=120, squeeze=False, sharey=True)
     for ax, cell in zip(axes[0], cells, strict=True):
         mine = [r for r in rows if r["cell"] == cell]
         first = [r for r in mine if r["method"] == mine[0]["method"]]
