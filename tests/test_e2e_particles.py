@@ -86,6 +86,7 @@ def test_mlflow_a_child_per_particle_under_its_round(reference, tracking_uri):
         f"tags.`lp_ray.run_dir` = '{reference['run']}'",
     )
     (imp,) = [r for r in runs if r.data.tags.get("lp_ray.kind") == "imp"]
+    assert "2 of them are uniform soups of 3 particles each" in imp.data.tags["mlflow.note.content"]
     exp = [imp.info.experiment_id]
     rounds = client.search_runs(exp, f"tags.`mlflow.parentRunId` = '{imp.info.run_id}'")
     assert sorted(r.data.tags["lp_ray.round"] for r in rounds) == ["0", "1", "2"]

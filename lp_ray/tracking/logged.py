@@ -197,10 +197,17 @@ def finish_imp(tracker: Tracker, imp: str, metas: list, run=None) -> None:
     """The IMP run's headline: the mean over its tickets (MLflow shows a series' last step, not its mean),
     and a description of what the run holds."""
     accs = [100 * m.test_acc for m in metas]
+    soups = [m for m in metas if m.particles]
     tracker.describe(
         imp,
         f"**{len(metas)} tickets**, from 100% to {100 * min(m.density for m in metas):.1f}% of the prunable "
         f"weights; ticket test accuracy {min(accs):.2f}–{max(accs):.2f}% (mean {sum(accs) / len(accs):.2f}%)."
+        + (
+            f" {len(soups)} of them are {soups[0].soup} soups of {len(soups[0].particles)} particles each "
+            "(a child run per particle under its round)."
+            if soups
+            else ""
+        )
         + (f"\n\nRun directory: `{run.uri}`." if run is not None else "")
         + "\n\nEach round is a child run; each pool search a child run with its verdict; the report (table and "
         "figure of every search against sparsity) is under Artifacts › report once `lp-ray report` has run.",
