@@ -4,13 +4,12 @@ workers per particle, two particles at once on the 2-CPU cluster."""
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import time
 
 import pytest
 import torch
-from helpers import LP_RAY, TINY_JOB, cli, tiny_cluster, write_yaml
+from helpers import LP_RAY, TINY_JOB, cli, stop, tiny_cluster, write_yaml
 from mlflow.tracking import MlflowClient
 
 from lp_ray.store import decode_weights
@@ -127,13 +126,8 @@ def test_driver_sigkill_mid_particle_then_rerun_gives_the_same_soup(tmp_path, tr
                 break
             time.sleep(0.05)
         assert run_dir is not None, "round 1's third particle never wrote a checkpoint"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        stop(proc)  # SIGKILL to the driver and everything it started
     # Ray's workers live in process groups of their own and notice their raylet's death at their next
     # call into Ray: let them go before looking at what the killed run left.
     _wait_until_quiet(run_dir)
