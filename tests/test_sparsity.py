@@ -51,3 +51,21 @@ def test_density_report_rows():
     rows = density_report(m)
     assert rows[0] == {"layer": "a", "size": 2, "survivors": 1, "density": 0.5}
     assert rows[-1]["survivors"] == 3 and rows[-1]["size"] == 6
+
+
+def test_selection_keeps_exactly_what_a_stable_descending_sort_keeps():
+    """keep_top_k selects in O(n) instead of sorting: on many ties, disallowed positions and every k it
+    must keep exactly the first k of a stable descending sort (the rule the masks were made with)."""
+    from lp_ray.sparsity import _top_k_by_position
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(2000):
+        n = int(torch.randint(1, 50, (1,), generator=g))
+        if trial % 3:
+            flat = torch.randint(-1, 4, (n,), generator=g).double() * 0.5  # many ties, and -1 (disallowed)
+        else:
+            flat = torch.rand(n, generator=g, dtype=torch.float64)
+        k = int(torch.randint(0, n + 1, (1,), generator=g))
+        expected = torch.zeros(n)
+        expected[torch.sort(flat, descending=True, stable=True).indices[:k]] = 1.0
+        assert torch.equal(_top_k_by_position(flat, k), expected), (flat, k)
