@@ -56,16 +56,13 @@ def test_density_report_rows():
 def test_selection_keeps_exactly_what_a_stable_descending_sort_keeps():
     """keep_top_k selects in O(n) instead of sorting: on many ties, disallowed positions and every k it
     must keep exactly the first k of a stable descending sort (the rule the masks were made with)."""
-    from lp_ray.sparsity import _top_k_by_position
-
     g = torch.Generator().manual_seed(0)
     for trial in range(2000):
         n = int(torch.randint(1, 50, (1,), generator=g))
-        if trial % 3:
-            flat = torch.randint(-1, 4, (n,), generator=g).double() * 0.5  # many ties, and -1 (disallowed)
-        else:
-            flat = torch.rand(n, generator=g, dtype=torch.float64)
+        w = torch.randint(-3, 4, (n,), generator=g).float() * 0.5 if trial % 3 else torch.randn(n, generator=g)
+        allowed = (torch.rand(n, generator=g) > 0.3).float()
         k = int(torch.randint(0, n + 1, (1,), generator=g))
+        scores = torch.where(allowed > 0, w.abs().double(), torch.tensor(-1.0, dtype=torch.float64))
         expected = torch.zeros(n)
-        expected[torch.sort(flat, descending=True, stable=True).indices[:k]] = 1.0
-        assert torch.equal(_top_k_by_position(flat, k), expected), (flat, k)
+        expected[torch.sort(scores, descending=True, stable=True).indices[:k]] = 1.0
+        assert torch.equal(keep_top_k({"w": w}, ["w"], k, allowed={"w": allowed})["w"], expected), (w, allowed, k)
