@@ -1,7 +1,7 @@
 """Fixtures: one Ray cluster and one SQLite MLflow store per test session (starting a private Ray costs
 each command ~5-10 s of start-up and shutdown, a new store ~7 s), and the main job on the tiny job, run
-once per end-to-end module that asks for it (each module has its own run directory, so no test depends
-on another module having run first)."""
+once per session and copied into each end-to-end module that asks for it (each module works on its own
+copy, so no test depends on another module having run first, or sees what another one changed)."""
 
 from __future__ import annotations
 
@@ -28,11 +28,13 @@ def tracking_uri(tmp_path_factory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
 
 
-@pytest.fixture(scope="module")
-def base_run(tmp_path_factory, tracking_uri, ray_address):
-    """The main job on the tiny job, as a user runs it: `lp-ray run` (imp with 2 DDP workers, pool,
-    report), with a worker killed hard once in round 1 after its epoch-2 checkpoint."""
-    d = tmp_path_factory.mktemp("base")
+@pytest.fixture(scope="session")
+def finished_template(tmp_path_factory, ray_address):
+    """The main job on the tiny job, made once per session as a user runs it: `lp-ray run` (imp with 2
+    DDP workers, pool, report) with its own MLflow store, and with a worker killed hard once in round 1
+    after its epoch-2 checkpoint. The original that each module needing a finished run copies (one run
+    instead of one per module: each costs ~20 s on 2 cores); its output is kept in `run.stdout`."""
+    d = tmp_path_factory.mktemp("finished-template")
     job = write_yaml(d / "tiny.yaml", TINY_JOB)
     cluster = write_yaml(d / "cluster.yaml", tiny_cluster(d / "runs", ray_address))
     proc = cli(
@@ -42,35 +44,30 @@ def base_run(tmp_path_factory, tracking_uri, ray_address):
         "--cluster",
         str(cluster),
         "--tracking-uri",
-        tracking_uri,
+        f"sqlite:///{d / 'mlflow.db'}",
         cwd=d,
         env={"LP_RAY_INJECT_FAILURE": "1:2"},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    runs = [p for p in (d / "runs").iterdir() if p.is_dir()]
-    assert len(runs) == 1
-    return {
-        "dir": d,
-        "run": runs[0],
-        "job": job,
-        "cluster": cluster,
-        "stdout": proc.stdout,
-        "tracking_uri": tracking_uri,
-    }
-
-
-@pytest.fixture(scope="session")
-def finished_template(tmp_path_factory, ray_address):
-    """A finished tiny run with its own MLflow store, made once by `lp-ray run` (3 rounds, pooled,
-    reported): the original that each data-safety module copies."""
-    d = tmp_path_factory.mktemp("finished-template")
-    job = write_yaml(d / "tiny.yaml", TINY_JOB)
-    cluster = write_yaml(d / "cluster.yaml", tiny_cluster(d / "runs", ray_address))
-    proc = cli(
-        "run", "--job", str(job), "--cluster", str(cluster), "--tracking-uri", f"sqlite:///{d / 'mlflow.db'}", cwd=d
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (d / "run.stdout").write_text(proc.stdout)
     return d
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory, finished_template, ray_address):
+    """This module's own copy of the finished main run (see `finished_template`), as if it had been made
+    here: its run directory, job and cluster specs, MLflow store and the command's output."""
+    d = tmp_path_factory.mktemp("base")
+    run = relocate_run(finished_template, d / "copy")
+    cluster = write_yaml(d / "cluster.yaml", tiny_cluster(d / "copy" / "runs", ray_address))
+    return {
+        "dir": d / "copy",
+        "run": run,
+        "job": d / "copy" / "tiny.yaml",
+        "cluster": cluster,
+        "stdout": (d / "copy" / "run.stdout").read_text().replace(str(finished_template), str(d / "copy")),
+        "tracking_uri": f"sqlite:///{d / 'copy' / 'mlflow.db'}",
+    }
 
 
 @pytest.fixture(scope="module")
