@@ -49,17 +49,24 @@ def finished_template(tmp_path_factory, ray_address):
         env={"LP_RAY_INJECT_FAILURE": "1:2"},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len([p for p in (d / "runs").iterdir() if p.is_dir()]) == 1
     (d / "run.stdout").write_text(proc.stdout)
     return d
+
+
+def _module_copy(tmp_path_factory, template, ray_address, name: str) -> tuple:
+    """A module's own copy of the template run, and a cluster spec on the session's Ray that points at it."""
+    d = tmp_path_factory.mktemp(name)
+    run = relocate_run(template, d / "copy")
+    cluster = write_yaml(d / "cluster.yaml", tiny_cluster(d / "copy" / "runs", ray_address))
+    return d, run, cluster
 
 
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory, finished_template, ray_address):
     """This module's own copy of the finished main run (see `finished_template`), as if it had been made
     here: its run directory, job and cluster specs, MLflow store and the command's output."""
-    d = tmp_path_factory.mktemp("base")
-    run = relocate_run(finished_template, d / "copy")
-    cluster = write_yaml(d / "cluster.yaml", tiny_cluster(d / "copy" / "runs", ray_address))
+    d, run, cluster = _module_copy(tmp_path_factory, finished_template, ray_address, "base")
     return {
         "dir": d / "copy",
         "run": run,
@@ -74,9 +81,7 @@ def base_run(tmp_path_factory, finished_template, ray_address):
 def finished(tmp_path_factory, finished_template, ray_address):
     """This module's own copy of the finished run: its run directory, store, cluster spec and a clean
     working directory to run commands in."""
-    d = tmp_path_factory.mktemp("finished")
-    run = relocate_run(finished_template, d / "copy")
-    cluster = write_yaml(d / "cluster.yaml", tiny_cluster(d / "copy" / "runs", ray_address))
+    d, run, cluster = _module_copy(tmp_path_factory, finished_template, ray_address, "finished")
     cwd = d / "cwd"
     cwd.mkdir()
     return {"run": run, "cluster": cluster, "tracking_uri": f"sqlite:///{d / 'copy' / 'mlflow.db'}", "cwd": cwd}
