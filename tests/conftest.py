@@ -9,6 +9,18 @@ import pytest
 from helpers import TINY_JOB, cli, relocate_run, start_ray_head, stop, tiny_cluster, write_yaml
 
 
+@pytest.fixture(scope="session", autouse=True)
+def generated_data_cache(tmp_path_factory):
+    """One cache of generated data sets for the whole session (every command the tests run inherits the
+    variable), as a user's machine has one: the tiny job's examples are generated once, not once per
+    run (~5 s each on 2 cores), and the user's own cache is never touched."""
+    import os
+
+    os.environ["LP_RAY_CACHE_DIR"] = str(tmp_path_factory.mktemp("lp-ray-cache"))
+    yield
+    os.environ.pop("LP_RAY_CACHE_DIR", None)
+
+
 @pytest.fixture(scope="session")
 def ray_address(tmp_path_factory):
     """A Ray cluster on this machine, started as a user would (`ray start --head`), that the commands of

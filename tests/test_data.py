@@ -67,6 +67,47 @@ def test_mnist1d_generated_offline_and_stored(tmp_path):
     assert x.shape == (5, 40) and x.dtype == torch.float32 and y.max() < 10
 
 
+def test_generated_data_comes_from_the_machine_cache_bit_for_bit_and_a_bad_entry_is_regenerated(tmp_path, monkeypatch):
+    from lp_ray.data import generated_cache, loading, mnist1d
+
+    monkeypatch.setenv("LP_RAY_CACHE_DIR", str(tmp_path / "cache"))
+    job = job_from_dict({"data": {"dataset": "mnist1d", "num_samples": 1000}})
+    real, calls = mnist1d.generate, []
+    monkeypatch.setattr(mnist1d, "generate", lambda spec: calls.append(spec) or real(spec))
+
+    def dataset_bytes(name: str) -> bytes:
+        loading._CACHE.clear()  # a new process, as each command is
+        run = RunDir(str(tmp_path / name))
+        materialize_data(job, run)
+        return (tmp_path / name / "dataset.safetensors").read_bytes()
+
+    generated = dataset_bytes("first")
+    (entry,) = (tmp_path / "cache" / "generated").iterdir()
+    assert len(calls) == 1 and entry.name.startswith("mnist1d-")
+    assert dataset_bytes("second") == generated and len(calls) == 1  # from the cache: not generated again
+
+    # Another generator argument is another entry: never the cached examples.
+    other = job_from_dict({"data": {"dataset": "mnist1d", "num_samples": 1000, "generator": {"seed": 7}}})
+    assert generated_cache.entry_name("mnist1d", mnist1d.generator_inputs(other.data)) != entry.name
+
+    # A changed byte in the examples (or a truncated file) fails the entry's digest: generated again.
+    for damage in (lambda b: b[:-9] + bytes([b[-9] ^ 1]) + b[-8:], lambda b: b[: len(b) // 2]):
+        entry.write_bytes(damage(entry.read_bytes()))
+        before = len(calls)
+        assert dataset_bytes(f"after-damage-{before}") == generated and len(calls) == before + 1
+        assert generated_cache.get("mnist1d", mnist1d.generator_inputs(job.data)) is not None  # replaced
+
+    # Turned off, or not writable: the run still gets its data, generated.
+    monkeypatch.setenv("LP_RAY_CACHE_DIR", "")
+    assert dataset_bytes("off") == generated and generated_cache.cache_dir() is None
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("LP_RAY_CACHE_DIR", str(tmp_path / "a-file"))
+    assert dataset_bytes("unwritable") == generated
+    monkeypatch.delenv("LP_RAY_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert generated_cache.cache_dir() == tmp_path / "xdg" / "lp-ray" / "generated"
+
+
 def test_cifar10_archive_reader(tmp_path):
     path = cifar_archive(tmp_path / "cifar-10-python.tar.gz")
     x_train, y_train, x_test, y_test = read_archive(path, "cifar10")

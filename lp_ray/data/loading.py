@@ -11,6 +11,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from lp_ray import layout
+from lp_ray.data import generated_cache
 from lp_ray.data.base import DataBundle, make_split
 from lp_ray.data.registry import DATASETS
 from lp_ray.errors import LpRayError
@@ -70,11 +71,17 @@ def read_tensors(run, rel: str, keys: tuple[str, ...]) -> dict[str, torch.Tensor
     return tensors
 
 
-def generated_tensors(run, build: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+def generated_tensors(
+    run, dataset: str, inputs: dict, build: Callable[[], dict[str, torch.Tensor]]
+) -> dict[str, torch.Tensor]:
     """Generated data sets are built once and stored with the run, so a package upgrade never
-    changes the examples of an existing run."""
+    changes the examples of an existing run. A new run takes them from this machine's cache when an
+    earlier run generated the same `inputs` (everything `build` reads), else builds and caches them."""
     if run.exists(layout.DATASET):
         return read_tensors(run, layout.DATASET, ("x_train", "y_train", "x_test", "y_test"))
-    tensors = build()
+    tensors = generated_cache.get(dataset, inputs)
+    if tensors is None:
+        tensors = build()
+        generated_cache.put(dataset, inputs, tensors)
     run.write_bytes(layout.DATASET, st_save(tensors))
     return tensors

@@ -36,10 +36,22 @@ def load(spec: DataSpec, run):
     from lp_ray.data.base import TensorSource
     from lp_ray.data.loading import generated_tensors
 
-    t = generated_tensors(run, lambda: generate(spec))
+    t = generated_tensors(run, "mnist1d", generator_inputs(spec), lambda: generate(spec))
     train = TensorSource(t["x_train"], t["y_train"], 10)
     test = TensorSource(t["x_test"], t["y_test"], 10)
     return train, test, 10, tuple(t["x_train"].shape[1:])
+
+
+def generator_inputs(spec: DataSpec) -> dict:
+    """Everything `generate` reads, and the version of the package that does the generating: what a
+    cached copy of the examples must match (data/generated_cache.py)."""
+    import dataclasses
+    from importlib.metadata import version
+
+    return {
+        **{k: v for k, v in dataclasses.asdict(spec).items() if k in FIELDS},
+        "package": f"mnist1d {version('mnist1d')}",
+    }
 
 
 def generate(spec: DataSpec) -> dict:
