@@ -34,7 +34,10 @@ def cache_dir() -> Path | None:
     given = os.environ.get("LP_RAY_CACHE_DIR")
     if given is not None:
         return Path(given).expanduser() / "generated" if given else None
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    try:
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    except RuntimeError:  # no HOME and no password entry (some containers): no cache rather than no run
+        return None
     return Path(base) / "lp-ray" / "generated"
 
 
