@@ -36,6 +36,10 @@ class ProgressBoard:
 
 
 def make_board():
+    """The board for a live view, or None off a terminal (logs, CI, a sweep's trial): there nobody reads
+    it, and it would cost every fit one more Ray actor process and its rank 0 one RPC per step."""
+    if not console.is_terminal:
+        return None
     import ray
 
     return ray.remote(num_cpus=0)(ProgressBoard).remote()

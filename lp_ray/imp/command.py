@@ -101,9 +101,7 @@ def _run_leased(job, cluster, tracking_uri, tracker, mlflow_parent, lease: Lease
         f"{cluster.num_workers} worker(s) -> {run.uri}"
     )
     trained: list[int] = []
-    # The board feeds only a live view: off a terminal (logs, CI, a sweep's trial) nobody reads it, and it
-    # would cost every fit one more Ray actor process and rank 0 one RPC per step.
-    board = make_board() if console.is_terminal else None
+    board = make_board()
     with RoundProgress(job.imp.rounds, board) as progress:
         for r in skipped:
             meta = read_ticket_meta(run, r)
