@@ -174,7 +174,6 @@ def _fit(job: JobSpec, cluster: ClusterSpec, run: RunDir, board) -> None:
     any earlier fit of this run (`latest_checkpoint`), and Ray Train restarts a crashed worker group from
     this fit's own last checkpoint."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
     from lp_ray.imp.loop import ImpConfig, train_imp
 
@@ -198,7 +197,7 @@ def _fit(job: JobSpec, cluster: ClusterSpec, run: RunDir, board) -> None:
     storage_root, run_folder = run.path().rsplit("/", 1)
     fits = [n for n in run.list_dir(layout.TRAIN) if layout.parse_fit(n) is not None]
     name = layout.train_fit(1 + max((layout.parse_fit(n) for n in fits), default=-1))
-    trainer = TorchTrainer(
+    trainer = imp_trainer_class()(
         train_imp,
         train_loop_config=config.as_loop_config(),
         scaling_config=ScalingConfig(
@@ -220,6 +219,21 @@ def _fit(job: JobSpec, cluster: ClusterSpec, run: RunDir, board) -> None:
     except Exception as e:
         r = next((r for r in range(job.imp.rounds) if not ticket_done(run, r)), job.imp.rounds - 1)
         raise LpRayError(f"round {r} failed after {cluster.max_failures} restarts: {_root_cause(e)}") from None
+
+
+def imp_trainer_class() -> type:
+    """Ray Train's TorchTrainer less its Ray Data callback. Ray 2.60 starts a DatasetManager actor in
+    every fit() even when the trainer has no `datasets` (lp-ray's never has: each worker loads its data
+    itself): one more process that imports Ray Data, starting while the workers start. Here (2 cores,
+    the tiny job) it took ~2 s of CPU per fit, next to workers that wait for the CPU; nothing reads it."""
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.callbacks import DatasetsCallback
+
+    class TorchTrainerWithoutDatasets(TorchTrainer):
+        def _create_default_callbacks(self):
+            return [c for c in super()._create_default_callbacks() if not isinstance(c, DatasetsCallback)]
+
+    return TorchTrainerWithoutDatasets
 
 
 def particle_slots(job: JobSpec, cluster: ClusterSpec) -> int:
