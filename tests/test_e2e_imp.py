@@ -161,29 +161,11 @@ def test_driver_sigkill_in_round_2_then_rerun_resumes_and_extends(tmp_path, trac
         for r in (0, 1)
     }
 
-    # The rerun (and the extension) may run anywhere: on the session's cluster, not the dead private Ray.
+    # The rerun may run anywhere: on the session's cluster, not the dead private Ray. It also extends the
+    # run by one round (--rounds 4): the killed round resumes and the new one trains in the same fit,
+    # reusing the finished tickets.
     cluster = write_yaml(tmp_path / "shared.yaml", tiny_cluster(tmp_path / "runs", ray_address))
-    again = cli("imp", "--job", str(job), "--cluster", str(cluster), "--tracking-uri", tracking_uri, cwd=tmp_path)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert "round  0  done already" in again.stdout and "round  1  done already" in again.stdout
-    assert "round  2  trained" in again.stdout
-    for r in (0, 1):  # not retrained
-        path = run_dir / "rounds" / f"round_{r:02d}" / "ticket.safetensors"
-        assert (path.stat().st_mtime_ns, meta(run_dir, r)["ticket_sha256"]) == before[r]
-    starts = meta(run_dir, 2)["starts"]
-    assert len(starts) == 2 and starts[0] == 1 and starts[1] > 1  # resumed mid-round, not from the rewind point
-    assert sorted(p.name for p in (run_dir / "train").iterdir()) == ["fit_00", "fit_01"]  # a new fit resumed it
-
-    client = MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name("lp-ray/killed")
-    all_runs = client.search_runs([exp.experiment_id])
-    parents = [r for r in all_runs if r.data.tags.get("lp_ray.kind") == "imp"]
-    children = [r for r in all_runs if r.data.tags.get("lp_ray.kind") == "imp_round"]
-    assert len(parents) == 1 and len(children) == 3 and len(all_runs) == 4
-    assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
-
-    # Extending the finished run by one round reuses the three tickets.
-    more = cli(
+    again = cli(
         "imp",
         "--job",
         str(job),
@@ -195,10 +177,26 @@ def test_driver_sigkill_in_round_2_then_rerun_resumes_and_extends(tmp_path, trac
         "4",
         cwd=tmp_path,
     )
-    assert more.returncode == 0, more.stdout + more.stderr
-    assert more.stdout.count("done already") == 3 and "round  3  trained" in more.stdout
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "round  0  done already" in again.stdout and "round  1  done already" in again.stdout
+    assert again.stdout.count("done already") == 2
+    assert "round  2  trained" in again.stdout and "round  3  trained" in again.stdout
+    for r in (0, 1):  # not retrained
+        path = run_dir / "rounds" / f"round_{r:02d}" / "ticket.safetensors"
+        assert (path.stat().st_mtime_ns, meta(run_dir, r)["ticket_sha256"]) == before[r]
+    starts = meta(run_dir, 2)["starts"]
+    assert len(starts) == 2 and starts[0] == 1 and starts[1] > 1  # resumed mid-round, not from the rewind point
+    assert sorted(p.name for p in (run_dir / "train").iterdir()) == ["fit_00", "fit_01"]  # a new fit resumed it
     assert meta(run_dir, 3)["density"] == pytest.approx(expected_survivors(4)[3] / CONV_WEIGHTS)
-    assert meta(run_dir, 1)["ticket_sha256"] == before[1][1]
+    assert meta(run_dir, 3)["starts"] == [1]  # the new round: from the rewind point
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name("lp-ray/killed")
+    all_runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in all_runs if r.data.tags.get("lp_ray.kind") == "imp"]
+    children = [r for r in all_runs if r.data.tags.get("lp_ray.kind") == "imp_round"]
+    assert len(parents) == 1 and len(children) == 4 and len(all_runs) == 5
+    assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
 
 
 def test_a_failed_round_ends_the_run_with_one_line_and_nothing_after_it(tmp_path, tracking_uri, ray_address):
