@@ -165,18 +165,8 @@ def test_driver_sigkill_in_round_2_then_rerun_resumes_and_extends(tmp_path, trac
     # run by one round (--rounds 4): the killed round resumes and the new one trains in the same fit,
     # reusing the finished tickets.
     cluster = write_yaml(tmp_path / "shared.yaml", tiny_cluster(tmp_path / "runs", ray_address))
-    again = cli(
-        "imp",
-        "--job",
-        str(job),
-        "--cluster",
-        str(cluster),
-        "--tracking-uri",
-        tracking_uri,
-        "--rounds",
-        "4",
-        cwd=tmp_path,
-    )
+    specs = ["--job", str(job), "--cluster", str(cluster), "--tracking-uri", tracking_uri]
+    again = cli("imp", *specs, "--rounds", "4", cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "round  0  done already" in again.stdout and "round  1  done already" in again.stdout
     assert again.stdout.count("done already") == 2
