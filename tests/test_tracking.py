@@ -1,7 +1,11 @@
-"""MLflow store set-up: two commands starting at once on a brand-new sqlite store."""
+"""MLflow store set-up: two commands starting at once on a brand-new sqlite store, one killed while it
+creates it; where artifacts live; values logged once."""
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,6 +28,32 @@ def test_two_processes_creating_one_new_sqlite_store_both_get_the_experiment(tmp
     assert [rc for _, _, rc in results] == [0, 0, 0], [err[-500:] for _, err, _ in results]
     ids = {out.strip().splitlines()[-1] for out, _, _ in results}
     assert len(ids) == 1 and ids.pop().startswith("experiment ")
+
+
+def test_a_command_killed_while_creating_a_new_sqlite_store_leaves_none_behind(tmp_path):
+    # MLflow makes a new store's schema with dozens of migrations whose DDL SQLite commits one by one: the
+    # chaos run's driver, killed among them, left a store that every later command refused ("table
+    # _alembic_tmp_trace_tags already exists"). Killed while the schema is being made, mid-way:
+    from lp_ray.tracking.tracker import Tracker
+
+    store = tmp_path / "mlflow.db"
+    code = f"from lp_ray.tracking.tracker import Tracker; Tracker('sqlite:///{store}', 'killed', 'h')"
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while (
+        time.time() < deadline
+        and proc.poll() is None
+        and not any(p.name != "mlflow.db.lock" for p in tmp_path.iterdir())
+    ):
+        time.sleep(0.005)
+    time.sleep(0.3)  # the schema is being made (~1-3 s here)
+    assert proc.poll() is None, "the store was made before it could be killed: " + proc.stderr.read()[-500:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not store.exists()  # no half-made store
+    tracker = Tracker(f"sqlite:///{store}", "lp-ray/tiny", "h")  # the next command makes it whole
+    assert tracker.client.get_experiment_by_name("lp-ray/tiny").experiment_id == tracker.experiment_id
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db", "mlflow.db.lock"]
 
 
 def test_artifacts_of_a_sqlite_store_live_beside_it(tmp_path, monkeypatch):

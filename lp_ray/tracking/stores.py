@@ -94,6 +94,26 @@ def store_lock(uri: str):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def create_sqlite_store(uri: str) -> None:
+    """Make a new SQLite store whole or not at all (call under `store_lock`). MLflow makes its schema with
+    dozens of migrations whose DDL SQLite commits one by one, so a command killed among them (the chaos
+    run's driver kill, 2026-12-06) left a store that every later command refused ("table
+    _alembic_tmp_trace_tags already exists"). The schema is made in `<store>.creating` beside it and
+    renamed into place, which is atomic; a `.creating` left by a killed creator is lp-ray's own and is
+    made again. An existing store, a server or an in-memory store is left to MLflow."""
+    path = sqlite_path(uri)
+    if path is None or path == ":memory:" or os.path.exists(path):
+        return
+    from mlflow.tracking import MlflowClient
+
+    partial = path + ".creating"
+    for leftover in (partial, partial + "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(leftover)
+    MlflowClient(tracking_uri="sqlite:///" + partial).search_experiments(max_results=1)
+    os.rename(partial, path)
+
+
 def check_reachable(uri: str) -> None:
     """Fail in seconds, before any training, when a tracking server does not answer (MLflow's own
     client would retry for minutes)."""

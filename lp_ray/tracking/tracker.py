@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from lp_ray.errors import LpRayError
-from lp_ray.tracking.stores import artifact_location, check_reachable, store_lock
+from lp_ray.tracking.stores import artifact_location, check_reachable, create_sqlite_store, store_lock
 
 TAG_HASH, TAG_KIND, TAG_KEY = "lp_ray.run_hash", "lp_ray.kind", "lp_ray.round"
 TAG_PARENT = "mlflow.parentRunId"
@@ -63,7 +63,8 @@ class Tracker:
 
         self.uri, self.run_hash = uri, run_hash
         with store_lock(uri):
-            try:  # a new sqlite store runs its schema migrations here
+            try:
+                create_sqlite_store(uri)  # a new one: its schema migrations run here
                 self.client = MlflowClient(tracking_uri=uri)
                 if experiment_id is not None and self.client.get_experiment(experiment_id) is not None:
                     self.experiment_id = experiment_id
