@@ -1,6 +1,7 @@
 """The trainer an IMP fit runs: Ray Train's TorchTrainer with every default callback but Ray Data's (no
 Ray needed: the callbacks are built before fit() starts anything)."""
 
+import pytest
 from ray.train import ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.train.v2._internal.callbacks import DatasetsCallback
@@ -12,6 +13,7 @@ def _names(trainer) -> list[str]:
     return [type(c).__name__ for c in trainer._create_default_callbacks()]
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")  # Ray's callback copies its own config
 def test_the_imp_trainer_starts_no_dataset_manager_and_keeps_every_other_callback():
     def loop(config):
         pass
