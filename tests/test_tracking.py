@@ -46,7 +46,7 @@ def test_a_command_killed_while_creating_a_new_sqlite_store_leaves_none_behind(t
         and not any(p.name != "mlflow.db.lock" for p in tmp_path.iterdir())
     ):
         time.sleep(0.005)
-    time.sleep(0.3)  # the schema is being made (~1-3 s here)
+    time.sleep(0.1)  # the schema is being made (~1-3 s here)
     assert proc.poll() is None, "the store was made before it could be killed: " + proc.stderr.read()[-500:]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
