@@ -6,7 +6,7 @@ copy, so no test depends on another module having run first, or sees what anothe
 from __future__ import annotations
 
 import pytest
-from helpers import TINY_JOB, cli, relocate_run, start_ray_head, stop, tiny_cluster, write_yaml
+from helpers import TINY_JOB, cli, only_run, relocate_run, start_ray_head, stop, tiny_cluster, write_yaml
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -61,7 +61,7 @@ def finished_template(tmp_path_factory, ray_address):
         env={"LP_RAY_INJECT_FAILURE": "1:2"},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert len([p for p in (d / "runs").iterdir() if p.is_dir()]) == 1
+    only_run(d)  # exactly one run directory
     (d / "run.stdout").write_text(proc.stdout)
     return d
 

@@ -231,6 +231,12 @@ def relocate_run(template: Path, dest: Path) -> Path:
     return run
 
 
+def only_run(folder: Path) -> Path:
+    """The one run directory under `folder`/runs (an error if there are none or several)."""
+    (run,) = [p for p in (folder / "runs").iterdir() if p.is_dir()]
+    return run
+
+
 class NothingChanges:
     """`with NothingChanges(run_dir, cwd, tracking_uri):` asserts that the block left the run directory's
     bytes, the working directory and the MLflow store's runs exactly as they were."""

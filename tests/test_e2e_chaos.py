@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import start_moto, stop
+from helpers import only_run, start_moto, stop
 
 pytestmark = pytest.mark.e2e
 
@@ -36,7 +36,7 @@ def moto():
 
 
 def template_run(finished_template) -> dict:
-    (run,) = [p for p in (finished_template / "runs").iterdir() if p.is_dir()]
+    run = only_run(finished_template)
     return {run.name: RunDir(str(run))}
 
 

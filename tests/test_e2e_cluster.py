@@ -10,7 +10,7 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
-from helpers import BIN, TINY_JOB, cli, free_port, start_ray_head, stop, write_yaml
+from helpers import BIN, TINY_JOB, cli, free_port, only_run, start_ray_head, stop, write_yaml
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.e2e
@@ -231,8 +231,7 @@ def single_node_run(finished_template):
     """The reference for the multi-node run: the session's finished tiny run (2 DDP workers on one node; a
     worker killed once in round 1 and resumed). A two-round job is the same run (rounds are not in the run
     hash), so its rounds 0 and 1 are what the two-round job trains on one node. Only read here."""
-    (run,) = [p for p in (finished_template / "runs").iterdir() if p.is_dir()]
-    return run
+    return only_run(finished_template)
 
 
 def test_multi_node_imp_and_pool_match_single_node(tmp_path, single_node_run, three_node_cluster, tracking_uri):

@@ -7,7 +7,7 @@ import subprocess
 import time
 
 import pytest
-from helpers import LP_RAY, TINY_JOB, cli, one_error_line, tiny_cluster, tree_digest, write_yaml
+from helpers import LP_RAY, TINY_JOB, cli, one_error_line, only_run, tiny_cluster, tree_digest, write_yaml
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.e2e
@@ -52,11 +52,11 @@ def test_two_runs_of_one_job_train_once(tmp_path, ray_address, finished_template
     assert len(rounds) == 3 and all("done already" in x for x in rounds), out2  # the second trained nothing
     targets = [x for x in out2.splitlines() if x.startswith("target ")]
     assert len(targets) == 3 and all("done already" in x for x in targets), out2  # and searched nothing
-    (run,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    run = only_run(tmp_path)
     assert sorted(p.name for p in (run / "train").iterdir()) == ["fit_00"]  # one Ray Train run
     assert not list(run.rglob("lease.*")) and not list(run.rglob(".tmp-*"))
 
-    (solo,) = [p for p in (finished_template / "runs").iterdir() if p.is_dir()]
+    solo = only_run(finished_template)
     # tickets, masks, pooled networks, and the data set, split and rewind point they came from
     assert networks(run) == networks(solo) and len(networks(run)) == 3 + 2 + 3 + 3
 

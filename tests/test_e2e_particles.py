@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from helpers import LP_RAY, TINY_JOB, cli, stop, tiny_cluster, write_yaml
+from helpers import LP_RAY, TINY_JOB, cli, only_run, stop, tiny_cluster, write_yaml
 from mlflow.tracking import MlflowClient
 
 from lp_ray.store import decode_weights
@@ -50,7 +50,7 @@ def reference(tmp_path_factory, tracking_uri, ray_address):
     cluster = write_yaml(d / "cluster.yaml", tiny_cluster(d / "runs", ray_address))
     proc = cli("imp", "--job", str(job), "--cluster", str(cluster), "--tracking-uri", tracking_uri, cwd=d)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    (run_dir,) = [p for p in (d / "runs").iterdir() if p.is_dir()]
+    run_dir = only_run(d)
     return {"dir": d, "run": run_dir, "job": job, "cluster": cluster, "stdout": proc.stdout}
 
 
