@@ -3,6 +3,8 @@ second while the first trains. The second waits (one line saying for whom), then
 a third with --no-wait stops with one error line. Nothing is trained twice, MLflow holds one run per
 round, search and target, no lease is left, and the tickets and pooled networks are a solo run's bytes."""
 
+import os
+import signal
 import subprocess
 import time
 
@@ -36,7 +38,24 @@ def test_two_runs_of_one_job_train_once(tmp_path, ray_address, finished_template
         time.sleep(0.2)
     second = start(args, tmp_path)
     # Meanwhile a third, told not to wait: one error line naming the holder; nothing of the run touched.
-    third = cli("imp", "--job", str(job), "--cluster", str(cluster), "--tracking-uri", uri, "--no-wait", cwd=tmp_path)
+    # The first is held still (SIGSTOP, well inside the lease's 60 s heartbeat) while the third starts: on
+    # a loaded machine the third's start-up outlasted the tiny job's IMP, and it found the rounds done.
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        third = cli(
+            "imp",
+            "--job",
+            str(job),
+            "--cluster",
+            str(cluster),
+            "--tracking-uri",
+            uri,
+            "--no-wait",
+            cwd=tmp_path,
+            timeout=45,
+        )
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
     line = one_error_line(third, "lease.imp.json: held by `lp-ray run --job", "--no-wait")
     assert f"pid {first.pid})" in line
     out1, err1 = first.communicate(timeout=600)
