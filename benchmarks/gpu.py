@@ -49,9 +49,10 @@ from lp_ray.training import (  # noqa: E402
     set_lr,
 )
 
-SIZES = {  # full: what the issue asks for; small: seconds on a CPU
-    "full": {"num_train": 50_000, "num_test": 2_000, "epochs": 3, "batch_size": 128, "evals": 24},
-    "small": {"num_train": 100, "num_test": 20, "epochs": 1, "batch_size": 30, "evals": 2},
+SIZES = {  # full: what the issue asks for; small: seconds on a CPU. Small images are 16x16: the same code path
+    # (the CIFAR ResNet-18 pools adaptively) at a quarter of the compute; the guard took 63 s instead of 80.
+    "full": {"num_train": 50_000, "num_test": 2_000, "epochs": 3, "batch_size": 128, "evals": 24, "side": 32},
+    "small": {"num_train": 100, "num_test": 20, "epochs": 1, "batch_size": 30, "evals": 2, "side": 16},
 }
 
 
@@ -60,7 +61,7 @@ def job(size: dict, precision: str) -> dict:
         "name": "gpu-bench",
         "data": {
             "dataset": "synthetic",
-            "shape": [3, 32, 32],
+            "shape": [3, size["side"], size["side"]],
             "num_classes": 10,
             "num_train": size["num_train"],
             "num_test": size["num_test"],
@@ -221,7 +222,9 @@ def main() -> None:
     device = torch.device(a.device)
     out = Path(a.out or tempfile.mkdtemp(prefix="lp-ray-gpu-"))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"device: {name}; {size['num_train']} synthetic 3x32x32 images, ResNet-18, batch {size['batch_size']}")
+    print(
+        f"device: {name}; {size['num_train']} synthetic 3x{size['side']}x{size['side']} images, ResNet-18, batch {size['batch_size']}"
+    )
     lines, runs = [], {}
     images = int(size["num_train"] * 0.9)
     for precision in precisions:
