@@ -1,5 +1,10 @@
-"""The trainer an IMP fit runs: Ray Train's TorchTrainer with every default callback but Ray Data's (no
-Ray needed: the callbacks are built before fit() starts anything)."""
+"""The trainer an IMP fit runs: Ray Train's TorchTrainer less Ray Data's callback, and less the placement-
+group cleaner when the fit runs in a command's driver (its Ray job ends with the command). The callbacks
+are built before fit() starts anything, so most of this needs no Ray."""
+
+import os
+import subprocess
+import sys
 
 import pytest
 from ray.train import ScalingConfig
@@ -8,19 +13,47 @@ from ray.train.v2._internal.callbacks import DatasetsCallback
 
 from lp_ray.imp.command import imp_trainer_class
 
+CLEANER = "PlacementGroupCleanerCallback"
+
 
 def _names(trainer) -> list[str]:
     return [type(c).__name__ for c in trainer._create_default_callbacks()]
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")  # Ray's callback copies its own config
-def test_the_imp_trainer_starts_no_dataset_manager_and_keeps_every_other_callback():
-    def loop(config):
-        pass
+def _loop(config):
+    pass
 
-    ours = imp_trainer_class()(loop, scaling_config=ScalingConfig(num_workers=1))
-    plain = TorchTrainer(loop, scaling_config=ScalingConfig(num_workers=1))
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")  # Ray's callback copies its own config
+@pytest.mark.parametrize("in_driver", [True, False])
+def test_the_imp_trainer_leaves_out_only_what_an_imp_fit_has_no_use_for(in_driver):
+    ours = imp_trainer_class(in_driver)(_loop, scaling_config=ScalingConfig(num_workers=1))
+    plain = TorchTrainer(_loop, scaling_config=ScalingConfig(num_workers=1))
     assert isinstance(ours, TorchTrainer)
-    assert DatasetsCallback.__name__ in _names(plain) and DatasetsCallback.__name__ not in _names(ours)
-    assert _names(ours) == [n for n in _names(plain) if n != DatasetsCallback.__name__]
-    assert "PlacementGroupCleanerCallback" in _names(ours)  # fault handling stays as Ray Train has it
+    assert DatasetsCallback.__name__ in _names(plain) and CLEANER in _names(plain)
+    left_out = {DatasetsCallback.__name__, CLEANER} if in_driver else {DatasetsCallback.__name__}
+    assert _names(ours) == [n for n in _names(plain) if n not in left_out]
+
+
+def test_a_command_is_a_driver_and_a_sweep_trial_is_not(ray_address):
+    """fit_in_driver() as Ray reports it: True in a process that joined the cluster as a driver (a command),
+    False inside an actor (where a sweep's Tune trials run their fits)."""
+    script = f"""
+import ray
+from lp_ray.imp.command import fit_in_driver
+
+ray.init(address="{ray_address}", include_dashboard=False, log_to_driver=False)
+
+
+@ray.remote(num_cpus=0)
+class Trial:
+    def in_driver(self):
+        return fit_in_driver()
+
+
+print(fit_in_driver(), ray.get(Trial.remote().in_driver.remote()))
+"""
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # as the session's cluster was started (no Jobs API)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["True", "False"]

@@ -197,7 +197,7 @@ def _fit(job: JobSpec, cluster: ClusterSpec, run: RunDir, board) -> None:
     storage_root, run_folder = run.path().rsplit("/", 1)
     fits = [n for n in run.list_dir(layout.TRAIN) if layout.parse_fit(n) is not None]
     name = layout.train_fit(1 + max((layout.parse_fit(n) for n in fits), default=-1))
-    trainer = imp_trainer_class()(
+    trainer = imp_trainer_class(fit_in_driver())(
         train_imp,
         train_loop_config=config.as_loop_config(),
         scaling_config=ScalingConfig(
@@ -221,20 +221,42 @@ def _fit(job: JobSpec, cluster: ClusterSpec, run: RunDir, board) -> None:
         raise LpRayError(f"round {r} failed after {cluster.max_failures} restarts: {_root_cause(e)}") from None
 
 
-def imp_trainer_class() -> type:
-    """Ray Train's TorchTrainer less its Ray Data callback. Ray 2.60 starts a DatasetManager actor in
-    every fit() even when the trainer has no `datasets` (lp-ray's never has: each worker loads its data
-    itself): one more process that imports Ray Data (~2 s of CPU on 2 cores), starting while the workers
-    start; nothing reads it. Off the critical path, so on an idle machine a tiny `lp-ray imp` is about
-    as fast (median 26.3 vs 27.0 s, 6 alternating pairs); it is CPU freed where the CPU is the limit."""
+def imp_trainer_class(fit_in_driver: bool) -> type:
+    """Ray Train's TorchTrainer less the default callbacks an IMP fit has no use for, each one more
+    process per fit, started while the workers start (docs/architecture.md, "IMP with rewinding"):
+
+    - Ray Data's: Ray 2.60 starts a DatasetManager actor in every fit() even when the trainer has no
+      `datasets` (lp-ray's never has: each worker loads its data itself); nothing reads it.
+    - The placement-group cleaner, when the fit runs in a command's driver (`fit_in_driver`): a detached
+      actor that removes the workers' placement group should the controller die while its Ray job lives
+      on. Ray removes the group itself once its creator (the controller) and its job are both gone, and
+      a command's job ends with the command. The cleaner also asks Ray's State API, which needs the
+      dashboard that a private Ray (or `ray start --include-dashboard=false`) has not: after a killed
+      driver it retries until its thread fails, and its process stays on the cluster. Sweep trials keep
+      it: their fits run in Tune's actors, under a job that outlives them.
+
+    Measured, a tiny `lp-ray imp` on an idle 2-core machine: without Ray Data's, median 26.3 vs 27.0 s
+    (6 alternating pairs, within noise: it is off the critical path); without the cleaner as well (the
+    worker group waits for its registration), 17.7 vs 19.2 s on a shared cluster (4 alternating pairs,
+    faster in each)."""
     from ray.train.torch import TorchTrainer
     from ray.train.v2._internal.callbacks import DatasetsCallback
+    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 
-    class TorchTrainerWithoutDatasets(TorchTrainer):
+    unused = (DatasetsCallback, PlacementGroupCleanerCallback) if fit_in_driver else (DatasetsCallback,)
+
+    class ImpTrainer(TorchTrainer):
         def _create_default_callbacks(self):
-            return [c for c in super()._create_default_callbacks() if not isinstance(c, DatasetsCallback)]
+            return [c for c in super()._create_default_callbacks() if not isinstance(c, unused)]
 
-    return TorchTrainerWithoutDatasets
+    return ImpTrainer
+
+
+def fit_in_driver() -> bool:
+    """Whether this process is a command's Ray driver (not a task or actor, such as a sweep's trial)."""
+    import ray
+
+    return ray.get_runtime_context().worker.mode == ray.SCRIPT_MODE
 
 
 def particle_slots(job: JobSpec, cluster: ClusterSpec) -> int:
