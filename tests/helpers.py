@@ -151,6 +151,29 @@ def stop(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def cluster_left(address: str) -> dict:
+    """What a cluster of `start_ray_head` holds, as a new driver sees it once every CPU is free or 15 s
+    have passed (a command that has just ended frees its resources a moment later): its free and total
+    CPUs and the states of its placement groups (a killed driver must not leave its workers' reserved)."""
+    import json
+
+    probe = (
+        "import json, time, ray\n"
+        f"ray.init(address={address!r}, log_to_driver=False)\n"
+        "from ray.util import placement_group_table\n"
+        "deadline = time.time() + 15\n"
+        "while ray.available_resources().get('CPU', 0.0) < ray.cluster_resources()['CPU'] and time.time() < deadline:\n"
+        "    time.sleep(0.5)\n"
+        "print(json.dumps({'free_cpus': ray.available_resources().get('CPU', 0.0), "
+        "'cpus': ray.cluster_resources().get('CPU', 0.0), "
+        "'placement_groups': sorted(g['state'] for g in placement_group_table().values())}))\n"
+    )
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # as start_ray_head starts it (no Jobs API)
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def write_yaml(path: Path, data: dict) -> Path:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
