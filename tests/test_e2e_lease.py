@@ -42,18 +42,7 @@ def test_two_runs_of_one_job_train_once(tmp_path, ray_address, finished_template
     # a loaded machine the third's start-up outlasted the tiny job's IMP, and it found the rounds done.
     os.kill(first.pid, signal.SIGSTOP)
     try:
-        third = cli(
-            "imp",
-            "--job",
-            str(job),
-            "--cluster",
-            str(cluster),
-            "--tracking-uri",
-            uri,
-            "--no-wait",
-            cwd=tmp_path,
-            timeout=45,
-        )
+        third = cli("imp", *args[1:], "--no-wait", cwd=tmp_path, timeout=45)  # imp, same job and specs
     finally:
         os.kill(first.pid, signal.SIGCONT)
     line = one_error_line(third, "lease.imp.json: held by `lp-ray run --job", "--no-wait")
