@@ -151,6 +151,16 @@ def stop(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def as_driver(address: str, code: str) -> str:
+    """Run `code` in a new Python process that has joined a cluster of `start_ray_head` as a driver (as a
+    command joins it; `ray` is imported and connected); its output's last line."""
+    script = f"import ray\nray.init(address={address!r}, log_to_driver=False)\n{code}"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # as start_ray_head starts it (no Jobs API)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip().splitlines()[-1]
+
+
 def cluster_left(address: str) -> dict:
     """What a cluster of `start_ray_head` holds, as a new driver sees it once every CPU is free or 15 s
     have passed (a command that has just ended frees its resources a moment later): its free and total
@@ -158,8 +168,7 @@ def cluster_left(address: str) -> dict:
     import json
 
     probe = (
-        "import json, time, ray\n"
-        f"ray.init(address={address!r}, log_to_driver=False)\n"
+        "import json, time\n"
         "from ray.util import placement_group_table\n"
         "deadline = time.time() + 15\n"
         "while ray.available_resources().get('CPU', 0.0) < ray.cluster_resources()['CPU'] and time.time() < deadline:\n"
@@ -168,10 +177,7 @@ def cluster_left(address: str) -> dict:
         "'cpus': ray.cluster_resources().get('CPU', 0.0), "
         "'placement_groups': sorted(g['state'] for g in placement_group_table().values())}))\n"
     )
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # as start_ray_head starts it (no Jobs API)
-    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(as_driver(address, probe))
 
 
 def write_yaml(path: Path, data: dict) -> Path:

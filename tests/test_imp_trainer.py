@@ -2,11 +2,8 @@
 group cleaner when the fit runs in a command's driver (its Ray job ends with the command). The callbacks
 are built before fit() starts anything, so most of this needs no Ray."""
 
-import os
-import subprocess
-import sys
-
 import pytest
+from helpers import as_driver
 from ray.train import ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.train.v2._internal.callbacks import DatasetsCallback
@@ -38,11 +35,8 @@ def test_the_imp_trainer_leaves_out_only_what_an_imp_fit_has_no_use_for(in_drive
 def test_a_command_is_a_driver_and_a_sweep_trial_is_not(ray_address):
     """fit_in_driver() as Ray reports it: True in a process that joined the cluster as a driver (a command),
     False inside an actor (where a sweep's Tune trials run their fits)."""
-    script = f"""
-import ray
+    code = """
 from lp_ray.imp.command import fit_in_driver
-
-ray.init(address="{ray_address}", include_dashboard=False, log_to_driver=False)
 
 
 @ray.remote(num_cpus=0)
@@ -53,7 +47,4 @@ class Trial:
 
 print(fit_in_driver(), ray.get(Trial.remote().in_driver.remote()))
 """
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # as the session's cluster was started (no Jobs API)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.split() == ["True", "False"]
+    assert as_driver(ray_address, code).split() == ["True", "False"]
