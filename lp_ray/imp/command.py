@@ -221,13 +221,13 @@ def _fit(job: JobSpec, cluster: ClusterSpec, run: RunDir, board) -> None:
         raise LpRayError(f"round {r} failed after {cluster.max_failures} restarts: {_root_cause(e)}") from None
 
 
-def imp_trainer_class(fit_in_driver: bool) -> type:
+def imp_trainer_class(in_driver: bool) -> type:
     """Ray Train's TorchTrainer less the default callbacks an IMP fit has no use for, each one more
     process per fit, started while the workers start (docs/architecture.md, "IMP with rewinding"):
 
     - Ray Data's: Ray 2.60 starts a DatasetManager actor in every fit() even when the trainer has no
       `datasets` (lp-ray's never has: each worker loads its data itself); nothing reads it.
-    - The placement-group cleaner, when the fit runs in a command's driver (`fit_in_driver`): a detached
+    - The placement-group cleaner, when the fit runs in a command's driver (`in_driver`): a detached
       actor that removes the workers' placement group should the controller die while its Ray job lives
       on. Ray removes the group itself once its creator (the controller) and its job are both gone, and
       a command's job ends with the command. The cleaner also asks Ray's State API, which needs the
@@ -243,7 +243,7 @@ def imp_trainer_class(fit_in_driver: bool) -> type:
     from ray.train.v2._internal.callbacks import DatasetsCallback
     from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 
-    unused = (DatasetsCallback, PlacementGroupCleanerCallback) if fit_in_driver else (DatasetsCallback,)
+    unused = (DatasetsCallback, PlacementGroupCleanerCallback) if in_driver else (DatasetsCallback,)
 
     class ImpTrainer(TorchTrainer):
         def _create_default_callbacks(self):
