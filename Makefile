@@ -21,9 +21,11 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/lp-ray run
 
-# Lint first: a style or size problem fails in seconds, not after the 30-minute suite.
+# Lint first: a style or size problem fails in seconds, not after the whole suite. Two xdist workers:
+# one fills the other's idle core while a process starts (tests/conftest.py says how tests are grouped).
+TEST_WORKERS ?= 2
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 # The fast loop: everything but the end-to-end tests (no Ray Train fits).
 unit: install

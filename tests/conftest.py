@@ -1,12 +1,47 @@
-"""Fixtures: one Ray cluster and one SQLite MLflow store per test session (starting a private Ray costs
-each command ~5-10 s of start-up and shutdown, a new store ~7 s), and the main job on the tiny job, run
-once per session and copied into each end-to-end module that asks for it (each module works on its own
-copy, so no test depends on another module having run first, or sees what another one changed)."""
+"""Fixtures: one Ray cluster and one SQLite MLflow store per test session, i.e. per xdist worker under
+`make test` (starting a private Ray costs each command ~5-10 s of start-up and shutdown, a new store
+~7 s), and the main job on the tiny job, run once per session and copied into each end-to-end module
+that asks for it (each module works on its own copy, so no test depends on another module having run
+first, or sees what another one changed)."""
 
 from __future__ import annotations
 
 import pytest
 from helpers import TINY_JOB, cli, only_run, relocate_run, start_ray_head, stop, tiny_cluster, write_yaml
+
+# `make test` runs the suite on 2 pytest-xdist workers (`--dist loadgroup`): the end-to-end tests spend
+# about a quarter of the time with a core idle while one process starts (a driver importing torch, a
+# Ray Train controller), which the other worker's tests fill. Session fixtures are per worker (each
+# worker has its own Ray cluster and store), so the modules that copy the finished main run share one
+# group (the run is made once), and every other module is its own group (its module fixtures are made
+# once). Without xdist these markers do nothing.
+FINISHED_RUN_GROUP = "finished-run"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config, items):
+    by_module: dict = {}
+    for item in items:
+        by_module.setdefault(item.module, []).append(item)
+    for module, tests in by_module.items():
+        uses_run = any("finished_template" in t.fixturenames for t in tests)
+        group = FINISHED_RUN_GROUP if uses_run else module.__name__
+        for t in tests:
+            t.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: without xdist, never called
+def pytest_xdist_node_collection_finished(node, ids):
+    """xdist tells its scheduler a test's group by appending it to the test's id; with pytest 9.2 the
+    ids stay as they were and the groups are silently lost (pytest-xdist#1386; pyproject.toml pins
+    pytest below 9.2 until that is fixed): the finished run and every module fixture would be made on
+    both workers. Say so instead of running a suite that much slower."""
+    if node.config.getvalue("dist") == "loadgroup" and ids and "@" not in ids[0]:
+        pytest.exit(
+            f"pytest-xdist's --dist loadgroup lost the test groups (e.g. {ids[0]}): this pytest and "
+            "pytest-xdist do not work together (pytest-xdist#1386); `make install` installs versions that do",
+            returncode=4,
+        )
 
 
 @pytest.fixture(scope="session", autouse=True)
