@@ -21,6 +21,25 @@ def start(args, cwd):
     )
 
 
+def stop_outside_sqlite(proc: subprocess.Popen, db, timeout: float = 60) -> None:
+    """SIGSTOP `proc` at a moment when it holds no lock on the SQLite file `db`: stopped inside a
+    transaction, it would keep every other command out of the store ("database is locked"). SQLite's
+    locks are POSIX locks, which /proc/locks lists with the holder's pid and the file's inode."""
+    inode = f":{db.stat().st_ino} "
+    deadline = time.time() + timeout
+    while True:
+        os.kill(proc.pid, signal.SIGSTOP)
+        while open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "T":
+            time.sleep(0.01)  # the signal is delivered asynchronously
+        with open("/proc/locks") as f:
+            held = [line for line in f if line.split()[4] == str(proc.pid) and inode in line]
+        if not held:
+            return
+        os.kill(proc.pid, signal.SIGCONT)
+        assert time.time() < deadline, f"pid {proc.pid} held {db} for {timeout:.0f} s"
+        time.sleep(0.05)
+
+
 def networks(run_dir) -> dict[str, str]:
     """The run's tickets, masks and pooled networks (safetensors), by path, with their sha256."""
     return {k: v for k, v in tree_digest(run_dir).items() if k.endswith(".safetensors") and not k.startswith("train/")}
@@ -40,7 +59,7 @@ def test_two_runs_of_one_job_train_once(tmp_path, ray_address, finished_template
     # Meanwhile a third, told not to wait: one error line naming the holder; nothing of the run touched.
     # The first is held still (SIGSTOP, well inside the lease's 60 s heartbeat) while the third starts: on
     # a loaded machine the third's start-up outlasted the tiny job's IMP, and it found the rounds done.
-    os.kill(first.pid, signal.SIGSTOP)
+    stop_outside_sqlite(first, tmp_path / "mlflow.db")
     try:
         third = cli("imp", *args[1:], "--no-wait", cwd=tmp_path, timeout=45)  # imp, same job and specs
     finally:
