@@ -29,8 +29,9 @@ def stop_outside_sqlite(proc: subprocess.Popen, db, timeout: float = 60) -> None
     deadline = time.time() + timeout
     while True:
         os.kill(proc.pid, signal.SIGSTOP)
-        while open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "T":
-            time.sleep(0.01)  # the signal is delivered asynchronously
+        # the signal is delivered asynchronously; a process that has exited (Z) is left to the caller's checks
+        while open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()[0] not in ("T", "Z"):
+            time.sleep(0.01)
         with open("/proc/locks") as f:
             held = [line for line in f if line.split()[4] == str(proc.pid) and inode in line]
         if not held:
