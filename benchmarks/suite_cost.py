@@ -1,0 +1,194 @@
+"""Where the test suite's CPU goes (not a test): one end-to-end command, by process, and what each kind of
+process spends importing its libraries. On a 2-core machine `make test` keeps both cores busy (two
+pytest-xdist workers), so its time is its CPU: this is what would have to shrink.
+
+    .venv/bin/python benchmarks/suite_cost.py               # 3 repeats, alternating 2 and 1 DDP workers
+    .venv/bin/python benchmarks/suite_cost.py --repeats 5
+
+Prints, in one run:
+  command   the CPU seconds of the suite's tiny `lp-ray imp` (tests/helpers.py: TINY_JOB, 3 rounds) on a
+            `ray start --head` cluster, as the end-to-end tests run it (a new store, warm data cache),
+            by process: the driver, the Ray Train controller, the Ray Train workers, Ray's other actors
+            (synchronization, autoscaling, idle workers), the head's daemons; and the machine's total
+            (from /proc/stat, less this benchmark's own sampling: it counts processes too short to
+            sample); at the suite's 2 DDP workers and at 1, alternating; medians
+  imports   the CPU of a new Python process doing one thing: importing torch, MLflow, Ray Train's torch
+            backend, lp-ray's worker loop; building a DDP model (torch imports its compiler then); making
+            a new SQLite store and opening an existing one
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from helpers import LP_RAY, TINY_JOB, start_ray_head, stop, tiny_cluster, write_yaml  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
+KINDS = ("driver", "Ray Train controller", "Ray Train workers", "other Ray actors", "Ray daemons", "other")
+DAEMONS = ("raylet", "gcs_server", "dashboard", "agent", "log_monitor", "monitor.py")
+
+IMPORTS = {
+    "import torch": "import torch",
+    "import mlflow": "import mlflow",
+    "import ray.train.torch": "import ray.train.torch",
+    "import lp_ray.imp.loop (a worker's loop)": "import lp_ray.imp.loop",
+    "DDP model, beyond importing torch": (
+        "import os, torch, torch.distributed as d\n"
+        "os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(__import__('helpers').free_port()))\n"
+        "d.init_process_group('gloo', rank=0, world_size=1)\n"
+        "import resource as r; u = r.getrusage(r.RUSAGE_SELF); c = u.ru_utime + u.ru_stime\n"
+        "torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 2))\n"
+        "u = r.getrusage(r.RUSAGE_SELF); print('CPU', u.ru_utime + u.ru_stime - c)"
+    ),
+    "new SQLite store": "from mlflow import MlflowClient; MlflowClient('sqlite:///{tmp}/new.db').search_experiments()",
+    "open that store": "from mlflow import MlflowClient; MlflowClient('sqlite:///{tmp}/new.db').search_experiments()",
+}
+
+
+def machine_cpu() -> float:
+    fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / TICK  # all but idle and iowait
+
+
+def _proc(pid: str) -> tuple[str, str, float, str] | None:
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+        cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+    comm, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+    return f"{pid}:{rest[19]}", comm, (int(rest[11]) + int(rest[12])) / TICK, cmd  # key: pid + start time
+
+
+def _own_cpu() -> float:
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime + u.ru_stime
+
+
+class Sampler(threading.Thread):
+    """Every process's CPU, every 50 ms, from /proc: the last value seen of each, and its last name (a Ray
+    worker process is renamed when it becomes an actor). CPU before the first sample is not counted."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.seen: dict[str, list] = {}
+        self.done = threading.Event()
+
+    def run(self):
+        first = True
+        while not self.done.is_set():
+            for pid in os.listdir("/proc"):
+                p = pid.isdigit() and _proc(pid)
+                if not p:
+                    continue
+                key, comm, cpu, cmd = p
+                entry = self.seen.setdefault(key, [comm, cmd, cpu if first else 0.0, cpu])
+                entry[0], entry[3] = comm, cpu
+            first = False
+            time.sleep(0.05)
+
+    def by_kind(self, driver_pid: int) -> dict[str, float]:
+        out = dict.fromkeys(KINDS, 0.0)
+        for key, (comm, cmd, start, last) in self.seen.items():
+            if key.split(":")[0] == str(os.getpid()):
+                continue  # this benchmark, sampling
+            if key.split(":")[0] == str(driver_pid):
+                kind = "driver"
+            elif comm.startswith("ray::TrainContr"):
+                kind = "Ray Train controller"
+            elif comm.startswith("ray::RayTrainWo"):
+                kind = "Ray Train workers"
+            elif comm.startswith("ray::") and "Agent" not in comm:
+                kind = "other Ray actors"
+            elif "ray" in cmd and any(d in cmd or d in comm for d in DAEMONS):
+                kind = "Ray daemons"
+            else:
+                kind = "other"
+            out[kind] += last - start
+        return out
+
+
+def one_command(address: str, work: Path, workers: int) -> dict[str, float]:
+    d = Path(tempfile.mkdtemp(dir=work))
+    job = write_yaml(d / "tiny.yaml", TINY_JOB)
+    cluster = write_yaml(d / "cluster.yaml", {**tiny_cluster(d / "runs", address), "num_workers": workers})
+    sampler = Sampler()
+    sampler.start()
+    time.sleep(0.2)
+    c0, t0, own0 = machine_cpu(), time.perf_counter(), _own_cpu()
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "LP_RAY_INJECT_FAILURE")}
+    cmd = [LP_RAY, "imp", "--job", str(job), "--cluster", str(cluster), "--tracking-uri", f"sqlite:///{d}/mlflow.db"]
+    proc = subprocess.Popen(cmd, cwd=d, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, err = proc.communicate()
+    wall, total = time.perf_counter() - t0, machine_cpu() - c0 - (_own_cpu() - own0)
+    sampler.done.set()
+    sampler.join()
+    if proc.returncode != 0:
+        sys.exit(f"error: lp-ray imp failed:\n{err[-2000:]}")
+    return {**sampler.by_kind(proc.pid), "machine total": total, "wall": wall}
+
+
+def import_costs(work: Path) -> dict[str, float]:
+    out = {}
+    for name, code in IMPORTS.items():
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        proc = subprocess.run(
+            [sys.executable, "-c", code.replace("{tmp}", str(work))],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT / "tests")},
+        )
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if proc.returncode != 0:
+            sys.exit(f"error: {name} failed:\n{proc.stderr[-2000:]}")
+        cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("CPU ")]
+        out[name] = float(lines[0].split()[1]) if lines else cpu
+    for store in ("new SQLite store", "open that store"):  # the store's own cost: both import MLflow first
+        out[store] -= out["import mlflow"]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=3)
+    a = ap.parse_args()
+    os.environ.setdefault("LP_RAY_CACHE_DIR", str(Path(tempfile.mkdtemp()) / "cache"))  # as the suite's
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        log = open(work / "head.log", "w")
+        address, head = start_ray_head(log)
+        try:
+            one_command(address, work, 2)  # warm-up: the data cache, the cluster's first fit
+            rows: dict[int, list[dict]] = {2: [], 1: []}
+            for r in range(a.repeats):
+                for workers in (2, 1):
+                    rows[workers].append(one_command(address, work, workers))
+                    print(f"repeat {r + 1}, {workers} worker(s): {rows[workers][-1]['wall']:.1f} s", flush=True)
+        finally:
+            stop(head)
+            log.close()
+        imports = import_costs(work)
+    print(f"\none tiny `lp-ray imp` (3 rounds) on a shared head, CPU seconds, median of {a.repeats}")
+    print(f"{'':<24}{'2 DDP workers':>14}{'1 DDP worker':>14}")
+    for kind in (*KINDS, "machine total", "wall"):
+        med = [statistics.median(row[kind] for row in rows[w]) for w in (2, 1)]
+        print(f"{kind + (' (s)' if kind == 'wall' else ''):<24}{med[0]:>14.1f}{med[1]:>14.1f}")
+    print("\nCPU seconds of a new Python process doing one thing")
+    for name, cpu in imports.items():
+        print(f"  {name:<44}{cpu:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
