@@ -1,6 +1,7 @@
 """Where the test suite's CPU goes (not a test): one end-to-end command, by process, and what each kind of
 process spends importing its libraries. On a 2-core machine `make test` keeps both cores busy (two
-pytest-xdist workers), so its time is its CPU: this is what would have to shrink.
+pytest-xdist workers), so its time is its CPU: this is what would have to shrink. Linux only (it reads
+/proc, as the suite's lease test does).
 
     .venv/bin/python benchmarks/suite_cost.py               # 3 repeats, alternating 2 and 1 DDP workers
     .venv/bin/python benchmarks/suite_cost.py --repeats 5
@@ -164,6 +165,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
+    if not os.path.exists("/proc/stat"):
+        sys.exit("error: this benchmark reads each process's CPU from /proc, which this system does not have")
     os.environ.setdefault("LP_RAY_CACHE_DIR", str(Path(tempfile.mkdtemp()) / "cache"))  # as the suite's
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
