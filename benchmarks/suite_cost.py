@@ -165,6 +165,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
+    if a.repeats < 1:
+        sys.exit(f"error: --repeats must be at least 1, got {a.repeats}")
     if not os.path.exists("/proc/stat"):
         sys.exit("error: this benchmark reads each process's CPU from /proc, which this system does not have")
     os.environ.setdefault("LP_RAY_CACHE_DIR", str(Path(tempfile.mkdtemp()) / "cache"))  # as the suite's
