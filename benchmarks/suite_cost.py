@@ -33,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from helpers import LP_RAY, TINY_JOB, start_ray_head, stop, tiny_cluster, write_yaml  # noqa: E402
+from helpers import LP_RAY, TINY_JOB, cli_env, start_ray_head, stop, tiny_cluster, write_yaml  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 KINDS = ("driver", "Ray Train controller", "Ray Train workers", "other Ray actors", "Ray daemons", "other")
@@ -58,14 +58,14 @@ IMPORTS = {
 
 
 def machine_cpu() -> float:
-    fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     return (sum(fields) - fields[3] - fields[4]) / TICK  # all but idle and iowait
 
 
 def _proc(pid: str) -> tuple[str, str, float, str] | None:
     try:
-        stat = open(f"/proc/{pid}/stat").read()
-        cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return None
     comm, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
@@ -128,9 +128,9 @@ def one_command(address: str, work: Path, workers: int) -> dict[str, float]:
     sampler.start()
     time.sleep(0.2)
     c0, t0, own0 = machine_cpu(), time.perf_counter(), _own_cpu()
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "LP_RAY_INJECT_FAILURE")}
     cmd = [LP_RAY, "imp", "--job", str(job), "--cluster", str(cluster), "--tracking-uri", f"sqlite:///{d}/mlflow.db"]
-    proc = subprocess.Popen(cmd, cwd=d, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # Popen, not the tests' cli(): the sampler needs the driver's pid
+    proc = subprocess.Popen(cmd, cwd=d, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _, err = proc.communicate()
     wall, total = time.perf_counter() - t0, machine_cpu() - c0 - (_own_cpu() - own0)
     sampler.done.set()
@@ -169,9 +169,9 @@ def main() -> None:
         sys.exit(f"error: --repeats must be at least 1, got {a.repeats}")
     if not os.path.exists("/proc/stat"):
         sys.exit("error: this benchmark reads each process's CPU from /proc, which this system does not have")
-    os.environ.setdefault("LP_RAY_CACHE_DIR", str(Path(tempfile.mkdtemp()) / "cache"))  # as the suite's
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        os.environ.setdefault("LP_RAY_CACHE_DIR", str(work / "cache"))  # as the suite's: its own, removed after
         log = open(work / "head.log", "w")
         address, head = start_ray_head(log)
         try:

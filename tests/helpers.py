@@ -185,15 +185,22 @@ def write_yaml(path: Path, data: dict) -> Path:
     return path
 
 
-def cli(
-    *args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600
-) -> subprocess.CompletedProcess:
+def cli_env(env: dict | None = None) -> dict:
+    """The environment a command of the tests runs in: this one, without a store or an injected failure
+    that the caller did not ask for, plus `env`."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     full_env.pop("MLFLOW_TRACKING_URI", None)
     full_env.pop("LP_RAY_INJECT_FAILURE", None)
-    full_env.update(env or {})
+    return {**full_env, **(env or {})}
+
+
+def cli(
+    *args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run([LP_RAY, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [LP_RAY, *args], cwd=cwd, env=cli_env(env), capture_output=True, text=True, timeout=timeout
+        )
     except subprocess.TimeoutExpired as e:  # pytest would show the output cut in the middle: its end matters
         out = e.output.decode(errors="replace") if isinstance(e.output, bytes) else e.output or ""
         err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else e.stderr or ""
