@@ -5,6 +5,7 @@ pytest-xdist workers), so its time is its CPU: this is what would have to shrink
 
     .venv/bin/python benchmarks/suite_cost.py               # 3 repeats, alternating 2 and 1 DDP workers
     .venv/bin/python benchmarks/suite_cost.py --repeats 5
+    .venv/bin/python benchmarks/suite_cost.py --whole-suite # the whole suite as `make test` runs it (~25 min)
 
 Prints, in one run:
   command   the CPU seconds of the suite's tiny `lp-ray imp` (tests/helpers.py: TINY_JOB, 3 rounds) on a
@@ -16,6 +17,11 @@ Prints, in one run:
   imports   the CPU of a new Python process doing one thing: importing torch, MLflow, Ray Train's torch
             backend, lp-ray's worker loop; building a DDP model (torch imports its compiler then); making
             a new SQLite store and opening an existing one
+With --whole-suite, instead: the whole suite as `make test` runs it (2 pytest-xdist workers, grouped),
+every process on the machine sampled every 0.25 s, its CPU summed by what the process is: each lp-ray
+command (the driver), Ray Train's workers, controllers and synchronization actors, lp-ray's pool
+evaluators, Ray Tune's trials, each Ray daemon, pytest; with how many processes of each kind there were.
+This is the table that says which kind of process a shorter suite would have to start fewer of.
 """
 
 from __future__ import annotations
@@ -81,10 +87,11 @@ class Sampler(threading.Thread):
     """Every process's CPU, every 50 ms, from /proc: the last value seen of each, and its last name (a Ray
     worker process is renamed when it becomes an actor). CPU before the first sample is not counted."""
 
-    def __init__(self):
+    def __init__(self, interval_s: float = 0.05):
         super().__init__(daemon=True)
         self.seen: dict[str, list] = {}
         self.done = threading.Event()
+        self.interval_s = interval_s
 
     def run(self):
         first = True
@@ -96,8 +103,9 @@ class Sampler(threading.Thread):
                 key, comm, cpu, cmd = p
                 entry = self.seen.setdefault(key, [comm, cmd, cpu if first else 0.0, cpu])
                 entry[0], entry[3] = comm, cpu
+                entry[1] = cmd or entry[1]  # a process that has exited has no command line left
             first = False
-            time.sleep(0.05)
+            time.sleep(self.interval_s)
 
     def by_kind(self, driver_pid: int) -> dict[str, float]:
         out = dict.fromkeys(KINDS, 0.0)
@@ -140,6 +148,75 @@ def one_command(address: str, work: Path, workers: int) -> dict[str, float]:
     return {**sampler.by_kind(proc.pid), "machine total": total, "wall": wall}
 
 
+# What each process of the suite is, from its command line (Ray retitles a worker "ray::<actor>" or
+# "ray::<task>"; a Ray Train worker last seen running a task is titled by it, e.g. "ray::execute...").
+RAY_PROCESS_KINDS = {
+    "RayTrainWorker": "Ray Train workers",
+    "execute": "Ray Train workers",
+    "TrainController": "Ray Train controllers",
+    "SynchronizationActor": "Ray Train synchronization actors",
+    "EvaluatorActor": "lp-ray pool evaluators",
+    "ImplicitFunc": "Ray Tune trials (lp-ray sweep)",
+    "IDLE": "idle Ray workers",
+}
+RAY_DAEMONS = ("raylet", "gcs_server", "log_monitor", "monitor.py", "dashboard", "DashboardAgent", "RuntimeEnvAgent")
+
+
+def suite_kind(comm: str, cmd: str) -> str:
+    if "bin/lp-ray" in cmd:  # before anything else: its arguments name pytest's temporary folders
+        words = cmd.split("bin/lp-ray", 1)[1].split()
+        return f"lp-ray {words[0] if words else ''} (driver)"
+    if cmd.startswith("ray::"):
+        name = cmd[5:].replace("(", " ").replace(".", " ").split()[0] if cmd[5:].strip() else "?"
+        if name in RAY_PROCESS_KINDS:
+            return RAY_PROCESS_KINDS[name]
+        return f"Ray daemon {name}" if name in RAY_DAEMONS else f"other Ray actors and tasks ({name})"
+    daemon = next((d for d in RAY_DAEMONS if d in cmd or d in comm), None)
+    if daemon and "ray" in cmd:
+        return f"Ray daemon {daemon}"
+    if "bin/pytest" in cmd or "-m pytest" in cmd or "exec(eval(sys.stdin" in cmd:  # xdist's workers
+        return "pytest and its xdist workers"
+    if "mlflow" in cmd or "gunicorn" in cmd or "uvicorn" in cmd:
+        return "MLflow server"
+    if "moto" in cmd:
+        return "moto (S3) server"
+    if " -c " in cmd:
+        return "python -c (the tests' helper scripts)"
+    return "other"
+
+
+def whole_suite() -> None:
+    """The suite as `make test` runs it, sampled; prints the CPU by kind of process and pytest's result."""
+    sampler = Sampler(interval_s=0.25)  # 50 ms over ~25 min would cost a noticeable share of a core
+    sampler.start()
+    time.sleep(0.5)
+    c0, t0, own0 = machine_cpu(), time.perf_counter(), _own_cpu()
+    cmd = [sys.executable, "-m", "pytest", "-q", "-n", "2", "--dist", "loadgroup", "--durations", "10"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    wall, own = time.perf_counter() - t0, _own_cpu() - own0
+    total = machine_cpu() - c0 - own
+    sampler.done.set()
+    sampler.join()
+    by: dict[str, list[float]] = {}
+    for key, (comm, command, start, last) in sampler.seen.items():
+        if key.split(":")[0] != str(os.getpid()):
+            by.setdefault(suite_kind(comm, command), []).append(last - start)
+    sampled = sum(sum(v) for v in by.values())
+    print(f"the whole suite (`{' '.join(cmd[2:])}`): {wall:.0f} s wall, {total:.0f} core-s of CPU on the machine")
+    print(f"(less this benchmark's own sampling, {own:.0f} core-s); by kind of process, {sampled:.0f} core-s sampled:")
+    print(f"{'core-s':>8} {'share':>6} {'procs':>6} {'each':>6}  kind")
+    for kind, cpus in sorted(by.items(), key=lambda kv: -sum(kv[1])):
+        if sum(cpus) >= 0.05 * len(cpus) or sum(cpus) >= 1:
+            print(
+                f"{sum(cpus):8.1f} {100 * sum(cpus) / sampled:5.1f}% {len(cpus):6d} {sum(cpus) / len(cpus):6.1f}  {kind}"
+            )
+    lines = proc.stdout.splitlines()
+    slowest = [i for i, line in enumerate(lines) if "slowest" in line and "durations" in line]
+    print("\n" + "\n".join(lines[slowest[0] :] if slowest else lines[-1:]))
+    if proc.returncode != 0:
+        sys.exit(f"error: the suite failed (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}")
+
+
 def import_costs(work: Path) -> dict[str, float]:
     out = {}
     for name, code in IMPORTS.items():
@@ -164,11 +241,19 @@ def import_costs(work: Path) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--whole-suite", action="store_true", help="the whole suite as `make test` runs it, by process")
     a = ap.parse_args()
     if a.repeats < 1:
         sys.exit(f"error: --repeats must be at least 1, got {a.repeats}")
     if not os.path.exists("/proc/stat"):
         sys.exit("error: this benchmark reads each process's CPU from /proc, which this system does not have")
+    if a.whole_suite:
+        import importlib.util
+
+        if importlib.util.find_spec("xdist") is None:
+            sys.exit("error: --whole-suite runs the suite as `make test` does, on pytest-xdist, which is not installed")
+        whole_suite()
+        return
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         os.environ.setdefault("LP_RAY_CACHE_DIR", str(work / "cache"))  # as the suite's: its own, removed after
