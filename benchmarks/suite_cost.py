@@ -21,7 +21,8 @@ With --whole-suite, instead: the whole suite as `make test` runs it (2 pytest-xd
 every process on the machine sampled every 0.25 s, its CPU summed by what the process is: each lp-ray
 command (the driver), Ray Train's workers, controllers and synchronization actors, lp-ray's pool
 evaluators, Ray Tune's trials, each Ray daemon, pytest; with how many processes of each kind there were.
-This is the table that says which kind of process a shorter suite would have to start fewer of.
+This is the table that says which kind of process a shorter suite would have to start fewer of. Whatever
+else runs on the machine meanwhile lands in "other" (and in the machine's total): run it on a quiet one.
 """
 
 from __future__ import annotations
@@ -84,8 +85,9 @@ def _own_cpu() -> float:
 
 
 class Sampler(threading.Thread):
-    """Every process's CPU, every 50 ms, from /proc: the last value seen of each, and its last name (a Ray
-    worker process is renamed when it becomes an actor). CPU before the first sample is not counted."""
+    """Every process's CPU, every `interval_s` (50 ms by default), from /proc: the last value seen of each,
+    and its last name (a Ray worker process is renamed when it becomes an actor). CPU before the first
+    sample is not counted."""
 
     def __init__(self, interval_s: float = 0.05):
         super().__init__(daemon=True)
@@ -205,11 +207,16 @@ def whole_suite() -> None:
     print(f"the whole suite (`{' '.join(cmd[2:])}`): {wall:.0f} s wall, {total:.0f} core-s of CPU on the machine")
     print(f"(less this benchmark's own sampling, {own:.0f} core-s); by kind of process, {sampled:.0f} core-s sampled:")
     print(f"{'core-s':>8} {'share':>6} {'procs':>6} {'each':>6}  kind")
+    small = {k: v for k, v in by.items() if sum(v) < 1}
     for kind, cpus in sorted(by.items(), key=lambda kv: -sum(kv[1])):
-        if sum(cpus) >= 0.05 * len(cpus) or sum(cpus) >= 1:
+        if kind not in small:
             print(
                 f"{sum(cpus):8.1f} {100 * sum(cpus) / sampled:5.1f}% {len(cpus):6d} {sum(cpus) / len(cpus):6.1f}  {kind}"
             )
+    rest = sum(sum(v) for v in small.values())
+    print(
+        f"{rest:8.1f} {100 * rest / sampled:5.1f}% {sum(map(len, small.values())):6d}          {len(small)} kind(s) under 1 core-s each"
+    )
     lines = proc.stdout.splitlines()
     slowest = [i for i, line in enumerate(lines) if "slowest" in line and "durations" in line]
     print("\n" + "\n".join(lines[slowest[0] :] if slowest else lines[-1:]))
