@@ -44,7 +44,6 @@ from helpers import LP_RAY, TINY_JOB, cli_env, start_ray_head, stop, tiny_cluste
 
 TICK = os.sysconf("SC_CLK_TCK")
 KINDS = ("driver", "Ray Train controller", "Ray Train workers", "other Ray actors", "Ray daemons", "other")
-DAEMONS = ("raylet", "gcs_server", "dashboard", "agent", "log_monitor", "monitor.py")
 
 IMPORTS = {
     "import torch": "import torch",
@@ -62,6 +61,43 @@ IMPORTS = {
     "new SQLite store": "from mlflow import MlflowClient; MlflowClient('sqlite:///{tmp}/new.db').search_experiments()",
     "open that store": "from mlflow import MlflowClient; MlflowClient('sqlite:///{tmp}/new.db').search_experiments()",
 }
+
+
+# What each process of the suite is, from its command line (Ray retitles a worker "ray::<actor>" or
+# "ray::<task>"; a Ray Train worker last seen running a task is titled by it, e.g. "ray::execute...").
+RAY_PROCESS_KINDS = {
+    "RayTrainWorker": "Ray Train workers",
+    "execute": "Ray Train workers",
+    "TrainController": "Ray Train controllers",
+    "SynchronizationActor": "Ray Train synchronization actors",
+    "EvaluatorActor": "lp-ray pool evaluators",
+    "ImplicitFunc": "Ray Tune trials (lp-ray sweep)",
+    "IDLE": "idle Ray workers",
+}
+RAY_DAEMONS = ("raylet", "gcs_server", "log_monitor", "monitor.py", "dashboard", "DashboardAgent", "RuntimeEnvAgent")
+
+
+def suite_kind(comm: str, cmd: str) -> str:
+    if "bin/lp-ray" in cmd:  # before anything else: its arguments name pytest's temporary folders
+        words = cmd.split("bin/lp-ray", 1)[1].split()
+        return f"lp-ray {words[0] if words else ''} (driver)"
+    if cmd.startswith("ray::"):
+        name = cmd[5:].replace("(", " ").replace(".", " ").split()[0] if cmd[5:].strip() else "?"
+        if name in RAY_PROCESS_KINDS:
+            return RAY_PROCESS_KINDS[name]
+        return f"Ray daemon {name}" if name in RAY_DAEMONS else f"other Ray actors and tasks ({name})"
+    daemon = next((d for d in RAY_DAEMONS if d in cmd or d in comm), None)
+    if daemon and "ray" in cmd:
+        return f"Ray daemon {daemon}"
+    if "bin/pytest" in cmd or "-m pytest" in cmd or "exec(eval(sys.stdin" in cmd:  # xdist's workers
+        return "pytest and its xdist workers"
+    if "mlflow" in cmd or "gunicorn" in cmd or "uvicorn" in cmd:
+        return "MLflow server"
+    if "moto" in cmd:
+        return "moto (S3) server"
+    if " -c " in cmd:
+        return "python -c (the tests' helper scripts)"
+    return "other"
 
 
 def machine_cpu() -> float:
@@ -109,24 +145,27 @@ class Sampler(threading.Thread):
             first = False
             time.sleep(self.interval_s)
 
-    def by_kind(self, driver_pid: int) -> dict[str, float]:
-        out = dict.fromkeys(KINDS, 0.0)
+    def cpu_by_process(self):
+        """(comm, command line, CPU seconds while sampled) of every process seen but this benchmark."""
         for key, (comm, cmd, start, last) in self.seen.items():
-            if key.split(":")[0] == str(os.getpid()):
-                continue  # this benchmark, sampling
-            if key.split(":")[0] == str(driver_pid):
+            if key.split(":")[0] != str(os.getpid()):
+                yield key.split(":")[0], comm, cmd, last - start
+
+    def by_kind(self, driver_pid: int) -> dict[str, float]:
+        """One command's processes in the coarse kinds of KINDS (the whole suite's `suite_kind`, merged)."""
+        out = dict.fromkeys(KINDS, 0.0)
+        for pid, comm, cmd, cpu in self.cpu_by_process():
+            kind = suite_kind(comm, cmd)
+            if pid == str(driver_pid):
                 kind = "driver"
-            elif comm.startswith("ray::TrainContr"):
+            elif kind == "Ray Train controllers":
                 kind = "Ray Train controller"
-            elif comm.startswith("ray::RayTrainWo"):
-                kind = "Ray Train workers"
-            elif comm.startswith("ray::") and "Agent" not in comm:
-                kind = "other Ray actors"
-            elif "ray" in cmd and any(d in cmd or d in comm for d in DAEMONS):
+            elif kind.startswith("Ray daemon"):
                 kind = "Ray daemons"
-            else:
-                kind = "other"
-            out[kind] += last - start
+            elif kind != "Ray Train workers":
+                ray = kind in RAY_PROCESS_KINDS.values() or kind.startswith("other Ray actors")
+                kind = "other Ray actors" if ray else "other"
+            out[kind] += cpu
         return out
 
 
@@ -150,43 +189,6 @@ def one_command(address: str, work: Path, workers: int) -> dict[str, float]:
     return {**sampler.by_kind(proc.pid), "machine total": total, "wall": wall}
 
 
-# What each process of the suite is, from its command line (Ray retitles a worker "ray::<actor>" or
-# "ray::<task>"; a Ray Train worker last seen running a task is titled by it, e.g. "ray::execute...").
-RAY_PROCESS_KINDS = {
-    "RayTrainWorker": "Ray Train workers",
-    "execute": "Ray Train workers",
-    "TrainController": "Ray Train controllers",
-    "SynchronizationActor": "Ray Train synchronization actors",
-    "EvaluatorActor": "lp-ray pool evaluators",
-    "ImplicitFunc": "Ray Tune trials (lp-ray sweep)",
-    "IDLE": "idle Ray workers",
-}
-RAY_DAEMONS = ("raylet", "gcs_server", "log_monitor", "monitor.py", "dashboard", "DashboardAgent", "RuntimeEnvAgent")
-
-
-def suite_kind(comm: str, cmd: str) -> str:
-    if "bin/lp-ray" in cmd:  # before anything else: its arguments name pytest's temporary folders
-        words = cmd.split("bin/lp-ray", 1)[1].split()
-        return f"lp-ray {words[0] if words else ''} (driver)"
-    if cmd.startswith("ray::"):
-        name = cmd[5:].replace("(", " ").replace(".", " ").split()[0] if cmd[5:].strip() else "?"
-        if name in RAY_PROCESS_KINDS:
-            return RAY_PROCESS_KINDS[name]
-        return f"Ray daemon {name}" if name in RAY_DAEMONS else f"other Ray actors and tasks ({name})"
-    daemon = next((d for d in RAY_DAEMONS if d in cmd or d in comm), None)
-    if daemon and "ray" in cmd:
-        return f"Ray daemon {daemon}"
-    if "bin/pytest" in cmd or "-m pytest" in cmd or "exec(eval(sys.stdin" in cmd:  # xdist's workers
-        return "pytest and its xdist workers"
-    if "mlflow" in cmd or "gunicorn" in cmd or "uvicorn" in cmd:
-        return "MLflow server"
-    if "moto" in cmd:
-        return "moto (S3) server"
-    if " -c " in cmd:
-        return "python -c (the tests' helper scripts)"
-    return "other"
-
-
 def whole_suite() -> None:
     """The suite as `make test` runs it, sampled; prints the CPU by kind of process and pytest's result."""
     sampler = Sampler(interval_s=0.25)  # 50 ms over ~25 min would cost a noticeable share of a core
@@ -200,9 +202,8 @@ def whole_suite() -> None:
     sampler.done.set()
     sampler.join()
     by: dict[str, list[float]] = {}
-    for key, (comm, command, start, last) in sampler.seen.items():
-        if key.split(":")[0] != str(os.getpid()):
-            by.setdefault(suite_kind(comm, command), []).append(last - start)
+    for _, comm, command, cpu in sampler.cpu_by_process():
+        by.setdefault(suite_kind(comm, command), []).append(cpu)
     sampled = sum(sum(v) for v in by.values())
     print(f"the whole suite (`{' '.join(cmd[2:])}`): {wall:.0f} s wall, {total:.0f} core-s of CPU on the machine")
     print(f"(less this benchmark's own sampling, {own:.0f} core-s); by kind of process, {sampled:.0f} core-s sampled:")
