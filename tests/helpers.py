@@ -80,10 +80,14 @@ def start_ray_head(log, num_cpus: int = 2, dashboard_port: int | None = None) ->
             "object-manager-port",
         )
     ]
+    # Without a Jobs API, no log monitor either: it re-reads the folder of every worker's log ten times
+    # a second, so on a head that lives through the session it grows with every worker that has come and
+    # gone (~94 of the suite's 3,014 core-s, 2026-12-07, benchmarks/suite_cost.py --whole-suite), and
+    # nothing reads what it forwards: lp-ray's drivers join with log_to_driver=False.
     dashboard = (
         ["--dashboard-port", str(dashboard_port), "--dashboard-host", "127.0.0.1"]
         if dashboard_port
-        else ["--include-dashboard=false"]
+        else ["--include-dashboard=false", "--include-log-monitor=false"]
     )
     env = {**os.environ, **single_machine_env(), **S3_TEST_CREDENTIALS, "PATH": f"{BIN}:{os.environ['PATH']}"}
     if not dashboard_port:  # no Jobs API: commands join it as drivers, which send no token unless told to
