@@ -84,7 +84,7 @@ def start_ray_head(log, num_cpus: int = 2, dashboard_port: int | None = None) ->
     # a second, so on a head that lives through the session it grows with every worker that has come and
     # gone (~94 of the suite's 3,014 core-s, 2026-12-07, benchmarks/suite_cost.py --whole-suite), and
     # nothing reads what it forwards: lp-ray's drivers join with log_to_driver=False.
-    dashboard = (
+    services = (
         ["--dashboard-port", str(dashboard_port), "--dashboard-host", "127.0.0.1"]
         if dashboard_port
         else ["--include-dashboard=false", "--include-log-monitor=false"]
@@ -93,7 +93,7 @@ def start_ray_head(log, num_cpus: int = 2, dashboard_port: int | None = None) ->
     if not dashboard_port:  # no Jobs API: commands join it as drivers, which send no token unless told to
         env["RAY_AUTH_MODE"] = "disabled"
     proc = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--port", str(port), "--num-cpus", str(num_cpus), *dashboard, *ports]
+        [str(BIN / "ray"), "start", "--head", "--port", str(port), "--num-cpus", str(num_cpus), *services, *ports]
         + ["--disable-usage-stats", "--block"],
         env=env,
         stdout=log,
