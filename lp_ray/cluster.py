@@ -36,9 +36,14 @@ def single_machine_env() -> dict[str, str]:
     return {**_DEFAULT_ENV, **_LOCAL_ENV}
 
 
-def connect(cluster: ClusterSpec, extra_env: dict[str, str] | None = None) -> None:
+def connect(
+    cluster: ClusterSpec, extra_env: dict[str, str] | None = None, plugin_versions: dict[str, str] | None = None
+) -> None:
     """Start or join Ray quietly. Workers inherit only the environment present at ray.init(), so
-    everything they need (MLflow URI, Train knobs) is set before it."""
+    everything they need (MLflow URI, Train knobs) is set before it. The job's own plugin modules go to
+    every worker through Ray's runtime environment (py_modules); installed packages must be installed
+    on the nodes. (A process that joined Ray before cannot add modules: its workers read the run
+    directory's copies, lp_ray/plugins/loading.py.)"""
     for k, v in {**_DEFAULT_ENV, **(extra_env or {})}.items():
         os.environ.setdefault(k, v)
     if os.environ.get("LP_RAY_ADDRESS", cluster.address) == "local":
@@ -52,6 +57,11 @@ def connect(cluster: ClusterSpec, extra_env: dict[str, str] | None = None) -> No
     if ray.is_initialized():
         return
     kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING, configure_logging=True)
+    from lp_ray.plugins.loading import local_sources
+
+    modules = [str(p) for p in local_sources(plugin_versions or {}).values()]
+    if modules:
+        kwargs["runtime_env"] = {"py_modules": modules}
     address = os.environ.get("LP_RAY_ADDRESS", cluster.address)  # set by --submit: inside the cluster, "auto"
     if address == "local":
         # address="local" always starts a private instance; plain ray.init() would join any cluster

@@ -34,6 +34,8 @@ writes them. A file that is not named here is not part of a run.
     analysis/<name>/                   `lp-ray analyze <name>`: its tables (.parquet) and <name>.png
         corruptions.safetensors        (robustness, MNIST-1D) the generated corrupted test sets, kept
     import.json                        `lp-ray import` only: the format, each source file's sha256
+    plugins/<module>.py                the job's own plugin modules, as they were (job.yaml's
+                                       plugin_versions has each one's sha256): later commands use these
     lease.imp.json, lease.pool.<name>.json, lease.analysis.<name>.json
                                        who is working on the run, its search or its analysis now
                                        (lease.py); removed when the command ends
@@ -57,6 +59,7 @@ SPLIT = "split.safetensors"
 DATASET = "dataset.safetensors"
 REWIND = "rewind.safetensors"
 TRACKING = "tracking.json"
+PLUGINS = "plugins"
 ROUNDS_TABLE = "rounds.parquet"
 ROUNDS = "rounds"
 POOL = "pool"
@@ -134,6 +137,10 @@ def train_fit(n: int) -> str:
 def parse_fit(name: str) -> int | None:
     """n of a `fit_NN` folder name under train/, or None for anything else."""
     return int(name[4:]) if name.startswith("fit_") and name[4:].isdigit() else None
+
+
+def plugin_source(module: str) -> str:
+    return f"{PLUGINS}/{module}.py"
 
 
 def pool_dir(name: str) -> str:

@@ -18,8 +18,7 @@ import torch.nn as nn
 from lp_ray.data.base import DataBundle
 from lp_ray.data.loading import load_data
 from lp_ray.errors import LpRayError
-from lp_ray.models import build_model
-from lp_ray.sparsity import prunable_names
+from lp_ray.models import build_model, prunable_tensors
 from lp_ray.spec import JobSpec
 from lp_ray.store import RunDir, TicketMeta, finished_rounds, read_job, read_ticket, read_ticket_meta
 
@@ -36,7 +35,7 @@ class OpenedRun:
     def of(cls, job: JobSpec, run: RunDir) -> OpenedRun:
         data = load_data(job, run)
         model = build_model(job.model, data.num_classes, data.input_shape)
-        return cls(run, job, data, model.state_dict(), prunable_names(model, job.imp.prune_linear))
+        return cls(run, job, data, model.state_dict(), prunable_tensors(job.model, model, job.imp.prune_linear))
 
     def new_model(self) -> nn.Module:
         """A fresh instance of the run's model (initialized from torch's current seed)."""

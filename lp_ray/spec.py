@@ -67,6 +67,8 @@ class DataSpec:
     num_classes: int | None = None
     num_train: int = 512
     num_test: int = 256
+    # A data set plugin's own fields (lp_ray.plugins), written flat in the job's data section beside these.
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -74,6 +76,8 @@ class ModelSpec:
     name: str = "conv1d"
     width: int = 64  # conv1d only
     num_classes: int | None = None  # default: the data set's
+    # A model plugin's own fields (lp_ray.plugins), written flat in the job's model section beside these.
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -158,11 +162,16 @@ class JobSpec:
     train: TrainSpec = field(default_factory=TrainSpec)
     imp: ImpSpec = field(default_factory=ImpSpec)
     pool: PoolSpec = field(default_factory=PoolSpec)
+    # Modules of one's own the job imports (`my_nets`: my_nets.py beside the job file), and what code
+    # every plugin name the job uses came from (filled in when the job is loaded; lp_ray/plugins/loading.py):
+    # {"model resnet20": "my_nets sha256:<hex>"}. The versions are in the run hash, the module list is not.
+    plugins: list[str] = field(default_factory=list)
+    plugin_versions: dict[str, str] = field(default_factory=dict)
 
 
 # Fields that never change a ticket: where a file lives, how many rounds to run (extending a run by
 # more rounds reuses the old ones), and the pool section (pool results live in their own folder).
-_NOT_IN_HASH = {("name",), ("data", "path"), ("imp", "rounds"), ("pool",)}
+_NOT_IN_HASH = {("name",), ("data", "path"), ("imp", "rounds"), ("pool",), ("plugins",)}
 
 
 def run_hash(job: JobSpec) -> str:
@@ -272,4 +281,12 @@ def default_job() -> JobSpec:
 
 
 def job_to_dict(job: JobSpec) -> dict:
-    return dataclasses.asdict(job)
+    """The job as a spec file says it: a plugin's fields flat in their section, and the plugin keys only
+    where a job has plugins (so every built-in job's job.yaml reads as it always did)."""
+    d = dataclasses.asdict(job)
+    for section in ("model", "data"):
+        d[section].update(d[section].pop("options"))
+    for k in ("plugins", "plugin_versions"):
+        if not d[k]:
+            del d[k]
+    return d

@@ -20,11 +20,14 @@ from typing import Any
 
 import yaml
 
+from lp_ray.plugins import DATASET, MODEL, PluginError
 from lp_ray.spec import (
     PRECISIONS,
     SELECTIONS,
     ClusterSpec,
+    DataSpec,
     JobSpec,
+    ModelSpec,
     PoolSpec,
     SpecError,
     default_job,
@@ -41,8 +44,7 @@ def load_job(path: str | Path | None, overrides: Sequence[str] = ()) -> JobSpec:
     if path is None:
         job = default_job()
     else:
-        job = build(JobSpec, read_yaml(path), str(path))
-        check_job(job, str(path))
+        job = job_from_dict(read_yaml(path), str(path), [Path(path).resolve().parent])
     job = apply_overrides(job, overrides, str(path) if path is not None else "the default job")
     if job.data.path and "://" not in job.data.path:
         # Relative to where the command runs; Ray workers run elsewhere, so they get an absolute path.
@@ -50,10 +52,58 @@ def load_job(path: str | Path | None, overrides: Sequence[str] = ()) -> JobSpec:
     return job
 
 
-def job_from_dict(raw: dict, where: str = "<job>") -> JobSpec:
+def job_from_dict(raw: dict, where: str = "<job>", plugin_dirs: Sequence[Path] = ()) -> JobSpec:
+    """A checked job from a mapping. Its plugins are imported first (what it records in
+    plugin_versions exactly; the modules it declares from `plugin_dirs`, else the working directory),
+    so that a plugin's fields in the model and data sections are read as the plugin declares them."""
+    raw = _with_plugin_fields(raw, where, plugin_dirs)
     job = build(JobSpec, raw, where)
     check_job(job, where)
     return job
+
+
+def _with_plugin_fields(raw: Any, where: str, plugin_dirs: Sequence[Path]) -> Any:
+    """`raw` with each plugin's fields moved from its section into the section's `options`."""
+    from lp_ray.plugins import loading
+
+    if not isinstance(raw, dict):
+        return raw  # build() says what is wrong
+    declared, versions = raw.get("plugins", []), raw.get("plugin_versions", {})
+    if not isinstance(declared, list) or not all(isinstance(n, str) for n in declared):
+        raise SpecError(f"{where}: plugins: expected a list of module names, got {_show(declared)}")
+    if not isinstance(versions, dict) or not all(isinstance(v, str) for v in versions.values()):
+        raise SpecError(f"{where}: plugin_versions: expected a mapping of names to versions, got {_show(versions)}")
+    try:
+        loading.activate(versions, list(plugin_dirs))
+        loading.import_declared(declared, list(plugin_dirs) or [Path.cwd()], where)
+    except PluginError as e:
+        raise SpecError(str(e)) from None
+    raw = dict(raw)
+    for section, name_key, kind, default in (
+        ("model", "name", MODEL, ModelSpec.name),
+        ("data", "dataset", DATASET, DataSpec.dataset),
+    ):
+        sec = raw.get(section)
+        if not isinstance(sec, dict):
+            continue
+        name = sec.get(name_key, default)
+        plugin = _find(kind, name, where) if isinstance(name, str) else None
+        if plugin is None:
+            continue
+        sec = dict(sec)
+        options = dict(sec.pop("options", None) or {})
+        options.update({k: sec.pop(k) for k in list(sec) if k in plugin.fields})
+        raw[section] = {**sec, "options": options}
+    return raw
+
+
+def _find(kind: str, name: str, where: str):
+    from lp_ray.plugins import loading
+
+    try:
+        return loading.find(kind, name)
+    except PluginError as e:
+        raise SpecError(f"{where}: {e}") from None
 
 
 def apply_overrides(job: JobSpec, overrides: Sequence[str], where: str) -> JobSpec:
@@ -190,6 +240,8 @@ def build(cls: type, raw: Any, where: str, path: tuple[str, ...] = ()) -> Any:
 
 def _coerce(value: Any, tp: Any, where: str, path: tuple[str, ...]) -> Any:
     key = ".".join(path)
+    if tp is Any:  # a plugin's fields: checked against what the plugin declares (check_plugin_options)
+        return value
     if dataclasses.is_dataclass(tp):
         return build(tp, value, where, path)
     origin = typing.get_origin(tp)
@@ -234,10 +286,9 @@ def _show(value: Any) -> str:
 
 
 def check_job(job: JobSpec, where: str) -> None:
-    from lp_ray.data.registry import DATASETS
     from lp_ray.imp.retrain import RETRAIN
     from lp_ray.imp.soup import MAX_PARTICLES, SOUPS
-    from lp_ray.models import MODELS
+    from lp_ray.plugins.loading import known_names
 
     def fail(key: str, message: str) -> None:
         raise SpecError(f"{where}: {key}: {message}")
@@ -245,14 +296,22 @@ def check_job(job: JobSpec, where: str) -> None:
     d, m, t, i = job.data, job.model, job.train, job.imp
     if not job.name or any(c in job.name for c in "/\\ "):
         fail("name", f"must be a non-empty name without '/' or spaces, got {job.name!r}")
-    if d.dataset not in DATASETS:
-        fail("data.dataset", f"unknown data set {d.dataset!r} (known: {', '.join(sorted(DATASETS))})")
+    data_plugin = _find(DATASET, d.dataset, where)
+    if data_plugin is None and not _built_in(DATASET, d.dataset):
+        fail("data.dataset", f"unknown data set {d.dataset!r} (known: {', '.join(known_names(DATASET))})")
     if not 0.0 < d.val_fraction < 1.0:
         fail("data.val_fraction", f"must be in (0, 1), got {d.val_fraction}")
-    DATASETS[d.dataset].check(d, lambda key, message: fail(f"data.{key}", message))
-    if m.name not in MODELS:
-        fail("model.name", f"unknown model {m.name!r} (known: {', '.join(sorted(MODELS))})")
-    MODELS[m.name].check(m, lambda key, message: fail(f"model.{key}", message))
+    model_plugin = _find(MODEL, m.name, where)
+    if model_plugin is None and not _built_in(MODEL, m.name):
+        fail("model.name", f"unknown model {m.name!r} (known: {', '.join(known_names(MODEL))})")
+    for section, spec, name, plugin in (("data", d, d.dataset, data_plugin), ("model", m, m.name, model_plugin)):
+        if plugin is not None:
+            spec.options = check_plugin_options(plugin, spec.options, where, section)
+        elif spec.options:
+            fail(f"{section}.{next(iter(spec.options))}", f"unknown key ({name} is built in and has no such field)")
+        else:
+            _registry(section)[name].check(spec, lambda key, message, s=section: fail(f"{s}.{key}", message))
+    _record_plugin_versions(job, where)
     if m.num_classes is not None and m.num_classes < 2:
         fail("model.num_classes", f"must be at least 2, got {m.num_classes}")
     if t.epochs < 1:
@@ -288,6 +347,62 @@ def check_job(job: JobSpec, where: str) -> None:
     if not 0.0 < i.soup_bn_fraction <= 1.0:
         fail("imp.soup_bn_fraction", f"must be in (0, 1], got {i.soup_bn_fraction}")
     check_pool(job.pool, lambda key, message: fail(f"pool.{key}", message))
+
+
+def _built_in(kind: str, name: str) -> bool:
+    from lp_ray.plugins.loading import built_in_names
+
+    return name in built_in_names(kind)
+
+
+def _registry(section: str) -> dict:
+    from lp_ray.data.registry import DATASETS
+    from lp_ray.models import MODELS
+
+    return MODELS if section == "model" else DATASETS
+
+
+def check_plugin_options(plugin, options: dict[str, Any], where: str, section: str) -> dict[str, Any]:
+    """A plugin's fields as it declares them: known keys, each value of its type and passing its check,
+    the defaults filled in (so job.yaml records every value the plugin was called with)."""
+    unknown = sorted(set(options) - set(plugin.fields))
+    if unknown:
+        known = ", ".join(sorted(plugin.fields)) or "none"
+        raise SpecError(f"{where}: unknown key '{section}.{unknown[0]}' ({plugin.name}'s fields: {known})")
+    out = {}
+    for key, f in plugin.fields.items():
+        value = _coerce(options[key], f.type, where, (section, key)) if key in options else f.default
+        verdict = _run_check(f.check, value, plugin.module) if f.check is not None else True
+        if verdict is not True and verdict is not None:
+            message = verdict if isinstance(verdict, str) else f"{value!r} is not allowed"
+            raise SpecError(f"{where}: {section}.{key}: {message}")
+        out[key] = value
+    return out
+
+
+def _run_check(check: Callable, value: Any, module: str) -> Any:
+    try:
+        return check(value)
+    except Exception as e:  # the plugin's own bug: one line naming it
+        raise SpecError(f"{module}: the check of a field raised {type(e).__name__}: {e}") from None
+
+
+def _record_plugin_versions(job: JobSpec, where: str) -> None:
+    """Set job.plugin_versions to the code the job's plugin names resolve to now; a job that records other
+    versions (a run directory's job.yaml whose plugin file was edited since) is an error."""
+    from lp_ray.plugins.loading import versions_of
+
+    try:
+        now = versions_of([(MODEL, job.model.name), (DATASET, job.data.dataset)])
+    except PluginError as e:
+        raise SpecError(f"{where}: {e}") from None
+    if job.plugin_versions and job.plugin_versions != now:
+        k = next(k for k in sorted({*job.plugin_versions, *now}) if job.plugin_versions.get(k) != now.get(k))
+        raise SpecError(
+            f"{where}: plugin_versions: {k} was {job.plugin_versions.get(k, 'not a plugin')}, now it is "
+            f"{now.get(k, 'not a plugin')}: restore the plugin the run was made with, or drop plugin_versions to start a new run"
+        )
+    job.plugin_versions = now
 
 
 def check_pool(p: PoolSpec, fail: Fail) -> None:

@@ -249,18 +249,48 @@ def read_job(run: RunDir):
         raw = yaml.safe_load(run.read_bytes(layout.JOB))
     except yaml.YAMLError:
         raise LpRayError(f"{run.path(layout.JOB)}: malformed YAML") from None
-    job = job_from_dict(raw, run.path(layout.JOB))
+    job = job_from_dict(raw, run.path(layout.JOB), plugin_dirs(run, raw))
     _check_job_made_the_tickets(run, job)
     return job
 
 
 def write_job(run: RunDir, job) -> None:
-    """The run's job.yaml: the resolved job spec the run was made for (read back by `read_job`)."""
+    """The run's job.yaml: the resolved job spec the run was made for (read back by `read_job`), and
+    beside it a copy of each plugin module of the job's own, so later commands (and every worker) run
+    the very code the tickets were made with."""
     import yaml
 
+    from lp_ray.plugins.loading import local_sources
     from lp_ray.spec import job_to_dict
 
+    for module, path in local_sources(job.plugin_versions).items():
+        run.write_bytes(layout.plugin_source(module), path.read_bytes())
     run.write_bytes(layout.JOB, yaml.safe_dump(job_to_dict(job), sort_keys=False).encode())
+
+
+def plugin_dirs(run: RunDir, raw_job: Any) -> list:
+    """Where the run's copies of its plugin modules can be imported from: its plugins/ folder, or for a
+    run on remote storage a local copy of it (under the cache folder, by content)."""
+    from pathlib import Path
+
+    versions = raw_job.get("plugin_versions") if isinstance(raw_job, dict) else None
+    if not versions or not run.exists(layout.PLUGINS):
+        return []
+    if "://" not in run.uri:
+        return [Path(run.path(layout.PLUGINS))]
+    import tempfile
+
+    from lp_ray.data.generated_cache import cache_dir
+
+    names = [n for n in run.list_dir(layout.PLUGINS) if n.endswith(".py")]
+    files = {n: run.read_bytes(f"{layout.PLUGINS}/{n}") for n in names}
+    digest = hashlib.sha256(b"".join(n.encode() + files[n] for n in sorted(files))).hexdigest()[:16]
+    folder = (cache_dir() or Path(tempfile.gettempdir()) / "lp-ray") / "plugins" / digest
+    folder.mkdir(parents=True, exist_ok=True)
+    for n, data in files.items():
+        if not (folder / n).is_file():
+            (folder / n).write_bytes(data)
+    return [folder]
 
 
 def run_dir_for(job, cluster) -> RunDir:

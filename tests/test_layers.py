@@ -32,7 +32,14 @@ LAYERS: list[tuple[str, list[str]]] = [
     ),
     (
         "registries and numerics",
-        ["lp_ray.data", "lp_ray.models", "lp_ray.training", "lp_ray.pool.core", "lp_ray.importing.sources"],
+        [
+            "lp_ray.data",
+            "lp_ray.models",
+            "lp_ray.plugins",
+            "lp_ray.training",
+            "lp_ray.pool.core",
+            "lp_ray.importing.sources",
+        ],
     ),
     ("specs and storage", ["lp_ray.spec_loading", "lp_ray.store", "lp_ray.lease"]),
     (

@@ -78,7 +78,7 @@ def executor(opened: OpenedRun, cluster: ClusterSpec, parallel: int, serial: boo
         return SerialExecutor(build_evaluator(job_dict, opened.run.uri, cluster.torch_threads))
     from lp_ray.cluster import check_storage, connect
 
-    connect(cluster, {"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else None)
+    connect(cluster, {"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else None, opened.job.plugin_versions)
     check_storage(cluster, opened.run.uri)
     return RayExecutor(job_dict, opened.run.uri, cluster.torch_threads, parallel, cluster.eval_resources)
 

@@ -53,6 +53,27 @@ class TensorSource:
 
 
 @dataclass
+class DatasetSource:
+    """Examples from a map-style `torch.utils.data.Dataset` of `(x, y)` pairs (a plugin's data that does
+    not fit in memory): a batch is its examples stacked, augmented as a batch like a TensorSource's."""
+
+    dataset: torch.utils.data.Dataset
+    num_classes: int
+    augmentation: Augment | None = None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def batch(self, idx, augment, gen):
+        pairs = [self.dataset[int(i)] for i in idx]
+        x = torch.stack([torch.as_tensor(p[0], dtype=torch.float32) for p in pairs])
+        y = torch.as_tensor([int(p[1]) for p in pairs], dtype=torch.int64)
+        if augment and self.augmentation is not None:
+            x = self.augmentation(x, gen)
+        return x, y
+
+
+@dataclass
 class DataBundle:
     train: Source  # the official training set; train_idx and val_idx index into it
     test: Source

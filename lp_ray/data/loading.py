@@ -13,7 +13,7 @@ from safetensors.torch import save as st_save
 from lp_ray import layout
 from lp_ray.data import generated_cache
 from lp_ray.data.base import DataBundle, make_split
-from lp_ray.data.registry import DATASETS
+from lp_ray.data.registry import lookup
 from lp_ray.errors import LpRayError
 from lp_ray.spec import JobSpec
 
@@ -27,7 +27,7 @@ def materialize_data(job: JobSpec, run) -> DataBundle:
 def load_sources(job: JobSpec, run) -> tuple:
     """The data set's train and test sources, class count and input shape, without the split (what an
     import needs to check tickets before it writes anything)."""
-    return DATASETS[job.data.dataset].load(job.data, run)
+    return lookup(job.data.dataset).load(job.data, run)
 
 
 _CACHE: dict[tuple, DataBundle] = {}

@@ -31,21 +31,47 @@ class DataSet:
     load: Callable
     # a cheap check that the data is there, made before anything is started or written
     preflight: Callable[[DataSpec], None] = _nothing_to_find
+    # shape(spec) -> (classes, one example's shape) without loading: what a plugin network is checked on
+    shape: Callable[[DataSpec], tuple[int, tuple[int, ...]]] | None = None
 
     def reads(self, field_name: str) -> bool:
         return field_name in COMMON_FIELDS or field_name in self.fields
 
 
+def _fixed(classes: int, shape: tuple[int, ...]) -> Callable:
+    return lambda spec: (classes, shape)
+
+
 DATASETS: dict[str, DataSet] = {
-    "mnist1d": DataSet(mnist1d.FIELDS, mnist1d.check, mnist1d.load),
-    "cifar10": DataSet(cifar.FIELDS, cifar.check, cifar.load, cifar.preflight),
-    "cifar100": DataSet(cifar.FIELDS, cifar.check, cifar.load, cifar.preflight),
-    "imagenet": DataSet(imagenet.FIELDS, imagenet.check, imagenet.load, imagenet.preflight),
-    "synthetic": DataSet(synthetic.FIELDS, synthetic.check, synthetic.load),
+    "mnist1d": DataSet(
+        mnist1d.FIELDS, mnist1d.check, mnist1d.load, shape=lambda s: (10, (s.generator.final_seq_length,))
+    ),
+    "cifar10": DataSet(cifar.FIELDS, cifar.check, cifar.load, cifar.preflight, _fixed(10, (3, 32, 32))),
+    "cifar100": DataSet(cifar.FIELDS, cifar.check, cifar.load, cifar.preflight, _fixed(100, (3, 32, 32))),
+    "imagenet": DataSet(
+        imagenet.FIELDS, imagenet.check, imagenet.load, imagenet.preflight, _fixed(1000, (3, 224, 224))
+    ),
+    "synthetic": DataSet(
+        synthetic.FIELDS, synthetic.check, synthetic.load, shape=lambda s: (s.num_classes, tuple(s.shape))
+    ),
 }
+
+
+def lookup(name: str) -> DataSet:
+    """The built-in data set `name`, or the plugin registered as `name` (data/plugin.py)."""
+    if name in DATASETS:
+        return DATASETS[name]
+    from lp_ray.data.plugin import plugin_data_set
+
+    return plugin_data_set(name)
 
 
 def preflight(job: JobSpec) -> None:
     """Cheap checks that a data set is there, made before a run directory or MLflow run is created,
-    so a missing archive leaves nothing half-made behind."""
-    DATASETS[job.data.dataset].preflight(job.data)
+    so a missing archive leaves nothing half-made behind; a plugin's data and network are checked
+    against the contract here too (lp_ray/plugins/checks.py)."""
+    lookup(job.data.dataset).preflight(job.data)
+    if job.plugin_versions:
+        from lp_ray.plugins.checks import check_job_plugins
+
+        check_job_plugins(job)

@@ -199,7 +199,8 @@ def run_sweep(
     ident = {**exp.identity(), "trials": [{"trial": t.index, "cell": t.cell, "seed": t.seed} for t in trials]}
     if exp_dir.exists(layout.EXPERIMENT) and exp_dir.read_json(layout.EXPERIMENT) != ident:
         raise LpRayError(f"{exp_dir.uri}: holds a different experiment under the same hash; move it away")
-    connect(cluster, {"MLFLOW_TRACKING_URI": tracking_uri})
+    plugins = {k: v for t in trials for k, v in t.job.plugin_versions.items()}
+    connect(cluster, {"MLFLOW_TRACKING_URI": tracking_uri}, plugins)
     check_storage(cluster, exp_dir.uri)
     with Lease(exp_dir, layout.lease_file("sweep"), command_line(), wait, say):
         _sweep_leased(exp, trials, ident, cluster, tracker, tracking_uri, max_concurrent, exp_dir, wait)

@@ -79,7 +79,7 @@ def run_imp(
     check_storage_reachable(storage_uri(cluster))
     check_address(cluster)
     tracker = logged.tracker_for(job, tracking_uri, run_dir_for(job, cluster))  # MLflow reachable and usable
-    connect(cluster, {"MLFLOW_TRACKING_URI": tracking_uri})
+    connect(cluster, {"MLFLOW_TRACKING_URI": tracking_uri}, job.plugin_versions)
     check_storage(cluster, run_dir_for(job, cluster).uri)
     with Lease(run_dir_for(job, cluster), layout.lease_file("imp"), command_line(), wait, say) as lease:
         return _run_leased(job, cluster, tracking_uri, tracker, mlflow_parent, lease)

@@ -51,6 +51,7 @@ from lp_ray.store import (
     check_sha256,
     decode_weights,
     encode_weights,
+    plugin_dirs,
     read_mask,
     read_particle,
     read_ticket,
@@ -130,8 +131,8 @@ def read_checkpoint(read: Callable[[str], bytes | None], legacy_round: int | Non
 def train_imp(loop_config: dict) -> None:
     cfg: ImpConfig = loop_config["imp_config"]
     torch.set_num_threads(cfg.torch_threads)
-    job = job_from_dict(cfg.job)
     run = RunDir(cfg.run_uri)
+    job = job_from_dict(cfg.job, plugin_dirs=plugin_dirs(run, cfg.job))
     ctx = ray.train.get_context()
     w = _Worker(cfg, job, run, ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device())
     resume = _starting_checkpoint(cfg, run)

@@ -30,8 +30,7 @@ def import_run(
 ) -> tuple[RunDir, list]:
     from lp_ray.data.loading import load_sources
     from lp_ray.data.registry import preflight
-    from lp_ray.models import build_model
-    from lp_ray.sparsity import prunable_names
+    from lp_ray.models import build_model, prunable_tensors
 
     folder = Path(source).expanduser()
     if fmt not in FORMATS:
@@ -57,7 +56,7 @@ def import_run(
     raw = form.read(folder)
     _, _, num_classes, input_shape = load_sources(job, run)
     model = build_model(job.model, num_classes, input_shape)
-    prunable = prunable_names(model, job.imp.prune_linear)
+    prunable = prunable_tensors(job.model, model, job.imp.prune_linear)
     tickets = {r: _map(form, job, r, state, mask, model.state_dict(), prunable) for r, (state, mask) in raw.items()}
     if sorted(tickets) != list(range(len(tickets))):
         raise LpRayError(f"{folder}: rounds {sorted(tickets)} are not 0, 1, 2, ...: a round is missing")

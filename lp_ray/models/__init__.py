@@ -1,6 +1,7 @@
-"""Model registry: the one list of model names. Each entry builds its network from
+"""Model registry: the one list of built-in model names. Each entry builds its network from
 (num_classes, model spec, input shape), and says which `model` fields it reads beyond `name` and
-`num_classes` and how they are checked. Builders import torch when called: checking a job stays light."""
+`num_classes` and how they are checked. Names from plugins (lp_ray/plugins) resolve through `lookup`
+beside these. Builders import torch when called: checking a job stays light."""
 
 from __future__ import annotations
 
@@ -63,6 +64,8 @@ class Model:
     build: Callable[..., nn.Module]  # (num_classes, spec, input shape) -> the network
     fields: tuple[str, ...] = ()  # the ModelSpec fields it reads beyond name and num_classes
     check: Callable = _no_fields  # check(spec, fail(field, message))
+    # prunable(network) -> the tensors IMP prunes; None: lp-ray's rule (sparsity.prunable_names)
+    prunable: Callable[[nn.Module], list[str]] | None = None
 
     def reads(self, field_name: str) -> bool:
         return field_name in ("name", "num_classes") or field_name in self.fields
@@ -78,7 +81,40 @@ MODELS: dict[str, Model] = {
 }
 
 
+def lookup(name: str) -> Model:
+    """The built-in model `name`, or the plugin registered as `name` (its fields in spec.options)."""
+    if name in MODELS:
+        return MODELS[name]
+    from lp_ray.plugins import MODEL
+    from lp_ray.plugins.loading import find, known_names
+
+    plugin = find(MODEL, name)
+    if plugin is None:
+        raise LpRayError(f"unknown model {name!r} (known: {', '.join(known_names(MODEL))})")
+
+    def build(num_classes, spec, input_shape):
+        return plugin.build(num_classes, tuple(input_shape), **spec.options)
+
+    return Model(build, tuple(plugin.fields), prunable=plugin.prunable)
+
+
 def build_model(spec: ModelSpec, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    model = lookup(spec.name).build(spec.num_classes or num_classes, spec, input_shape)
     if spec.name not in MODELS:
-        raise LpRayError(f"unknown model {spec.name!r} (known: {', '.join(sorted(MODELS))})")
-    return MODELS[spec.name].build(spec.num_classes or num_classes, spec, input_shape)
+        from lp_ray.plugins.checks import checked_network
+
+        return checked_network(spec.name, model)
+    return model
+
+
+def prunable_tensors(spec: ModelSpec, model: nn.Module, prune_linear: bool) -> list[str]:
+    """The names of the network's tensors that IMP prunes: the model's own say where it has one (a
+    plugin's `prunable`), else every Conv weight, and Linear weights with imp.prune_linear."""
+    rule = lookup(spec.name).prunable
+    if rule is None:
+        from lp_ray.sparsity import prunable_names
+
+        return prunable_names(model, prune_linear)
+    from lp_ray.plugins.checks import checked_prunable
+
+    return checked_prunable(spec.name, model, rule)

@@ -68,7 +68,7 @@ def _run_leased(pr: OpenedRun, settings, cluster, tracking_uri, name, parallel_e
     elif executor == "ray":
         from lp_ray.cluster import check_storage, connect
 
-        connect(cluster, {"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else None)
+        connect(cluster, {"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else None, pr.job.plugin_versions)
         check_storage(cluster, pr.run.uri)
         ex = RayExecutor(job_dict, pr.run.uri, cluster.torch_threads, parallel_evals, cluster.eval_resources, settings)
         if ex.parallel < parallel_evals:

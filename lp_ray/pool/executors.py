@@ -77,10 +77,10 @@ def build_evaluator(job_dict: dict, run_uri: str, torch_threads: int, pool: Pool
     from lp_ray.pool.core import bn_subset, screen_subset
     from lp_ray.pool.searches import SEARCHES
     from lp_ray.spec_loading import job_from_dict
-    from lp_ray.store import RunDir
+    from lp_ray.store import RunDir, plugin_dirs
 
     torch.set_num_threads(torch_threads)
-    job = job_from_dict(job_dict)
+    job = job_from_dict(job_dict, plugin_dirs=plugin_dirs(RunDir(run_uri), job_dict))
     screen = pool.screen_fraction if pool is not None and SEARCHES[pool.search].screens else None
     opened = OpenedRun.of(job, RunDir(run_uri))
     # An actor given a GPU (a fraction: four at num_gpus 0.25 share one) keeps model and data on it.

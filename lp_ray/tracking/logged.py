@@ -71,12 +71,12 @@ def job_params(job) -> dict[str, object]:
     package's defaults); the pool section belongs to each search's run."""
     import dataclasses
 
-    from lp_ray.data.registry import DATASETS
-    from lp_ray.models import MODELS
+    from lp_ray.data.registry import lookup as data_set
+    from lp_ray.models import lookup as model
     from lp_ray.spec import Mnist1dGenerator, job_to_dict
 
-    data_reads = DATASETS[job.data.dataset].reads
-    model_reads = MODELS[job.model.name].reads
+    data_reads = data_set(job.data.dataset).reads
+    model_reads = model(job.model.name).reads
     out: dict[str, object] = {"name": job.name}
     for k, v in job_to_dict(job)["data"].items():
         if not data_reads(k) or (k == "num_samples" and job.data.train_size is not None):

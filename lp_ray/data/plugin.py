@@ -1,0 +1,52 @@
+"""A data set from a plugin (lp_ray.plugins.register_dataset) as lp-ray's sources: its splits are
+checked against the contract (lp_ray/plugins/checks.py), then served like a built-in data set's.
+A plugin's loader is called once per process and set of fields; what it returns is lp-ray's to split,
+order, shard and augment (with `data.augment`)."""
+
+from __future__ import annotations
+
+from lp_ray.data.registry import DataSet
+from lp_ray.spec import DataSpec
+
+_LOADED: dict[tuple, tuple] = {}
+
+
+def plugin_data_set(name: str) -> DataSet:
+    from lp_ray.errors import LpRayError
+    from lp_ray.plugins import DATASET
+    from lp_ray.plugins.loading import find, known_names
+
+    plugin = find(DATASET, name)
+    if plugin is None:
+        raise LpRayError(f"unknown data set {name!r} (known: {', '.join(known_names(DATASET))})")
+
+    def load(spec: DataSpec, run=None):
+        return _sources(plugin, spec)
+
+    def preflight(spec: DataSpec) -> None:
+        _sources(plugin, spec)  # loads and checks; writes nothing
+
+    def shape(spec: DataSpec) -> tuple:
+        _, _, classes, input_shape = _sources(plugin, spec)
+        return classes, input_shape
+
+    return DataSet(tuple(plugin.fields), lambda spec, fail: None, load, preflight, shape)
+
+
+def _sources(plugin, spec: DataSpec) -> tuple:
+    from lp_ray.data.base import DatasetSource, TensorSource
+    from lp_ray.plugins.checks import checked_splits
+    from lp_ray.plugins.loading import identity
+
+    key = (plugin.name, identity(plugin), repr(sorted(spec.options.items())), spec.augment)
+    if key not in _LOADED:
+        splits, (train, test) = checked_splits(plugin, spec.options)
+        augmentation = splits.augment if spec.augment else None
+
+        def source(part, augment):
+            if isinstance(part, tuple):
+                return TensorSource(part[0], part[1], splits.num_classes, augment)
+            return DatasetSource(part, splits.num_classes, augment)
+
+        _LOADED[key] = (source(train, augmentation), source(test, None), splits.num_classes, splits.input_shape)
+    return _LOADED[key]
