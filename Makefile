@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip --disable-pip-version-check -q
-SOURCES := lp_ray tests benchmarks tools
+SOURCES := lp_ray tests benchmarks tools examples
 
 .PHONY: demo test unit lint format install clean
 

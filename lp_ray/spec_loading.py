@@ -112,6 +112,7 @@ def apply_overrides(job: JobSpec, overrides: Sequence[str], where: str) -> JobSp
     if not overrides:
         return job
     raw = job_to_dict(job)
+    raw.pop("plugin_versions", None)  # recomputed for the result: an override may name another plugin
     for text in overrides:
         key, sep, value = text.partition("=")
         parts = key.strip().split(".")

@@ -30,7 +30,8 @@ def plugin_data_set(name: str) -> DataSet:
         _, _, classes, input_shape = _sources(plugin, spec)
         return classes, input_shape
 
-    return DataSet(tuple(plugin.fields), lambda spec, fail: None, load, preflight, shape)
+    reads = (*plugin.fields, *(["path"] if plugin.reads_path else []))
+    return DataSet(tuple(reads), lambda spec, fail: None, load, preflight, shape)
 
 
 def _sources(plugin, spec: DataSpec) -> tuple:
@@ -38,9 +39,10 @@ def _sources(plugin, spec: DataSpec) -> tuple:
     from lp_ray.plugins.checks import checked_splits
     from lp_ray.plugins.loading import identity
 
-    key = (plugin.name, identity(plugin), repr(sorted(spec.options.items())), spec.augment)
+    given = {**spec.options, **({"path": spec.path} if plugin.reads_path else {})}
+    key = (plugin.name, identity(plugin), repr(sorted(given.items())), spec.augment)
     if key not in _LOADED:
-        splits, (train, test) = checked_splits(plugin, spec.options)
+        splits, (train, test) = checked_splits(plugin, given)
         augmentation = splits.augment if spec.augment else None
 
         def source(part, augment):

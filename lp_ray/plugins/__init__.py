@@ -81,9 +81,12 @@ class ModelPlugin:
 @dataclass(frozen=True)
 class DatasetPlugin:
     name: str
-    load: Callable[..., Splits]  # load(**fields) -> Splits
+    load: Callable[..., Splits]  # load(**fields) -> Splits; with reads_path, load(path, **fields)
     fields: dict[str, Field]
     module: str
+    # The data's location is lp-ray's `data.path` (absolute by the time the plugin sees it), outside the
+    # run hash as for built-in data sets: moving the files does not make a new run.
+    reads_path: bool = False
 
 
 # (kind, name) -> the plugin, for every module imported so far (lp_ray.plugins.loading decides which)
@@ -129,14 +132,14 @@ def register_model(
     return register
 
 
-def register_dataset(name: str, *, fields: dict[str, Field] | None = None):
-    """Decorator: `fn(**fields) -> Splits` becomes the data set `name`."""
+def register_dataset(name: str, *, fields: dict[str, Field] | None = None, reads_path: bool = False):
+    """Decorator: `fn(**fields) -> Splits` becomes the data set `name`; with `reads_path`, `fn(path,
+    **fields)` gets the job's `data.path` (None when the job sets none)."""
     from lp_ray.plugins.loading import reserved_fields
 
     def register(fn):
-        _register(
-            DATASET, DatasetPlugin(name, fn, _check_fields(name, fields, reserved_fields(DATASET)), fn.__module__)
-        )
+        checked = _check_fields(name, fields, reserved_fields(DATASET))
+        _register(DATASET, DatasetPlugin(name, fn, checked, fn.__module__, reads_path))
         return fn
 
     return register

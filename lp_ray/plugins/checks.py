@@ -20,13 +20,13 @@ def _call(what: str, fn, *args, **kwargs) -> Any:
         raise PluginError(f"{what} raised {type(e).__name__}{': ' + text if text else ''}") from None
 
 
-def checked_splits(plugin: DatasetPlugin, options: dict) -> tuple[Splits, tuple[Any, Any]]:
+def checked_splits(plugin: DatasetPlugin, arguments: dict) -> tuple[Splits, tuple[Any, Any]]:
     """The plugin's Splits and its (train, test) parts, each an `(x, y)` pair of tensors or a map-style
     Dataset; `splits.input_shape` is filled in from the first example when the plugin left it out."""
     import torch
 
     what = f"data set {plugin.name!r} ({plugin.module})"
-    splits = _call(what, plugin.load, **options)
+    splits = _call(what, plugin.load, **arguments)
     if not isinstance(splits, Splits):
         raise PluginError(f"{what} returned {type(splits).__name__}, not lp_ray.plugins.Splits")
     k = splits.num_classes

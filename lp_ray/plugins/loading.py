@@ -16,7 +16,6 @@ plugin are never mixed.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import importlib
 import importlib.metadata
@@ -40,10 +39,14 @@ _LOCAL: dict[str, tuple[Path, str]] = {}
 
 
 def reserved_fields(kind: str) -> tuple[str, ...]:
-    """A plugin's fields sit in the job's section beside lp-ray's own, so they cannot reuse their names."""
-    from lp_ray.spec import DataSpec, ModelSpec
+    """A plugin's fields sit in the job's section beside the fields lp-ray reads for every model or data
+    set, so they cannot take those names. (A built-in's own field, such as conv1d's `width`, is free:
+    in a plugin's section the name means the plugin's field.)"""
+    if kind == MODEL:
+        return ("name", "num_classes", "options")
+    from lp_ray.data.registry import COMMON_FIELDS
 
-    return tuple(f.name for f in dataclasses.fields(ModelSpec if kind == MODEL else DataSpec))
+    return (*COMMON_FIELDS, "path", "augment", "options")
 
 
 def built_in_names(kind: str) -> set[str]:
@@ -238,10 +241,10 @@ def local_sources(versions: dict[str, str]) -> dict[str, Path]:
 # On every process that computes: the job's exact plugin code
 
 
-def activate(versions: dict[str, str], snapshot_dir: Path | None = None) -> None:
+def activate(versions: dict[str, str], snapshot_dirs: Iterable[Path] = ()) -> None:
     """Make sure this process runs exactly the plugin code `versions` names: a module already imported
     with that identity; else, for a module of one's own, the module importable by its name (Ray ships
-    it to workers) or the run directory's copy (`snapshot_dir`), whichever has the recorded sha256; for
+    it to workers) or the run directory's copy (in `snapshot_dirs`), whichever has the recorded sha256; for
     an installed package, its entry point at the recorded version. Anything else is one error."""
     for k, ident in versions.items():
         kind, _, name = k.partition(" ")
@@ -252,7 +255,7 @@ def activate(versions: dict[str, str], snapshot_dir: Path | None = None) -> None
             continue
         module, _, rest = ident.partition(" ")
         if rest.startswith("sha256:"):
-            _activate_local(kind, name, module, rest.removeprefix("sha256:"), snapshot_dir)
+            _activate_local(kind, name, module, rest.removeprefix("sha256:"), list(snapshot_dirs))
         elif rest.startswith("from "):
             _activate_package(kind, name, module, rest.removeprefix("from "))
         else:
@@ -264,22 +267,25 @@ def activate(versions: dict[str, str], snapshot_dir: Path | None = None) -> None
             raise PluginError(f"plugin module {module!r} ({ident}) registers no {kind} named {name!r}")
 
 
-def _activate_local(kind: str, name: str, module: str, sha: str, snapshot_dir: Path | None) -> None:
+def _activate_local(kind: str, name: str, module: str, sha: str, snapshot_dirs: list[Path]) -> None:
     candidates = []
     spec = _find_spec(module) if module not in _LOCAL else None
     if spec is not None and spec.origin and spec.origin.endswith(".py"):
         candidates.append(Path(spec.origin))
-    if snapshot_dir is not None:
-        candidates.append(Path(snapshot_dir) / f"{module}.py")
+    candidates += [Path(d) / f"{module}.py" for d in snapshot_dirs]
+    seen = []
     for path in candidates:
-        if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == sha:
-            load_file(module, path)
-            return
-    found = _LOCAL.get(module)
-    now = f"; the module here is sha256:{found[1][:12]}… ({found[0]})" if found else ""
+        if path.is_file():
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            if digest == sha:
+                load_file(module, path)
+                return
+            seen.append(f"{path} is sha256:{digest[:12]}…")
+    if module in _LOCAL:
+        seen.append(f"the one imported here ({_LOCAL[module][0]}) is sha256:{_LOCAL[module][1][:12]}…")
     raise PluginError(
-        f"{kind} {name!r} needs plugin module {module!r} sha256:{sha[:12]}… (the version its run was made with), "
-        f"which is not on this process{now}: restore that file, or start a new run"
+        f"{kind} {name!r} was made with plugin module {module!r} sha256:{sha[:12]}…, which is not here "
+        f"({'; '.join(seen) or 'no copy found'}): restore that file, or start a new run"
     )
 
 
