@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from lp_ray import layout
+from lp_ray import api
 from lp_ray.errors import LpRayError
 
 app = typer.Typer(
@@ -70,12 +70,6 @@ OverridesArg = typer.Argument(
 )
 
 
-def _job(job: Path | None, overrides: list[str] | None):
-    from lp_ray.spec_loading import load_job
-
-    return load_job(job, overrides or ())
-
-
 @app.command()
 @_interruptible
 def imp(
@@ -90,20 +84,18 @@ def imp(
     submit: bool = SubmitOpt,
 ) -> None:
     """Train IMP with rewinding on Ray Train: one checkpointed, resumable fit() per round."""
-    from lp_ray.spec import run_name
-    from lp_ray.spec_loading import load_cluster
-    from lp_ray.submit import submission_id
+    if submit:
+        return _submit("imp", api.load_job(job, _extra(overrides, rounds)), cluster)
+    result = api.imp(
+        job, overrides=overrides or (), rounds=rounds, cluster=cluster, tracking_uri=tracking_uri, wait=not no_wait
+    )
+    typer.echo(f"run directory: {result.run.uri}")
 
+
+def _extra(overrides: list[str] | None, rounds: int | None) -> list[str]:
     if rounds is not None and rounds < 1:
         raise LpRayError(f"--rounds must be at least 1, got {rounds}")
-    j = _job(job, [*(overrides or []), *([f"imp.rounds={rounds}"] if rounds is not None else [])])
-    c = load_cluster(cluster)
-    if submit:
-        return _submit(submission_id("imp", run_name(j)), c)
-    from lp_ray.imp.command import run_imp  # (torch, Ray, MLflow: after the specs are checked)
-
-    result = run_imp(j, c, _job_tracking_uri(tracking_uri, j, c), wait=not no_wait)
-    typer.echo(f"run directory: {result.run.uri}")
+    return [*(overrides or []), *([f"imp.rounds={rounds}"] if rounds is not None else [])]
 
 
 @app.command()
@@ -115,103 +107,32 @@ def tickets(
     from rich.table import Table
 
     from lp_ray.progress import console
-    from lp_ray.store import RunDir, finished_rounds, read_mask, read_ticket, read_ticket_meta
+    from lp_ray.store import RunDir
 
-    run = RunDir(run_dir)
-    if not run.is_dir():
-        raise LpRayError(f"{run_dir}: no such run directory")
-    rounds = finished_rounds(run)
-    if not rounds:
-        raise LpRayError(f"{run_dir}: no finished rounds (is this an lp-ray run directory?)")
-    table = Table(title=run.uri)
+    rows = api.tickets(run_dir, layers=layers)
+    table = Table(title=RunDir(run_dir).uri)
     for col in ("round", "density %", "val acc %", "test acc %", "path"):
         table.add_column(col, justify="left" if col == "path" else "right")
-    for r in rounds:
-        read_ticket(run, r)  # its bytes and mask are what was recorded
-        m = read_ticket_meta(run, r)
-        table.add_row(
-            str(r),
-            f"{100 * m.density:.2f}",
-            f"{100 * m.val_acc:.2f}",
-            f"{100 * m.test_acc:.2f}",
-            run.uri_of(layout.ticket(r)),
-        )
+    for t in rows:
+        table.add_row(str(t.round), *(f"{100 * v:.2f}" for v in (t.density, t.val_acc, t.test_acc)), t.uri)
     console.print(table)
-    if layers:
-        from lp_ray.sparsity import density_report
-
-        for r in rounds[1:]:
-            console.print(f"round {r}:")
-            for row in density_report(read_mask(run, layout.mask(r))):
-                console.print(
-                    f"  {row['layer']:<40} {row['survivors']:>10} / {row['size']:<10} {100 * row['density']:6.2f}%"
-                )
+    for t in rows if layers else []:
+        if t.layers:
+            console.print(f"round {t.round}:")
+        for row in t.layers:
+            console.print(
+                f"  {row['layer']:<40} {row['survivors']:>10} / {row['size']:<10} {100 * row['density']:6.2f}%"
+            )
 
 
-def _ints(text: str | None, what: str) -> list[int] | None:
+def _numbers(text: str | None, what: str, kind: type) -> list | None:
     if text is None:
         return None
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
+        return [kind(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise LpRayError(f"{what}: expected comma-separated integers, got {text!r}") from None
-
-
-def _floats(text: str | None, what: str) -> list[float] | None:
-    if text is None:
-        return None
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise LpRayError(f"{what}: expected comma-separated numbers, got {text!r}") from None
-
-
-def _run_tracking_uri(cli_uri: str | None, cluster_uri: str | None, run_dir: str) -> str:
-    from lp_ray.store import RunDir
-    from lp_ray.tracking.stores import tracking_uri_for_run
-
-    return tracking_uri_for_run(cli_uri, cluster_uri, RunDir(run_dir))
-
-
-def _job_tracking_uri(cli_uri: str | None, job, cluster) -> str:
-    from lp_ray.tracking.stores import tracking_uri_for_job
-
-    return tracking_uri_for_job(cli_uri, job, cluster)
-
-
-def _pool(
-    run_dir: str,
-    cluster: Path | None,
-    tracking_uri: str | None,
-    overrides: list[str] | None = None,
-    options: dict | None = None,
-    name: str | None = None,
-    parallel_evals: int = 2,
-    overwrite: bool = False,
-    serial: bool = False,
-    wait: bool = True,
-):
-    from lp_ray.pool.records import check_search_name
-    from lp_ray.spec_loading import load_cluster, pool_settings_for_run
-    from lp_ray.store import RunDir, read_job
-
-    c = load_cluster(cluster)
-    run = RunDir(run_dir)
-    settings = pool_settings_for_run(read_job(run), overrides or [], options or {})
-    check_search_name(settings.default_name() if name is None else name)
-    from lp_ray.pool.command import run_pool  # (torch, Ray: after every cheap check)
-
-    return run_pool(
-        run.uri,
-        settings,
-        c,
-        _run_tracking_uri(tracking_uri, c.tracking_uri, run.uri),
-        name=name,
-        parallel_evals=parallel_evals,
-        executor="serial" if serial else "ray",
-        overwrite=overwrite,
-        wait=wait,
-    )
+        noun = "integers" if kind is int else "numbers"
+        raise LpRayError(f"{what}: expected comma-separated {noun}, got {text!r}") from None
 
 
 RunArg = typer.Argument(..., help="A run directory (local path or URI), as printed by `lp-ray imp`.")
@@ -229,7 +150,10 @@ def pool(
         None, "--method", "-m", help="interpolation (default), average, swa, ema or prune_after."
     ),
     parallel_evals: int = typer.Option(
-        2, "--parallel-evals", "-p", help="Evaluations in flight at once (capped by the cluster's resources)."
+        api.DEFAULT_PARALLEL_EVALS,
+        "--parallel-evals",
+        "-p",
+        help="Evaluations in flight at once (capped by the cluster's resources).",
     ),
     targets: str | None = typer.Option(None, "--targets", help="Comma-separated target rounds (default: every round)."),
     coefficients: str | None = typer.Option(
@@ -260,21 +184,25 @@ def pool(
     """Lottery Pools: greedily interpolate each target ticket with the others, evaluated in parallel on Ray."""
     if submit:
         from lp_ray.spec import PoolSpec
-        from lp_ray.spec_loading import load_cluster
-        from lp_ray.submit import submission_id
 
         default = PoolSpec(method=method or "interpolation", search=search or "exact").default_name()
-        return _submit(submission_id("pool", run_dir, name or default), load_cluster(cluster))
-    options = {
-        "method": method,
-        "coefficients": _floats(coefficients, "--coefficients"),
-        "search": search,
-        "search_num": search_num,
-        "bn_samples": bn_samples,
-        "targets": _ints(targets, "--targets"),
-    }
-    out = _pool(
-        run_dir, cluster, tracking_uri, overrides, options, name, parallel_evals, overwrite, serial, not no_wait
+        return _submit("pool", None, cluster, run_dir=run_dir, search_name=name or default)
+    out = api.pool(
+        run_dir,
+        method=method,
+        search=search,
+        coefficients=_numbers(coefficients, "--coefficients", float),
+        targets=_numbers(targets, "--targets", int),
+        search_num=search_num,
+        bn_samples=bn_samples,
+        overrides=overrides or (),
+        name=name,
+        parallel_evals=parallel_evals,
+        overwrite=overwrite,
+        serial=serial,
+        cluster=cluster,
+        tracking_uri=tracking_uri,
+        wait=not no_wait,
     )
     typer.echo(
         f"pooled networks: {out.folder} ({out.evaluations} evaluations in {out.seconds:.0f} s"
@@ -289,9 +217,7 @@ def report(
 ) -> None:
     """Table and plot of LT against every pooled method, per sparsity (report.csv/.parquet/.png); for an
     experiment directory, mean ± std over seeds, paired 95% CIs, McNemar + Holm, and a verdict per method."""
-    from lp_ray.report.command import report as write_report
-
-    write_report(run_dir, tracking_uri)
+    api.report(run_dir, tracking_uri=tracking_uri)
 
 
 @app.command()
@@ -314,25 +240,21 @@ def sweep(
 ) -> None:
     """Run an experiment on Ray Tune: every trial (seed x grid cell) is `lp-ray run` of its job, then the
     experiment report. Rerun the same command to resume: finished trials are never recomputed."""
-    from lp_ray.experiment.spec import experiment_from_options, load_experiment
-    from lp_ray.experiment.sweep import log_sweep, run_sweep
-    from lp_ray.report.command import experiment_report
-    from lp_ray.spec_loading import load_cluster
-    from lp_ray.tracking.stores import resolve_tracking_uri
-
     if experiment is not None and (job or seeds or grid or methods or analyses):
         raise typer.BadParameter("give an experiment file or --job/--seeds/--grid/--methods/--analyses, not both")
-    exp = (
-        load_experiment(experiment)
-        if experiment is not None
-        else experiment_from_options(job, seeds, grid, methods, analyses)
+    exp_dir = api.sweep(
+        experiment,
+        job=job,
+        seeds=seeds,
+        grid=grid,
+        methods=methods,
+        analyses=analyses,
+        cluster=cluster,
+        max_concurrent=max_concurrent,
+        tracking_uri=tracking_uri,
+        wait=not no_wait,
     )
-    c = load_cluster(cluster)
-    uri = resolve_tracking_uri(tracking_uri, c.tracking_uri)
-    exp_dir = run_sweep(
-        exp, c, uri, max_concurrent, wait=not no_wait, then=lambda d: log_sweep(exp, d, uri, experiment_report(d.uri))
-    )
-    typer.echo(f"experiment directory: {exp_dir.uri}")
+    typer.echo(f"experiment directory: {exp_dir}")
 
 
 @app.command("eval")
@@ -344,10 +266,9 @@ def eval_(
     tracking_uri: str | None = TrackingOpt,
 ) -> None:
     """Load a ticket or pooled network and print its validation and test accuracy and density."""
-    from lp_ray.evaluate import evaluate_uri
     from lp_ray.progress import console
 
-    out = evaluate_uri(uri, tracking_uri)
+    out = api.evaluate(uri, tracking_uri=tracking_uri)
     console.print(
         f"{out['path']}\n  density {100 * out['density']:.2f}%  val acc {100 * out['val_acc']:.2f}%  "
         f"test acc {100 * out['test_acc']:.2f}%"
@@ -362,29 +283,31 @@ def run(
     cluster: Path | None = ClusterOpt,
     method: str | None = typer.Option(None, "--method", "-m", help="Pool method (default: the job's, interpolation)."),
     search: str | None = typer.Option(None, "--search", help="Pool search: exact or fast (default: the job's)."),
-    parallel_evals: int = typer.Option(2, "--parallel-evals", "-p", help="Pool evaluations in flight at once."),
+    parallel_evals: int = typer.Option(
+        api.DEFAULT_PARALLEL_EVALS, "--parallel-evals", "-p", help="Pool evaluations in flight at once."
+    ),
     tracking_uri: str | None = TrackingOpt,
     no_wait: bool = NoWaitOpt,
     submit: bool = SubmitOpt,
 ) -> None:
     """The main job: imp, then pool, then report (what `make demo` runs on the default job)."""
-    from lp_ray.spec import run_name
-    from lp_ray.spec_loading import load_cluster, with_pool_options
-    from lp_ray.submit import submission_id
-
-    j, c = _job(job, overrides), load_cluster(cluster)
-    settings = with_pool_options(j.pool, {"method": method, "search": search})  # checked before anything trains
     if submit:
-        return _submit(submission_id("run", run_name(j)), c)
-    from lp_ray.imp.command import run_imp  # (torch, Ray, MLflow: after the specs are checked)
-    from lp_ray.pool.command import run_pool
-    from lp_ray.report.command import run_report
+        from lp_ray.spec_loading import with_pool_options
 
-    uri = _job_tracking_uri(tracking_uri, j, c)
-    result = run_imp(j, c, uri, wait=not no_wait)
-    run_pool(result.run.uri, settings, c, uri, parallel_evals=parallel_evals, wait=not no_wait)
-    run_report(result.run.uri, uri)
-    typer.echo(f"run directory: {result.run.uri}")
+        j = api.load_job(job, overrides or ())
+        with_pool_options(j.pool, {"method": method, "search": search})  # checked before it is sent
+        return _submit("run", j, cluster)
+    result = api.run(
+        job,
+        overrides=overrides or (),
+        method=method,
+        search=search,
+        parallel_evals=parallel_evals,
+        cluster=cluster,
+        tracking_uri=tracking_uri,
+        wait=not no_wait,
+    )
+    typer.echo(f"run directory: {result.run_dir}")
 
 
 @app.command("import")
@@ -407,13 +330,9 @@ def import_(
     """Bring your own tickets: build a run directory from IMP tickets trained elsewhere (OpenLTH lottery
     levels, or the Lottery Pools paper code's checkpoints), read with torch.load(weights_only=True) only
     and mapped onto lp-ray's model, so `lp-ray pool`, `report`, `eval` and `analyze` work on them."""
-    from lp_ray.importing.command import import_run
     from lp_ray.progress import console
-    from lp_ray.spec_loading import load_cluster
-    from lp_ray.tracking.stores import resolve_tracking_uri
 
-    j, c = _job(job, None), load_cluster(cluster)
-    run, metas = import_run(source, fmt, j, c, resolve_tracking_uri(tracking_uri, c.tracking_uri))
+    run, metas = api.import_tickets(source, fmt, job, cluster=cluster, tracking_uri=tracking_uri)
     for m in metas:
         console.print(
             f"round {m.round:2d}  imported: density {100 * m.density:6.2f}%  val {100 * m.val_acc:.2f}%  "
@@ -438,9 +357,7 @@ def _analysis_command(analysis):
     import inspect
 
     def command(run_dir: str, tracking_uri: str | None, no_wait: bool, cluster: Path | None = None, **given) -> None:
-        from lp_ray.analysis import run_analysis
         from lp_ray.progress import console
-        from lp_ray.spec_loading import load_cluster
 
         options = {}
         for o in analysis.options:
@@ -448,9 +365,9 @@ def _analysis_command(analysis):
                 options[o.name] = o.parse(given[o.name]) if o.parse else given[o.name]
             except ValueError as e:
                 raise LpRayError(f"--{o.name.replace('_', '-')}: {e}") from None
-        c = load_cluster(cluster)
-        uri = _run_tracking_uri(tracking_uri, c.tracking_uri, run_dir)
-        outcome = run_analysis(analysis.name, run_dir, c, uri, wait=not no_wait, **options)
+        outcome = api.analyze(
+            analysis.name, run_dir, cluster=cluster, tracking_uri=tracking_uri, wait=not no_wait, **options
+        )
         for line in analysis.summary(outcome.rows):
             console.print(line, highlight=False)
         for f in outcome.written.files:
@@ -489,13 +406,16 @@ def _add_analysis_commands() -> None:
 _add_analysis_commands()
 
 
-def _submit(submission_id: str, cluster) -> None:
-    """Re-issue this very command line, minus --submit, as a Ray job."""
-    from lp_ray.submit import check_submittable, submit
+def _submit(command: str, job, cluster: Path | None, run_dir: str | None = None, search_name: str | None = None):
+    """Re-issue this very command line, minus --submit, as a Ray job (named for its run, or its search)."""
+    from lp_ray.spec import run_name
+    from lp_ray.submit import check_submittable, submission_id, submit
 
-    check_submittable(cluster)
+    c = api.load_cluster(cluster)
+    check_submittable(c)
+    sid = submission_id(command, run_name(job) if job is not None else run_dir, search_name)
     argv = [a for a in sys.argv[1:] if a != "--submit"]
-    sid, what = submit(argv, submission_id, cluster)
+    sid, what = submit(argv, sid, c)
     typer.echo(f"{sid}: {what}; follow it with `lp-ray status {sid}` and `lp-ray logs {sid}`")
 
 
@@ -504,10 +424,9 @@ def status(
     submission_id: str = typer.Argument(..., help="As printed by --submit."), cluster: Path | None = ClusterOpt
 ) -> None:
     """Status of a submitted command (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED)."""
-    from lp_ray.spec_loading import load_cluster
     from lp_ray.submit import status as job_status
 
-    typer.echo(f"{submission_id}: {job_status(submission_id, load_cluster(cluster))}")
+    typer.echo(f"{submission_id}: {job_status(submission_id, api.load_cluster(cluster))}")
 
 
 @app.command()
@@ -515,22 +434,24 @@ def logs(
     submission_id: str = typer.Argument(..., help="As printed by --submit."), cluster: Path | None = ClusterOpt
 ) -> None:
     """Output of a submitted command so far."""
-    from lp_ray.spec_loading import load_cluster
     from lp_ray.submit import logs as job_logs
 
-    typer.echo(job_logs(submission_id, load_cluster(cluster)), nl=False)
+    typer.echo(job_logs(submission_id, api.load_cluster(cluster)), nl=False)
 
 
 def main() -> None:
     import os
 
-    # Quiet by default: MLflow's store-migration INFO lines and "View run" links are noise in a CLI.
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # Who holds a lease, as a waiting user is shown it: the command as typed.
     os.environ.setdefault("LP_RAY_COMMAND", " ".join(["lp-ray", *sys.argv[1:]]))
     code = run_cli(sys.argv[1:])
-    _leave_ray()
+    # Leave Ray before the interpreter exits: a driver of a cluster it did not start that left it to
+    # Ray's exit hook crashed there now and then (SIGSEGV after its work was done and printed, seen in
+    # the 3-node test). A private Ray is shut down here rather than at exit; same work.
+    try:
+        api.shutdown()
+    except BaseException:  # nothing left to lose: the command's outcome is decided
+        pass
     _exit(code)
 
 
@@ -547,21 +468,6 @@ def _exit(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-def _leave_ray() -> None:
-    """Disconnect from Ray before the interpreter exits: a driver of a cluster it did not start that
-    left it to Ray's exit hook crashed there now and then (SIGSEGV after its work was done and
-    printed, seen in the 3-node test). A private Ray is shut down here rather than at exit; same work."""
-    if "ray" not in sys.modules:
-        return
-    import ray
-
-    try:
-        if ray.is_initialized():
-            ray.shutdown()
-    except BaseException:  # nothing left to lose: the command's outcome is decided
-        pass
 
 
 def run_cli(argv: list[str]) -> int:

@@ -15,7 +15,7 @@ PACKAGE = ROOT / "lp_ray"
 
 # Lowest first; a module matches the longest prefix listed ("lp_ray.data" covers lp_ray.data.*).
 LAYERS: list[tuple[str, list[str]]] = [
-    ("foundation", ["lp_ray", "lp_ray.errors", "lp_ray.layout", "lp_ray.interrupt"]),
+    ("foundation", ["lp_ray.errors", "lp_ray.layout", "lp_ray.interrupt"]),
     (
         "pure types and algorithms",
         [
@@ -65,7 +65,10 @@ LAYERS: list[tuple[str, list[str]]] = [
         ["lp_ray.experiment", "lp_ray.experiment.spec", "lp_ray.report.experiment", "lp_ray.report.command"],
     ),
     ("sweep", ["lp_ray.experiment.sweep"]),
+    ("Python API", ["lp_ray.api"]),
     ("command line", ["lp_ray.cli"]),
+    # The package itself: `import lp_ray` hands out the API's functions (imported when first used).
+    ("package", ["lp_ray"]),
 ]
 LAYER_OF = {prefix: i for i, (_, prefixes) in enumerate(LAYERS) for prefix in prefixes}
 
@@ -94,8 +97,10 @@ def modules() -> dict[str, Path]:
 
 
 def layer(module: str) -> int:
+    if module == "lp_ray":
+        return LAYER_OF["lp_ray"]
     parts = module.split(".")
-    for n in range(len(parts), 0, -1):
+    for n in range(len(parts), 1, -1):  # a module of the package is in a layer by its own name
         if ".".join(parts[:n]) in LAYER_OF:
             return LAYER_OF[".".join(parts[:n])]
     raise AssertionError(f"{module} is in no layer: add it to LAYERS (and to docs/architecture.md)")

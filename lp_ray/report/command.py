@@ -10,16 +10,16 @@ from lp_ray.progress import console
 from lp_ray.store import RunDir
 
 
-def report(uri: str, tracking_uri: str | None) -> None:
+def report(uri: str, tracking_uri: str | None):
+    """The report of a run directory (its table) or an experiment directory (its ExperimentReport)."""
     from lp_ray.report.experiment import is_experiment_dir
 
     if is_experiment_dir(uri):
-        experiment_report(uri)
-    else:
-        run_report(uri, tracking_uri)
+        return experiment_report(uri)
+    return run_report(uri, tracking_uri)
 
 
-def run_report(run_dir: str, tracking_uri: str | None) -> None:
+def run_report(run_dir: str, tracking_uri: str | None):
     """report.csv/.parquet/.png of a run; MLflow gets the files under its imp run's report/ (when the
     store and the run exist: a report never creates a store)."""
     from lp_ray.analysis import reported
@@ -41,6 +41,7 @@ def run_report(run_dir: str, tracking_uri: str | None) -> None:
         console.print(f"MLflow: {runs_page(tracker.uri, tracker.experiment_id)}", highlight=False)
     console.print(f"report: {paths['csv']}, {paths['parquet']}")
     console.print(f"plot:   {paths['png']}")
+    return table
 
 
 def experiment_report(exp_uri: str):
