@@ -373,13 +373,31 @@ class Run:
         state, _ = read_weights(self._opened.run, rel, self._opened.template, set(self._opened.prunable))
         return self._module(state)
 
+    def examples(self, split: str = "test", indices: Sequence[int] | None = None) -> tuple:
+        """Examples of the run's data as one `(x, y)` batch of tensors, without augmentation: `split` is
+        "test", "val" (lp-ray's seeded validation split) or "train" (the rest of the training set);
+        `indices` within that split (default: all of it)."""
+        import torch
+
+        data = self._opened.data
+        source, idx = {
+            "test": (data.test, torch.arange(len(data.test))),
+            "val": (data.train, data.val_idx),
+            "train": (data.train, data.train_idx),
+        }.get(split, (None, None))
+        if source is None:
+            raise LpRayError(f"split must be test, val or train, got {split!r}")
+        if indices is not None:
+            idx = idx[torch.as_tensor(list(indices), dtype=torch.long)]
+        return source.batch(idx, augment=False, gen=None)
+
     def mask(self, round: int) -> dict:
         return self._opened.masks[round]
 
     def rounds_table(self) -> pa.Table:
-        from lp_ray.store import write_rounds_table
+        from lp_ray.store import rounds_table
 
-        return write_rounds_table(self._opened.run, only_if_stale=True)
+        return rounds_table(self._opened.run)
 
     def summary(self, search: str = "interpolation") -> pa.Table:
         from lp_ray import layout

@@ -315,9 +315,16 @@ def run(
 def import_(
     source: str = typer.Argument(
         ...,
-        help="An OpenLTH replicate folder (.../replicate_<n>) or the paper code's save folder (<L>model_SA_best.pth.tar).",
+        help="An OpenLTH replicate folder (.../replicate_<n>), the paper code's save folder (<L>model_SA_best.pth.tar), "
+        "or a folder with tickets.yaml (--format files).",
     ),
-    fmt: str = typer.Option(..., "--format", "-f", help="openlth or lottery-pools."),
+    fmt: str = typer.Option(
+        ...,
+        "--format",
+        "-f",
+        help="openlth, lottery-pools, or files: any IMP code's tickets for any model (built in or a plugin), one "
+        "weights file (safetensors or torch.save) and optional mask per round named in tickets.yaml (docs/plugins.md).",
+    ),
     job: Path = typer.Option(
         ...,
         "--job",
@@ -328,8 +335,9 @@ def import_(
     tracking_uri: str | None = TrackingOpt,
 ) -> None:
     """Bring your own tickets: build a run directory from IMP tickets trained elsewhere (OpenLTH lottery
-    levels, or the Lottery Pools paper code's checkpoints), read with torch.load(weights_only=True) only
-    and mapped onto lp-ray's model, so `lp-ray pool`, `report`, `eval` and `analyze` work on them."""
+    levels, the Lottery Pools paper code's checkpoints, or any code's files with a tickets.yaml), read with
+    safetensors or torch.load(weights_only=True) only and mapped onto the job's model, so `lp-ray pool`,
+    `report`, `eval` and `analyze` work on them."""
     from lp_ray.progress import console
 
     run, metas = api.import_tickets(source, fmt, job, cluster=cluster, tracking_uri=tracking_uri)

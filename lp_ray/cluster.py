@@ -59,9 +59,12 @@ def connect(
     kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING, configure_logging=True)
     from lp_ray.plugins.loading import local_sources
 
+    runtime_env = dict(cluster.runtime_env)
     modules = [str(p) for p in local_sources(plugin_versions or {}).values()]
     if modules:
-        kwargs["runtime_env"] = {"py_modules": modules}
+        runtime_env["py_modules"] = [*runtime_env.get("py_modules", []), *modules]
+    if runtime_env:
+        kwargs["runtime_env"] = runtime_env
     address = os.environ.get("LP_RAY_ADDRESS", cluster.address)  # set by --submit: inside the cluster, "auto"
     if address == "local":
         # address="local" always starts a private instance; plain ray.init() would join any cluster

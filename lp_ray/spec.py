@@ -242,11 +242,18 @@ class ClusterSpec:
     dashboard_address: str | None = None
     max_failures: int = 3
     torch_threads: int = 1
+    # Ray's runtime environment for every process of a command (RUNTIME_ENV_KEYS): e.g. {pip: [my-plugin]}
+    # installs a plugin package on every node, {env_vars: {...}} sets variables. lp-ray adds the job's own
+    # plugin modules to py_modules.
+    runtime_env: dict[str, Any] = field(default_factory=dict)
     # A checkpoint at the end of every epoch, except that one younger than this many seconds is not
     # followed by another (the round's last epoch always is): a crash loses at most this much work. Epochs
     # longer than this (the paper's jobs) are checkpointed every one; the default job's 0.7 s epochs were
     # spending ~10% of their time on checkpoints. 0 = every epoch.
     checkpoint_interval_s: float = 10.0
+
+
+RUNTIME_ENV_KEYS = ("pip", "uv", "conda", "env_vars", "py_modules", "working_dir", "excludes")
 
 
 def storage_uri(cluster: ClusterSpec) -> str:

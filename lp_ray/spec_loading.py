@@ -93,6 +93,13 @@ def _with_plugin_fields(raw: Any, where: str, plugin_dirs: Sequence[Path]) -> An
         sec = dict(sec)
         options = dict(sec.pop("options", None) or {})
         options.update({k: sec.pop(k) for k in list(sec) if k in plugin.fields})
+        spec_fields = {f.name for f in dataclasses.fields(ModelSpec if kind == MODEL else DataSpec)}
+        for k in sec:
+            if k not in spec_fields:  # (job.yaml writes every field of the section, read by its data set or not)
+                raise SpecError(
+                    f"{where}: unknown key '{section}.{k}' ({name}'s fields: {', '.join(plugin.fields) or 'none'}; "
+                    f"lp-ray's: {', '.join(f for f in loading.reserved_fields(kind) if f != 'options')})"
+                )
         raw[section] = {**sec, "options": options}
     return raw
 
@@ -448,6 +455,14 @@ def check_cluster(c: ClusterSpec, where: str) -> None:
         fail("max_failures", f"must be >= 0, got {c.max_failures}")
     if c.torch_threads < 1:
         fail("torch_threads", f"must be at least 1, got {c.torch_threads}")
+    from lp_ray.spec import RUNTIME_ENV_KEYS
+
+    for k in c.runtime_env:
+        if k not in RUNTIME_ENV_KEYS:
+            fail(f"runtime_env.{k}", f"unknown key (lp-ray passes on: {', '.join(RUNTIME_ENV_KEYS)})")
+    env_vars = c.runtime_env.get("env_vars", {})
+    if not isinstance(env_vars, dict) or not all(isinstance(v, str) for v in env_vars.values()):
+        fail("runtime_env.env_vars", "must map names to strings")
     for k, v in {**c.resources_per_worker, **c.eval_resources}.items():
         if v < 0:
             fail(k, f"resources must be >= 0, got {v}")

@@ -533,14 +533,19 @@ def finished_rounds(run: RunDir) -> list[int]:
     return rounds
 
 
+def rounds_table(run: RunDir) -> pa.Table:
+    """One row per finished round, from the tickets' meta.json files (what rounds.parquet holds)."""
+    metas = [read_ticket_meta(run, r) for r in finished_rounds(run)]
+    cols = ["round", "density", "val_acc", "test_acc", "epochs", "seconds", "ticket_sha256"]
+    table = pa.table({c: [getattr(m, c) for m in metas] for c in cols})
+    return table.append_column("path", pa.array([run.uri_of(layout.ticket(m.round)) for m in metas], pa.string()))
+
+
 def write_rounds_table(run: RunDir, only_if_stale: bool = False) -> pa.Table:
     """rounds.parquet is derived from the tickets' meta.json files, so it can always be rebuilt.
     `only_if_stale`: write it only where it differs from the rounds on disk (a rerun that finds every
     round finished must still repair a table its killed predecessor never got to write)."""
-    metas = [read_ticket_meta(run, r) for r in finished_rounds(run)]
-    cols = ["round", "density", "val_acc", "test_acc", "epochs", "seconds", "ticket_sha256"]
-    table = pa.table({c: [getattr(m, c) for m in metas] for c in cols})
-    table = table.append_column("path", pa.array([run.uri_of(layout.ticket(m.round)) for m in metas], pa.string()))
+    table = rounds_table(run)
     if only_if_stale and run.exists(layout.ROUNDS_TABLE):
         try:
             if run.read_table(layout.ROUNDS_TABLE).equals(table):

@@ -281,6 +281,55 @@ def test_multi_node_imp_and_pool_match_single_node(tmp_path, single_node_run, th
     assert strip(trace) == strip(pq.read_table(run / "pool" / "serial" / "trace.parquet").to_pylist())
 
 
+OWN_MODULE = """
+from lp_ray.plugins import Field, register_model
+
+
+@register_model("wide_cnn", fields={"channels": Field(int, 8)})
+def wide_cnn(num_classes, input_shape, channels):
+    import torch.nn as nn
+
+    return nn.Sequential(
+        nn.Unflatten(1, (1, input_shape[-1])), nn.Conv1d(1, channels, 5, padding=2), nn.BatchNorm1d(channels),
+        nn.ReLU(), nn.AdaptiveAvgPool1d(4), nn.Flatten(), nn.Linear(4 * channels, num_classes),
+    )
+"""
+
+
+def test_a_module_of_ones_own_reaches_every_node_from_the_drivers_folder(tmp_path, three_node_cluster, tracking_uri):
+    """The plugin file exists only in the driver's working directory: Ray ships it to the Train workers
+    and pool evaluators on both worker nodes, and the run directory keeps the copy later commands use."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "my_cnn.py").write_text(OWN_MODULE)
+    write_yaml(
+        project / "job.yaml",
+        {**TWO_ROUNDS, "name": "own-cnn", "plugins": ["my_cnn"], "model": {"name": "wide_cnn", "channels": 6}},
+    )
+    cluster = write_yaml(
+        project / "cluster.yaml",
+        {
+            "address": three_node_cluster,
+            "num_workers": 2,
+            "placement_strategy": "STRICT_SPREAD",
+            "storage_path": str(tmp_path / "runs"),
+            "shared_storage": True,
+        },
+    )
+    proc = cli("run", "--job", "job.yaml", "--cluster", "cluster.yaml", "--tracking-uri", tracking_uri, cwd=project)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = next((tmp_path / "runs").iterdir())
+    assert (run / "plugins" / "my_cnn.py").read_text() == OWN_MODULE
+    trace = pq.read_table(run / "pool" / "interpolation" / "trace.parquet").to_pylist()
+    assert len({row["node"] for row in trace}) == 2  # evaluated on both worker nodes
+
+    # The file beside the job is edited afterwards: the run keeps pooling with the code that made it.
+    (project / "my_cnn.py").write_text(OWN_MODULE.replace("Field(int, 8)", "Field(int, 10)"))
+    again = cli("pool", str(run), "--method", "average", "--cluster", str(cluster), "--tracking-uri", tracking_uri)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (run / "pool" / "average" / "summary.parquet").is_file()
+
+
 def test_submit_through_jobs_api_is_idempotent(tmp_path, tracking_uri):
     dash = free_port()
     head_log = open(tmp_path / "head.log", "w")

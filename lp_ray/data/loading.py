@@ -4,16 +4,12 @@ Which data sets exist, and how each loads, is the registry's (`data/registry.py`
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import torch
-from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from lp_ray import layout
-from lp_ray.data import generated_cache
 from lp_ray.data.base import DataBundle, make_split
 from lp_ray.data.registry import lookup
+from lp_ray.data.run_files import read_tensors
 from lp_ray.errors import LpRayError
 from lp_ray.spec import JobSpec
 
@@ -54,34 +50,3 @@ def load_data(job: JobSpec, run, create: bool = False) -> DataBundle:
     bundle = DataBundle(train, test, train_idx, val_idx, num_classes, input_shape)
     _CACHE[key] = bundle
     return bundle
-
-
-def read_tensors(run, rel: str, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """A safetensors file the run wrote once (its split, its generated data), with the tensors it must
-    hold; corrupt bytes or a different file are one error naming it."""
-    try:
-        tensors = st_load(run.read_bytes(rel))
-    except LpRayError:
-        raise
-    except Exception as e:  # safetensors raises several types on bad bytes
-        raise LpRayError(f"{run.path(rel)}: corrupt or truncated ({str(e).splitlines()[0]}); restore it") from None
-    missing = [k for k in keys if k not in tensors]
-    if missing:
-        raise LpRayError(f"{run.path(rel)}: not this run's {rel} (no {missing[0]} tensor); restore it")
-    return tensors
-
-
-def generated_tensors(
-    run, dataset: str, inputs: dict, build: Callable[[], dict[str, torch.Tensor]]
-) -> dict[str, torch.Tensor]:
-    """Generated data sets are built once and stored with the run, so a package upgrade never
-    changes the examples of an existing run. A new run takes them from this machine's cache when an
-    earlier run generated the same `inputs` (everything `build` reads), else builds and caches them."""
-    if run.exists(layout.DATASET):
-        return read_tensors(run, layout.DATASET, ("x_train", "y_train", "x_test", "y_test"))
-    tensors = generated_cache.get(dataset, inputs)
-    if tensors is None:
-        tensors = build()
-        generated_cache.put(dataset, inputs, tensors)
-    run.write_bytes(layout.DATASET, st_save(tensors))
-    return tensors

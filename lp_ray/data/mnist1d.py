@@ -34,7 +34,7 @@ def check(d: DataSpec, fail) -> None:
 
 def load(spec: DataSpec, run):
     from lp_ray.data.base import TensorSource
-    from lp_ray.data.loading import generated_tensors
+    from lp_ray.data.run_files import generated_tensors
 
     t = generated_tensors(run, "mnist1d", generator_inputs(spec), lambda: generate(spec))
     train = TensorSource(t["x_train"], t["y_train"], 10)

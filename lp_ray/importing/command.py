@@ -38,14 +38,14 @@ def import_run(
     form = FORMATS[fmt]
     if not folder.is_dir():
         raise LpRayError(f"{folder}: no such folder")
-    if job.model.name not in form.names:
+    if not form.reads(job.model.name):
         raise LpRayError(
             f"model.name={job.model.name!r}: {fmt} tickets can be imported as {', '.join(form.names)} (the architectures "
             "lp-ray has that compute the same function)"
         )
     preflight(job)
     check_storage_reachable(storage_uri(cluster))
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".pth", ".tar"))
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in form.suffixes)
     digests = {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
     ident = {"format": fmt, "files": digests, "run_hash": run_hash(job)}
     run_id = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:10]
@@ -60,18 +60,25 @@ def import_run(
     tickets = {r: _map(form, job, r, state, mask, model.state_dict(), prunable) for r, (state, mask) in raw.items()}
     if sorted(tickets) != list(range(len(tickets))):
         raise LpRayError(f"{folder}: rounds {sorted(tickets)} are not 0, 1, 2, ...: a round is missing")
+    rewind = form.rewind(folder)
+    if rewind is not None:  # the same checks as a ticket's: every tensor of lp-ray's model, shapes equal
+        rewind = _map(form, job, "the rewind point", rewind, None, model.state_dict(), [])[0]
 
     with Lease(run, layout.lease_file("imp"), command_line(), True, say):  # an imp or import writing it waits
-        return _import_leased(run, job, tickets, model, ident, folder, tracking_uri, fmt)
+        return _import_leased(run, job, tickets, model, ident, folder, tracking_uri, fmt, rewind)
 
 
-def _import_leased(run, job, tickets, model, ident, folder, tracking_uri, fmt):
+def _import_leased(run, job, tickets, model, ident, folder, tracking_uri, fmt, rewind=None):
     from lp_ray.data.loading import materialize_data
     from lp_ray.sparsity import density
     from lp_ray.store import read_ticket_meta, ticket_done, write_rounds_table
 
     write_job(run, job)
     data = materialize_data(job, run)
+    if rewind is not None and not run.exists(layout.REWIND):
+        from lp_ray.store import encode_weights
+
+        run.write_bytes(layout.REWIND, encode_weights(rewind, metadata={"imported": "true"}))
     rows = []
     for r, (state, mask) in sorted(tickets.items()):
         if ticket_done(run, r):  # imported before (the same bytes: the run's name hashes them)
@@ -93,8 +100,8 @@ def _import_leased(run, job, tickets, model, ident, folder, tracking_uri, fmt):
 
 def _map(form: Format, job: JobSpec, r: int, state, mask, template, prunable):
     """One ticket in lp-ray's names, checked against lp-ray's model, masked exactly."""
-    name_of = form.names[job.model.name]
-    where = f"round {r}"
+    name_of = form.name_of(job.model.name)
+    where = f"round {r}" if isinstance(r, int) else r
     if form.normalizes_inside and "normalize.mean" in state:
         _check_normalization(job, state, where)
     out = {}
@@ -116,6 +123,8 @@ def _map(form: Format, job: JobSpec, r: int, state, mask, template, prunable):
     for k, m in source_mask.items():
         if k not in prunable and bool((m == 0).any()):
             raise LpRayError(f"{where}: the source pruned {k}, which this job does not prune (imp.prune_linear: true?)")
+    if mask is None and form.mask_from_zeros and r != 0:
+        source_mask = {k: (out[k] != 0).float() for k in prunable}
     lp_mask = {k: (source_mask.get(k, torch.ones_like(out[k])) != 0).float() for k in sorted(prunable)}
     for k, m in lp_mask.items():  # OpenLTH saves weights as the last step left them: zero the pruned ones
         out[k] = out[k] * m

@@ -93,7 +93,10 @@ def lookup(name: str) -> Model:
         raise LpRayError(f"unknown model {name!r} (known: {', '.join(known_names(MODEL))})")
 
     def build(num_classes, spec, input_shape):
-        return plugin.build(num_classes, tuple(input_shape), **spec.options)
+        from lp_ray.plugins.checks import call_plugin
+
+        what = f"model {name!r} ({plugin.module})"
+        return call_plugin(what, plugin.build, num_classes, tuple(input_shape), **spec.options)
 
     return Model(build, tuple(plugin.fields), prunable=plugin.prunable)
 

@@ -9,7 +9,7 @@ from typing import Any
 from lp_ray.plugins import DatasetPlugin, PluginError, Splits
 
 
-def _call(what: str, fn, *args, **kwargs) -> Any:
+def call_plugin(what: str, fn, *args, **kwargs) -> Any:
     """A plugin's function, its exception as one line naming the plugin."""
     try:
         return fn(*args, **kwargs)
@@ -26,7 +26,7 @@ def checked_splits(plugin: DatasetPlugin, arguments: dict) -> tuple[Splits, tupl
     import torch
 
     what = f"data set {plugin.name!r} ({plugin.module})"
-    splits = _call(what, plugin.load, **arguments)
+    splits = call_plugin(what, plugin.load, **arguments)
     if not isinstance(splits, Splits):
         raise PluginError(f"{what} returned {type(splits).__name__}, not lp_ray.plugins.Splits")
     k = splits.num_classes
@@ -48,7 +48,7 @@ def checked_splits(plugin: DatasetPlugin, arguments: dict) -> tuple[Splits, tupl
                 )
             part, first, labels = (x, y), x[0], y
         elif isinstance(part, torch.utils.data.Dataset) and hasattr(part, "__len__"):
-            first_pair = _call(f"{what}: {label}[0]", part.__getitem__, 0) if len(part) else None
+            first_pair = call_plugin(f"{what}: {label}[0]", part.__getitem__, 0) if len(part) else None
             if not isinstance(first_pair, (tuple, list)) or len(first_pair) != 2:
                 raise PluginError(f"{what}: {label}[0] must be an (x, y) pair, got {type(first_pair).__name__}")
             first, labels = torch.as_tensor(first_pair[0]), torch.as_tensor([int(first_pair[1])])
@@ -81,7 +81,7 @@ def checked_network(name: str, model: Any):
 
 
 def checked_prunable(name: str, model, rule) -> list[str]:
-    names = _call(f"model {name!r}: prunable", rule, model)
+    names = call_plugin(f"model {name!r}: prunable", rule, model)
     state = model.state_dict()
     if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
         raise PluginError(f"model {name!r}: prunable must return a non-empty list of state-dict names, got {names!r}")
@@ -112,7 +112,7 @@ def check_job_plugins(job) -> None:
     model.eval()
     what = f"model {job.model.name!r}"
     with torch.no_grad():
-        out = _call(f"{what} on a batch of shape {(2, *input_shape)}", model, torch.zeros(2, *input_shape))
+        out = call_plugin(f"{what} on a batch of shape {(2, *input_shape)}", model, torch.zeros(2, *input_shape))
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, classes):
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise PluginError(

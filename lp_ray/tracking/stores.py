@@ -127,11 +127,17 @@ def check_reachable(uri: str) -> None:
         raise LpRayError(f"MLflow tracking server {uri} is unreachable ({reason})") from None
 
 
+def quiet_mlflow() -> None:
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    import logging
+
+    for name in ("mlflow", "alembic", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def network_uri_of(mlflow_run_id: str, tracking_uri: str | None) -> str:
     """Where the weights of the network an MLflow run logged are (its network_uri tag for a pooled
     network, ticket_uri for an IMP round): what `lp-ray eval runs:/<id>` loads."""
-    from lp_ray.tracking.tracker import quiet_mlflow
-
     store = resolve_tracking_uri(tracking_uri, None)
     if not store_exists(store):  # reading must not create an empty store
         raise LpRayError(f"runs:/{mlflow_run_id}: there is no MLflow store at {store}; pass --tracking-uri")

@@ -10,12 +10,11 @@ changes nothing.
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 
 from lp_ray.errors import LpRayError
-from lp_ray.tracking.stores import artifact_location, check_reachable, create_sqlite_store, store_lock
+from lp_ray.tracking.stores import artifact_location, check_reachable, create_sqlite_store, quiet_mlflow, store_lock
 
 TAG_HASH, TAG_KIND, TAG_KEY = "lp_ray.run_hash", "lp_ray.kind", "lp_ray.round"
 TAG_PARENT = "mlflow.parentRunId"
@@ -29,14 +28,6 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 def experiment_name(job_name: str) -> str:
     """lp-ray's experiments are `lp-ray/<job name>`: never confused with MLflow's own "Default"."""
     return f"lp-ray/{job_name}"
-
-
-def quiet_mlflow() -> None:
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    import logging
-
-    for name in ("mlflow", "alembic", "alembic.runtime.migration"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def clean(value: float) -> float:
