@@ -57,10 +57,10 @@ def main() -> None:
     print(
         f"pooled network of target {target}: {type(net).__name__}, {100 * zeros / total:.1f}% of its weights are zero"
     )
-    x, y = run.examples("test", range(500))
+    x, y = run.examples("test", range(min(500, len(run.examples("test")[1]))))
     with torch.no_grad():
         correct = int((net(x).argmax(1) == y).sum())
-    print(f"on the first 500 test examples it is right {correct} times")
+    print(f"on the first {len(y)} test examples it is right {correct} times")
 
 
 if __name__ == "__main__":

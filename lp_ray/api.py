@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lp_ray.errors import LpRayError
-from lp_ray.spec import ClusterSpec, JobSpec
+from lp_ray.spec import DEFAULT_PARALLEL_EVALS, ClusterSpec, JobSpec
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -34,8 +34,6 @@ if TYPE_CHECKING:
 
 JobLike = JobSpec | str | Path | None
 ClusterLike = ClusterSpec | str | Path | None
-
-DEFAULT_PARALLEL_EVALS = 2  # pool evaluations in flight at once, for every command that pools
 
 
 def _quiet_mlflow() -> None:
@@ -354,7 +352,7 @@ class Run:
     def searches(self) -> list[str]:
         from lp_ray.pool.records import search_names
 
-        return search_names(self._opened.run)
+        return sorted(search_names(self._opened.run))
 
     def ticket(self, round: int) -> nn.Module:
         """Round `round`'s ticket (its mask applied: pruned weights are zero), in eval mode."""
@@ -388,7 +386,10 @@ class Run:
         if source is None:
             raise LpRayError(f"split must be test, val or train, got {split!r}")
         if indices is not None:
-            idx = idx[torch.as_tensor(list(indices), dtype=torch.long)]
+            wanted = torch.as_tensor(list(indices), dtype=torch.long)
+            if len(wanted) and (int(wanted.min()) < 0 or int(wanted.max()) >= len(idx)):
+                raise LpRayError(f"{split} has {len(idx)} examples: indices must be in [0, {len(idx)})")
+            idx = idx[wanted]
         return source.batch(idx, augment=False, gen=None)
 
     def mask(self, round: int) -> dict:

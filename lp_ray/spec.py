@@ -98,6 +98,10 @@ class TrainSpec:
     precision: str = "fp32"
 
 
+# Pool evaluations in flight at once, for every command that evaluates on Ray (pool, run, the analyses):
+# a command option, not a job field (it never changes a result).
+DEFAULT_PARALLEL_EVALS = 2
+
 SELECTIONS = ("final", "best_val")  # train.select: the one list of its values
 PRECISIONS = ("fp32", "bf16")  # train.precision: the one list of its values
 

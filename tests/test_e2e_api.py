@@ -32,8 +32,8 @@ def test_the_api_example_script_resumes_pools_and_opens_a_run(base_run):
     assert "round  0  done already" in out and "trained:" not in out  # resumed: every round was finished
     assert f"run {base_run['run']}: rounds [0, 1, 2], searches ['average', 'interpolation']" in out
     assert out.count("target ") >= 3 and "LT test" in out
-    right = int(out.split("it is right ")[1].split(" times")[0])
-    assert 300 < right <= 500  # the pooled network of the sparsest target, on 500 test examples
+    right = int(out.split("on the first 400 test examples it is right ")[1].split(" times")[0])
+    assert 200 < right <= 400  # the tiny job's pooled network of its sparsest target: ~63% on its test set
     assert "% of its weights are zero" in out
     assert sorted(p.name for p in (base_run["run"] / "rounds").iterdir()) == before
     assert (base_run["run"] / "pool" / "average" / "summary.parquet").is_file()

@@ -74,7 +74,7 @@ def test_an_installed_plugin_package_runs_end_to_end(tmp_path, ray_address, trac
     }
     assert recorded["model"]["depth"] == 8 and recorded["data"]["path"] == str(tmp_path / "data")
     rows = list(csv.DictReader((run / "report.csv").open()))
-    assert [round(float(r["weights remaining %"])) for r in rows] == [100, 80, 64]
+    assert [round(float(r["weights_remaining"])) for r in rows] == [100, 80, 64]
     history = json.loads((run / "rounds" / "round_00" / "history.json").read_text())
     assert len(history["epochs"]) == 3
     # lp-ray's seeded validation split of the package's 240 training images: 24 of them
@@ -90,8 +90,8 @@ from lp_ray.plugins import Field, register_model
 def tiny_mlp(num_classes, input_shape, hidden):
     import torch.nn as nn
 
-    return nn.Sequential(nn.Conv1d(1, 8, 5, padding=2), nn.ReLU(), nn.Flatten(), nn.Linear(8 * input_shape[-1], hidden),
-                         nn.ReLU(), nn.Linear(hidden, num_classes))
+    return nn.Sequential(nn.Unflatten(1, (1, input_shape[-1])), nn.Conv1d(1, 8, 5, padding=2), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(8 * input_shape[-1], hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
 """
 
 
@@ -116,9 +116,15 @@ def test_tickets_from_ones_own_imp_code_are_imported_and_pooled(tmp_path, tracki
     tickets = tmp_path / "tickets"
     tickets.mkdir()
     net = nn.Sequential(
-        nn.Conv1d(1, 8, 5, padding=2), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 40, 16), nn.ReLU(), nn.Linear(16, 10)
+        nn.Unflatten(1, (1, 40)),
+        nn.Conv1d(1, 8, 5, padding=2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 40, 16),
+        nn.ReLU(),
+        nn.Linear(16, 10),
     )
-    prunable = ["0.weight", "3.weight", "5.weight"]
+    prunable = ["1.weight", "4.weight", "6.weight"]
     entries = []
     for r in range(3):
         state = {k: v.clone() + 0.01 * r for k, v in net.state_dict().items()}

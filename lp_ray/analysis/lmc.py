@@ -9,10 +9,16 @@ from typing import TYPE_CHECKING
 from lp_ray.analysis.protocol import Option, Outcome
 from lp_ray.analysis.running import executor, open_finished, parse_alphas, positive, score_all, write_outputs
 from lp_ray.errors import LpRayError
+from lp_ray.spec import DEFAULT_PARALLEL_EVALS
 
 ALPHAS_OPTION = Option("alphas", str, "Points along each path, 0 to 1 (default 0,0.1,...,1).", parse=parse_alphas)
 PARALLEL_OPTION = Option(
-    "parallel_evals", int, "Evaluations in flight at once (as for lp-ray pool).", default=2, parse=positive, short="-p"
+    "parallel_evals",
+    int,
+    "Evaluations in flight at once (as for lp-ray pool).",
+    default=DEFAULT_PARALLEL_EVALS,
+    parse=positive,
+    short="-p",
 )
 
 if TYPE_CHECKING:
@@ -59,7 +65,9 @@ class LinearModeConnectivity:
     )
     uses_cluster = True
 
-    def run(self, run_uri, cluster, tracking_uri, alphas=None, parallel_evals=2, serial=False) -> Outcome:
+    def run(
+        self, run_uri, cluster, tracking_uri, alphas=None, parallel_evals=DEFAULT_PARALLEL_EVALS, serial=False
+    ) -> Outcome:
         from lp_ray.analysis.compute import lmc
 
         alphas = alphas or lmc.ALPHAS

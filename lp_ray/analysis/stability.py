@@ -10,6 +10,7 @@ from lp_ray.analysis.lmc import ALPHAS_OPTION, PARALLEL_OPTION, paths
 from lp_ray.analysis.protocol import Option, Outcome
 from lp_ray.analysis.running import open_finished, write_outputs
 from lp_ray.errors import LpRayError
+from lp_ray.spec import DEFAULT_PARALLEL_EVALS
 
 
 def stability_job(job, from_epoch: int):
@@ -42,7 +43,9 @@ class Stability:
     )
     uses_cluster = True
 
-    def run(self, run_uri, cluster, tracking_uri, from_epoch=None, alphas=None, parallel_evals=2) -> Outcome:
+    def run(
+        self, run_uri, cluster, tracking_uri, from_epoch=None, alphas=None, parallel_evals=DEFAULT_PARALLEL_EVALS
+    ) -> Outcome:
         from lp_ray.analysis.compute import lmc
         from lp_ray.imp.command import run_imp
         from lp_ray.opened_run import open_run

@@ -13,7 +13,7 @@ from lp_ray.pool import records
 from lp_ray.pool.records import TargetResult, check_search_name, mcnemar_vs_lt
 from lp_ray.pool.search import PoolSearch, QuietListener, check_targets
 from lp_ray.progress import console, progress_bars, say
-from lp_ray.spec import ClusterSpec, PoolSpec, job_to_dict
+from lp_ray.spec import DEFAULT_PARALLEL_EVALS, ClusterSpec, PoolSpec, job_to_dict
 from lp_ray.store import check_storage_reachable
 from lp_ray.tracking import logged
 from lp_ray.tracking.stores import runs_page
@@ -35,7 +35,7 @@ def run_pool(
     cluster: ClusterSpec,
     tracking_uri: str | None,
     name: str | None = None,
-    parallel_evals: int = 2,
+    parallel_evals: int = DEFAULT_PARALLEL_EVALS,
     executor: str = "ray",
     overwrite: bool = False,
     wait: bool = True,
