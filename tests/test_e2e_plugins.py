@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -38,9 +39,10 @@ def npz_images(folder: Path, n_train: int, n_test: int) -> None:
 def test_an_installed_plugin_package_runs_end_to_end(tmp_path, ray_address, tracking_uri):
     # Installed as pip installs it (its metadata declares the entry points), into a folder of its own so
     # the suite's environment is left as it was; the cluster's nodes get it through the cluster spec.
-    site = tmp_path / "site"
+    site, source = tmp_path / "site", tmp_path / "openlth-plugin"
+    shutil.copytree(EXAMPLE, source)  # pip builds in the source folder: leave the checkout as it was
     pip = [str(BIN / "pip"), "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site)]
-    subprocess.run([*pip, str(EXAMPLE)], check=True, capture_output=True)
+    subprocess.run([*pip, str(source)], check=True, capture_output=True)
     env = {"PYTHONPATH": str(site)}
     npz_images(tmp_path / "data", 240, 200)
     job = write_yaml(

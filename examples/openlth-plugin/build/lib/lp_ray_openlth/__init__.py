@@ -1,1 +1,0 @@
-"""OpenLTH's CIFAR ResNets and an .npz data set, registered with lp-ray through entry points."""
