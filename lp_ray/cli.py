@@ -11,6 +11,8 @@ import typer
 
 from lp_ray import api
 from lp_ray.errors import LpRayError
+from lp_ray.spec_loading import with_pool_options
+from lp_ray.submit import job_submission_id, search_submission_id
 
 app = typer.Typer(
     add_completion=False,
@@ -85,7 +87,7 @@ def imp(
 ) -> None:
     """Train IMP with rewinding on Ray Train: one checkpointed, resumable fit() per round."""
     if submit:
-        return _submit("imp", api.load_job(job, _extra(overrides, rounds)), cluster)
+        return _submit(job_submission_id("imp", api.load_job(job, _extra(overrides, rounds))), cluster)
     result = api.imp(
         job, overrides=overrides or (), rounds=rounds, cluster=cluster, tracking_uri=tracking_uri, wait=not no_wait
     )
@@ -183,10 +185,7 @@ def pool(
 ) -> None:
     """Lottery Pools: greedily interpolate each target ticket with the others, evaluated in parallel on Ray."""
     if submit:
-        from lp_ray.spec import PoolSpec
-
-        default = PoolSpec(method=method or "interpolation", search=search or "exact").default_name()
-        return _submit("pool", None, cluster, run_dir=run_dir, search_name=name or default)
+        return _submit(search_submission_id(run_dir, method, search, name), cluster)
     out = api.pool(
         run_dir,
         method=method,
@@ -292,11 +291,9 @@ def run(
 ) -> None:
     """The main job: imp, then pool, then report (what `make demo` runs on the default job)."""
     if submit:
-        from lp_ray.spec_loading import with_pool_options
-
         j = api.load_job(job, overrides or ())
         with_pool_options(j.pool, {"method": method, "search": search})  # checked before it is sent
-        return _submit("run", j, cluster)
+        return _submit(job_submission_id("run", j), cluster)
     result = api.run(
         job,
         overrides=overrides or (),
@@ -414,16 +411,14 @@ def _add_analysis_commands() -> None:
 _add_analysis_commands()
 
 
-def _submit(command: str, job, cluster: Path | None, run_dir: str | None = None, search_name: str | None = None):
-    """Re-issue this very command line, minus --submit, as a Ray job (named for its run, or its search)."""
-    from lp_ray.spec import run_name
-    from lp_ray.submit import check_submittable, submission_id, submit
+def _submit(submission_id: str, cluster: Path | None) -> None:
+    """Re-issue this very command line, minus --submit, as a Ray job."""
+    from lp_ray.submit import check_submittable, submit  # (Ray's Jobs client: only when submitting)
 
     c = api.load_cluster(cluster)
     check_submittable(c)
-    sid = submission_id(command, run_name(job) if job is not None else run_dir, search_name)
     argv = [a for a in sys.argv[1:] if a != "--submit"]
-    sid, what = submit(argv, sid, c)
+    sid, what = submit(argv, submission_id, c)
     typer.echo(f"{sid}: {what}; follow it with `lp-ray status {sid}` and `lp-ray logs {sid}`")
 
 

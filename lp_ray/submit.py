@@ -36,6 +36,21 @@ def submission_id(command: str, run: str, search: str | None = None) -> str:
     return f"lp-ray-{command}-{folder}-{search}"
 
 
+def job_submission_id(command: str, job) -> str:
+    """The submission id of `imp` or `run` of a (checked) job: named for its run."""
+    from lp_ray.spec import run_name
+
+    return submission_id(command, run_name(job))
+
+
+def search_submission_id(run_dir: str, method: str | None, search: str | None, name: str | None) -> str:
+    """The submission id of `pool` on a run: named for the run's folder and the search's (default) name."""
+    from lp_ray.spec import PoolSpec
+
+    default = PoolSpec(method=method or "interpolation", search=search or "exact").default_name()
+    return submission_id("pool", run_dir, name or default)
+
+
 def check_submittable(cluster: ClusterSpec) -> None:
     """A submitted job runs in a temporary copy of this directory on the head node: a relative storage
     path would put the run directory there, and it would vanish with the job."""
