@@ -226,6 +226,18 @@ def three_node_cluster(tmp_path_factory):
 TWO_ROUNDS = {**TINY_JOB, "imp": {"rounds": 2, "rewind_epoch": 1}}
 
 
+def spread_over_nodes(address: str, storage) -> dict:
+    """Two DDP workers on two nodes. Every node of this simulated cluster sees the same disk: a shared
+    path, as NFS would be."""
+    return {
+        "address": address,
+        "num_workers": 2,
+        "placement_strategy": "STRICT_SPREAD",
+        "storage_path": str(storage),
+        "shared_storage": True,
+    }
+
+
 @pytest.fixture(scope="module")
 def single_node_run(finished_template):
     """The reference for the multi-node run: the session's finished tiny run (2 DDP workers on one node; a
@@ -245,17 +257,7 @@ def test_multi_node_imp_and_pool_match_single_node(tmp_path, single_node_run, th
     assert proc.returncode == 1 and "is a node-local path but the Ray cluster has 3 nodes" in proc.stderr
     assert not (tmp_path / "runs").exists()
 
-    # Every node of this simulated cluster sees the same disk: a shared path, as NFS would be.
-    cluster = write_yaml(
-        tmp_path / "cluster.yaml",
-        {
-            "address": three_node_cluster,
-            "num_workers": 2,
-            "placement_strategy": "STRICT_SPREAD",
-            "storage_path": str(tmp_path / "runs"),
-            "shared_storage": True,
-        },
-    )
+    cluster = write_yaml(tmp_path / "cluster.yaml", spread_over_nodes(three_node_cluster, tmp_path / "runs"))
     proc = cli("imp", "--job", str(job), "--cluster", str(cluster), "--tracking-uri", tracking_uri, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run = next((tmp_path / "runs").iterdir())
@@ -306,16 +308,7 @@ def test_a_module_of_ones_own_reaches_every_node_from_the_drivers_folder(tmp_pat
         project / "job.yaml",
         {**TWO_ROUNDS, "name": "own-cnn", "plugins": ["my_cnn"], "model": {"name": "wide_cnn", "channels": 6}},
     )
-    cluster = write_yaml(
-        project / "cluster.yaml",
-        {
-            "address": three_node_cluster,
-            "num_workers": 2,
-            "placement_strategy": "STRICT_SPREAD",
-            "storage_path": str(tmp_path / "runs"),
-            "shared_storage": True,
-        },
-    )
+    cluster = write_yaml(project / "cluster.yaml", spread_over_nodes(three_node_cluster, tmp_path / "runs"))
     proc = cli("run", "--job", "job.yaml", "--cluster", "cluster.yaml", "--tracking-uri", tracking_uri, cwd=project)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run = next((tmp_path / "runs").iterdir())
