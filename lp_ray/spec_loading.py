@@ -78,6 +78,12 @@ def _with_plugin_fields(raw: Any, where: str, plugin_dirs: Sequence[Path]) -> An
         loading.import_declared(declared, list(plugin_dirs) or [Path.cwd()], where)
     except PluginError as e:
         raise SpecError(str(e)) from None
+    for (kind, name), plugin in list(loading.REGISTERED.items()):  # built-in names cannot be shadowed
+        if name in _built_in_names(kind):
+            loading.forget(plugin.module)
+            raise SpecError(
+                f"{where}: {plugin.module} registers {kind} {name!r}, a name built into lp-ray; choose another name"
+            )
     raw = dict(raw)
     for section, name_key, kind, default in (
         ("model", "name", MODEL, ModelSpec.name),
@@ -90,6 +96,12 @@ def _with_plugin_fields(raw: Any, where: str, plugin_dirs: Sequence[Path]) -> An
         plugin = _find(kind, name, where) if isinstance(name, str) else None
         if plugin is None:
             continue
+        ours = _fields_for_every(kind)
+        taken = sorted(set(plugin.fields) & set(ours))
+        if taken:
+            raise SpecError(
+                f"{where}: {plugin.module}: {name}'s field {taken[0]!r} is one of lp-ray's ({', '.join(ours)})"
+            )
         sec = dict(sec)
         options = dict(sec.pop("options", None) or {})
         options.update({k: sec.pop(k) for k in list(sec) if k in plugin.fields})
@@ -98,15 +110,39 @@ def _with_plugin_fields(raw: Any, where: str, plugin_dirs: Sequence[Path]) -> An
             if k not in spec_fields:  # (job.yaml writes every field of the section, read by its data set or not)
                 raise SpecError(
                     f"{where}: unknown key '{section}.{k}' ({name}'s fields: {', '.join(plugin.fields) or 'none'}; "
-                    f"lp-ray's: {', '.join(f for f in loading.reserved_fields(kind) if f != 'options')})"
+                    f"lp-ray's: {', '.join(f for f in ours if f != 'options')})"
                 )
         raw[section] = {**sec, "options": options}
     return raw
 
 
+def _fields_for_every(kind: str) -> tuple[str, ...]:
+    """The fields lp-ray reads for every model or data set: a plugin's fields sit beside them in the
+    job's section, so they cannot take these names. (A built-in's own field, such as conv1d's `width`,
+    is free: in a plugin's section the name means the plugin's field.)"""
+    if kind == MODEL:
+        return ("name", "num_classes", "options")
+    from lp_ray.data.registry import COMMON_FIELDS
+
+    return (*COMMON_FIELDS, "path", "augment", "options")
+
+
+def _built_in_names(kind: str) -> set[str]:
+    return set(_registry("model" if kind == MODEL else "data"))
+
+
 def _find(kind: str, name: str, where: str):
+    """The plugin a job's name resolves to; None for a built-in name (which an installed package must not
+    claim: that would be silently shadowed) or an unknown one."""
     from lp_ray.plugins import loading
 
+    if name in _built_in_names(kind):
+        package = loading.entry_point_package(kind, name)
+        if package is not None:
+            raise SpecError(
+                f"{where}: {package} declares a {kind} named {name!r}, a name built into lp-ray; rename it there"
+            )
+        return None
     try:
         return loading.find(kind, name)
     except PluginError as e:
@@ -296,7 +332,10 @@ def _show(value: Any) -> str:
 def check_job(job: JobSpec, where: str) -> None:
     from lp_ray.imp.retrain import RETRAIN
     from lp_ray.imp.soup import MAX_PARTICLES, SOUPS
-    from lp_ray.plugins.loading import known_names
+    from lp_ray.plugins.loading import plugin_names
+
+    def known_names(kind: str) -> list[str]:
+        return sorted(_built_in_names(kind) | plugin_names(kind))
 
     def fail(key: str, message: str) -> None:
         raise SpecError(f"{where}: {key}: {message}")
@@ -358,9 +397,7 @@ def check_job(job: JobSpec, where: str) -> None:
 
 
 def _built_in(kind: str, name: str) -> bool:
-    from lp_ray.plugins.loading import built_in_names
-
-    return name in built_in_names(kind)
+    return name in _built_in_names(kind)
 
 
 def _registry(section: str) -> dict:

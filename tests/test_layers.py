@@ -41,7 +41,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "lp_ray.importing.sources",
         ],
     ),
-    ("specs and storage", ["lp_ray.spec_loading", "lp_ray.store", "lp_ray.lease"]),
+    ("specs and storage", ["lp_ray.spec_loading", "lp_ray.preflight", "lp_ray.store", "lp_ray.lease"]),
     (
         "records and services",
         [
@@ -155,3 +155,24 @@ def test_the_layering_test_fails_on_an_upward_import(tmp_path):
     fake = tmp_path / "spec.py"
     fake.write_text("def f():\n    from lp_ray.cli import main\n")
     assert any(layer(m) > layer("lp_ray.spec") for m in imports(fake, set(ALL)) if m.startswith("lp_ray"))
+
+
+def test_no_module_imports_itself_through_others():
+    """No import cycles, lazy imports included (`import lp_ray` handing out the API's names aside): the
+    layer table allows a cycle inside one layer; this does not."""
+    graph = {m: {i for i in imports(p, set(ALL)) if i in ALL and i not in (m, "lp_ray")} for m, p in ALL.items()}
+    state: dict[str, str] = {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for other in sorted(graph[module]):
+            if state.get(other) == "open":
+                cycle = path[path.index(other) :] + [other]
+                raise AssertionError(f"import cycle: {' -> '.join(cycle)}")
+            if other not in state:
+                visit(other, path + [other])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module != "lp_ray" and module not in state:
+            visit(module, [module])

@@ -11,9 +11,9 @@ import pytest
 import torch
 from helpers import cli, write_yaml
 
-from lp_ray.data.registry import preflight
 from lp_ray.errors import LpRayError
 from lp_ray.plugins import REGISTERED, loading
+from lp_ray.preflight import preflight
 from lp_ray.spec import SpecError, job_to_dict, run_hash
 from lp_ray.spec_loading import apply_overrides, job_from_dict, load_job
 
@@ -56,7 +56,7 @@ def plugin(tmp_path):
 
     yield write
     for name in made:
-        loading._forget(name)
+        loading.forget(name)
 
 
 def test_a_jobs_own_module_registers_a_model_and_a_data_set_with_their_fields(tmp_path, plugin):
@@ -99,7 +99,7 @@ def test_the_plugins_code_is_in_the_run_hash_and_a_changed_plugin_never_reads_an
     (snapshot / f"{name}.py").write_text(
         textwrap.dedent(NETS.format(model=model, data=data, out="num_classes", label_shift=0))
     )
-    loading._forget(name)
+    loading.forget(name)
     assert run_hash(job_from_dict(recorded, "run/job.yaml", [snapshot])) == run_hash(before)
 
 
@@ -206,14 +206,14 @@ def test_an_installed_packages_entry_point_loads_only_when_a_job_names_it(tmp_pa
     (info / "RECORD").write_text("ep_nets_pkg/__init__.py,,\nep_nets_pkg/models.py,,\n")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     try:
-        assert "ep_mlp" in loading.known_names("model") and "ep_nets_pkg.models" not in sys.modules
+        assert "ep_mlp" in loading.plugin_names("model") and "ep_nets_pkg.models" not in sys.modules
         job = job_from_dict({"model": {"name": "ep_mlp"}}, "job.yaml")
         assert job.plugin_versions == {"model ep_mlp": "ep_nets_pkg.models from ep-nets 1.2.3"}
         # a node with another version of the package refuses the run's job
         with pytest.raises(
             SpecError, match=r"needs ep-nets 9.9 installed on every Ray node; this one has ep-nets 1.2.3"
         ):
-            loading._forget("ep_nets_pkg.models")
+            loading.forget("ep_nets_pkg.models")
             job_from_dict(
                 {
                     "model": {"name": "ep_mlp"},
@@ -222,7 +222,7 @@ def test_an_installed_packages_entry_point_loads_only_when_a_job_names_it(tmp_pa
                 "j",
             )
     finally:
-        loading._forget("ep_nets_pkg.models")
+        loading.forget("ep_nets_pkg.models")
         sys.modules.pop("ep_nets_pkg", None)
 
 

@@ -5,20 +5,21 @@ order, shard and augment (with `data.augment`)."""
 
 from __future__ import annotations
 
-from lp_ray.data.registry import DataSet
 from lp_ray.spec import DataSpec
 
 _LOADED: dict[tuple, tuple] = {}
 
 
-def plugin_data_set(name: str) -> DataSet:
+def plugin_parts(name: str, known) -> tuple:
+    """What data/registry.py's DataSet holds, for the plugin registered as `name`: its fields, check,
+    load, preflight and shape (`known`: the built-in names, for the message of an unknown one)."""
     from lp_ray.errors import LpRayError
     from lp_ray.plugins import DATASET
-    from lp_ray.plugins.loading import find, known_names
+    from lp_ray.plugins.loading import find, plugin_names
 
     plugin = find(DATASET, name)
     if plugin is None:
-        raise LpRayError(f"unknown data set {name!r} (known: {', '.join(known_names(DATASET))})")
+        raise LpRayError(f"unknown data set {name!r} (known: {', '.join(sorted({*known, *plugin_names(DATASET)}))})")
 
     def load(spec: DataSpec, run=None):
         return _sources(plugin, spec)
@@ -31,7 +32,7 @@ def plugin_data_set(name: str) -> DataSet:
         return classes, input_shape
 
     reads = (*plugin.fields, *(["path"] if plugin.reads_path else []))
-    return DataSet(tuple(reads), lambda spec, fail: None, load, preflight, shape)
+    return tuple(reads), lambda spec, fail: None, load, preflight, shape
 
 
 def _sources(plugin, spec: DataSpec) -> tuple:

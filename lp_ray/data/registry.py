@@ -61,17 +61,12 @@ def lookup(name: str) -> DataSet:
     """The built-in data set `name`, or the plugin registered as `name` (data/plugin.py)."""
     if name in DATASETS:
         return DATASETS[name]
-    from lp_ray.data.plugin import plugin_data_set
+    from lp_ray.data.plugin import plugin_parts
 
-    return plugin_data_set(name)
+    return DataSet(*plugin_parts(name, known=DATASETS))
 
 
 def preflight(job: JobSpec) -> None:
     """Cheap checks that a data set is there, made before a run directory or MLflow run is created,
-    so a missing archive leaves nothing half-made behind; a plugin's data and network are checked
-    against the contract here too (lp_ray/plugins/checks.py)."""
+    so a missing archive leaves nothing half-made behind. (lp_ray/preflight.py adds the plugins' checks.)"""
     lookup(job.data.dataset).preflight(job.data)
-    if job.plugin_versions:
-        from lp_ray.plugins.checks import check_job_plugins
-
-        check_job_plugins(job)

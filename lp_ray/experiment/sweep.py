@@ -180,7 +180,7 @@ def run_sweep(
     do); each trial holds its run's, its searches' and its analyses' leases, so two experiments that
     share a trial compute it once."""
     from lp_ray.cluster import check_address, check_storage, connect
-    from lp_ray.data.registry import preflight
+    from lp_ray.preflight import preflight
     from lp_ray.tracking import logged
 
     trials = exp.trials()

@@ -19,9 +19,9 @@ from dataclasses import dataclass, replace
 
 from lp_ray import interrupt, layout
 from lp_ray.data.loading import materialize_data
-from lp_ray.data.registry import preflight
 from lp_ray.errors import LpRayError
 from lp_ray.lease import Lease, command_line
+from lp_ray.preflight import preflight
 from lp_ray.progress import RoundProgress, console, make_board, say
 from lp_ray.spec import ClusterSpec, JobSpec, job_to_dict, run_hash, run_name, storage_uri
 from lp_ray.store import (

@@ -29,8 +29,8 @@ def import_run(
     source: str, fmt: str, job: JobSpec, cluster: ClusterSpec, tracking_uri: str | None
 ) -> tuple[RunDir, list]:
     from lp_ray.data.loading import load_sources
-    from lp_ray.data.registry import preflight
     from lp_ray.models import build_model, prunable_tensors
+    from lp_ray.preflight import preflight
 
     folder = Path(source).expanduser()
     if fmt not in FORMATS:

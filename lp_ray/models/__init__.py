@@ -86,11 +86,11 @@ def lookup(name: str) -> Model:
     if name in MODELS:
         return MODELS[name]
     from lp_ray.plugins import MODEL
-    from lp_ray.plugins.loading import find, known_names
+    from lp_ray.plugins.loading import find, plugin_names
 
     plugin = find(MODEL, name)
     if plugin is None:
-        raise LpRayError(f"unknown model {name!r} (known: {', '.join(known_names(MODEL))})")
+        raise LpRayError(f"unknown model {name!r} (known: {', '.join(sorted({*MODELS, *plugin_names(MODEL)}))})")
 
     def build(num_classes, spec, input_shape):
         from lp_ray.plugins.checks import call_plugin

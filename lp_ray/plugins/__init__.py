@@ -94,12 +94,8 @@ REGISTERED: dict[tuple[str, str], ModelPlugin | DatasetPlugin] = {}
 
 
 def _register(kind: str, plugin: ModelPlugin | DatasetPlugin) -> None:
-    from lp_ray.plugins.loading import built_in_names
-
-    if plugin.name in built_in_names(kind):
-        raise PluginError(
-            f"{plugin.module}: registers {kind} {plugin.name!r}, a name built into lp-ray; choose another name"
-        )
+    """Record a name. (Whether it takes a built-in name, or a field takes one of lp-ray's, is checked
+    where a job uses it: spec_loading.py.)"""
     old = REGISTERED.get((kind, plugin.name))
     if old is not None and old.module != plugin.module:
         raise PluginError(
@@ -108,13 +104,13 @@ def _register(kind: str, plugin: ModelPlugin | DatasetPlugin) -> None:
     REGISTERED[kind, plugin.name] = plugin
 
 
-def _check_fields(name: str, fields: dict[str, Field] | None, reserved: tuple[str, ...]) -> dict[str, Field]:
+def _check_fields(name: str, fields: dict[str, Field] | None) -> dict[str, Field]:
     fields = dict(fields or {})
     for key, f in fields.items():
         if not isinstance(f, Field):
             raise PluginError(f"{name}: field {key!r} must be a lp_ray.plugins.Field, got {type(f).__name__}")
-        if key in reserved or not key.isidentifier():
-            raise PluginError(f"{name}: {key!r} cannot be a field name (reserved: {', '.join(reserved)})")
+        if not isinstance(key, str) or not key.isidentifier():
+            raise PluginError(f"{name}: {key!r} cannot be a field name (a Python identifier is)")
     return fields
 
 
@@ -122,10 +118,9 @@ def register_model(
     name: str, *, fields: dict[str, Field] | None = None, prunable: Callable[[Any], list[str]] | None = None
 ):
     """Decorator: `fn(num_classes, input_shape, **fields) -> nn.Module` becomes the model `name`."""
-    from lp_ray.plugins.loading import reserved_fields
 
     def register(fn):
-        checked = _check_fields(name, fields, reserved_fields(MODEL))
+        checked = _check_fields(name, fields)
         _register(MODEL, ModelPlugin(name, fn, checked, prunable, fn.__module__))
         return fn
 
@@ -135,10 +130,9 @@ def register_model(
 def register_dataset(name: str, *, fields: dict[str, Field] | None = None, reads_path: bool = False):
     """Decorator: `fn(**fields) -> Splits` becomes the data set `name`; with `reads_path`, `fn(path,
     **fields)` gets the job's `data.path` (None when the job sets none)."""
-    from lp_ray.plugins.loading import reserved_fields
 
     def register(fn):
-        checked = _check_fields(name, fields, reserved_fields(DATASET))
+        checked = _check_fields(name, fields)
         _register(DATASET, DatasetPlugin(name, fn, checked, fn.__module__, reads_path))
         return fn
 

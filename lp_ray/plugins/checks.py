@@ -93,28 +93,3 @@ def checked_prunable(name: str, model, rule) -> list[str]:
     if len(set(names)) != len(names):
         raise PluginError(f"model {name!r}: prunable names a tensor twice")
     return sorted(names)
-
-
-def check_job_plugins(job) -> None:
-    """Before anything starts: the job's network on a batch of its data's shape gives one score per
-    class, and the tensors it prunes exist. Built on the CPU from a fixed seed; writes nothing."""
-    import torch
-
-    from lp_ray.data.registry import lookup
-    from lp_ray.models import build_model, prunable_tensors
-
-    num_classes, input_shape = lookup(job.data.dataset).shape(job.data)
-    classes = job.model.num_classes or num_classes
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = build_model(job.model, num_classes, input_shape)
-    prunable_tensors(job.model, model, job.imp.prune_linear)
-    model.eval()
-    what = f"model {job.model.name!r}"
-    with torch.no_grad():
-        out = call_plugin(f"{what} on a batch of shape {(2, *input_shape)}", model, torch.zeros(2, *input_shape))
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, classes):
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise PluginError(
-            f"{what}: a batch of 2 examples of shape {tuple(input_shape)} gave {got}, expected (2, {classes}) class scores"
-        )

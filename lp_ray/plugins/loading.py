@@ -27,7 +27,6 @@ from pathlib import Path
 from lp_ray.plugins import (
     ENTRY_POINT_GROUPS,
     KINDS,
-    MODEL,
     REGISTERED,
     DatasetPlugin,
     ModelPlugin,
@@ -36,27 +35,6 @@ from lp_ray.plugins import (
 
 # Local modules imported by this process: name -> (file, sha256 of its bytes)
 _LOCAL: dict[str, tuple[Path, str]] = {}
-
-
-def reserved_fields(kind: str) -> tuple[str, ...]:
-    """A plugin's fields sit in the job's section beside the fields lp-ray reads for every model or data
-    set, so they cannot take those names. (A built-in's own field, such as conv1d's `width`, is free:
-    in a plugin's section the name means the plugin's field.)"""
-    if kind == MODEL:
-        return ("name", "num_classes", "options")
-    from lp_ray.data.registry import COMMON_FIELDS
-
-    return (*COMMON_FIELDS, "path", "augment", "options")
-
-
-def built_in_names(kind: str) -> set[str]:
-    if kind == MODEL:
-        from lp_ray.models import MODELS
-
-        return set(MODELS)
-    from lp_ray.data.registry import DATASETS
-
-    return set(DATASETS)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -68,17 +46,20 @@ def _entry_points(kind: str) -> dict[str, importlib.metadata.EntryPoint]:
     return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUPS[kind])}
 
 
-def known_names(kind: str) -> list[str]:
-    """Every name a job could use: built in, registered by an imported module, or an installed entry point."""
-    registered = {name for k, name in REGISTERED if k == kind}
-    return sorted(built_in_names(kind) | registered | set(_entry_points(kind)))
+def plugin_names(kind: str) -> set[str]:
+    """The names plugins offer a job: registered by an imported module, or an installed entry point."""
+    return {name for k, name in REGISTERED if k == kind} | set(_entry_points(kind))
+
+
+def entry_point_package(kind: str, name: str) -> str | None:
+    """The installed package whose entry point is named `name`, if one is (reading metadata only)."""
+    ep = _entry_points(kind).get(name)
+    return None if ep is None else (f"{ep.dist.name} {ep.dist.version}" if ep.dist else ep.value)
 
 
 def find(kind: str, name: str) -> ModelPlugin | DatasetPlugin | None:
     """The plugin registered as `name` (loading the installed entry point of that name if needed), or
-    None for a built-in or unknown name."""
-    if name in built_in_names(kind):
-        return None
+    None. Callers look a name up among the built-in ones first."""
     if (kind, name) in REGISTERED:
         return REGISTERED[kind, name]
     ep = _entry_points(kind).get(name)
@@ -123,17 +104,17 @@ def load_file(name: str, path: Path, where: str = "") -> None:
     sha = hashlib.sha256(data).hexdigest()
     if _LOCAL.get(name, (None, None))[1] == sha and name in sys.modules:
         return
-    _forget(name)
+    forget(name)
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
         exec(compile(data, str(path), "exec"), module.__dict__)
     except PluginError:
-        _forget(name)
+        forget(name)
         raise
     except BaseException as e:  # its own bug: one line naming the file, never a traceback
-        _forget(name)
+        forget(name)
         raise PluginError(f"plugin module {name!r} ({path}) failed to import: {_one_line(e)}") from None
     _LOCAL[name] = (path, sha)
 
@@ -145,7 +126,7 @@ def _read(path: Path, where: str) -> bytes:
         raise PluginError(f"{where or path}: cannot read plugin {path}: {e.strerror or e}") from None
 
 
-def _forget(name: str) -> None:
+def forget(name: str) -> None:
     """Drop a module and what it registered (before importing it again, or after it failed)."""
     sys.modules.pop(name, None)
     _LOCAL.pop(name, None)
