@@ -48,7 +48,7 @@ import os, signal, sys, time
 from lp_ray import cli
 
 @cli.app.command("swallow")
-@cli._interruptible
+@cli.interruptible
 def swallow():
     try:
         os.kill(os.getpid(), signal.SIGINT)

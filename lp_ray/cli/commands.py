@@ -1,15 +1,24 @@
-"""The `lp-ray` command. Thin: parse arguments, call the library, print. Every user-fixable problem is
-an `LpRayError`, printed as one line with a non-zero exit."""
+"""The `lp-ray` commands: each declares its options, calls the Python API (lp_ray/api.py), prints."""
 
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
 
 import typer
 
 from lp_ray import api
+from lp_ray.cli.analyze import analyze_app
+from lp_ray.cli.options import (
+    ClusterOpt,
+    JobOpt,
+    NoWaitOpt,
+    OverridesArg,
+    RunArg,
+    SubmitOpt,
+    TrackingOpt,
+    interruptible,
+)
 from lp_ray.errors import LpRayError
 from lp_ray.spec_loading import with_pool_options
 from lp_ray.submit import job_submission_id, search_submission_id
@@ -21,59 +30,9 @@ app = typer.Typer(
     help="Lottery Pools on Ray: IMP with rewinding, then greedy interpolation of the tickets.",
 )
 
-JobOpt = typer.Option(None, "--job", "-j", help="Job spec YAML (default: the embedded default job, jobs/default.yaml).")
-ClusterOpt = typer.Option(None, "--cluster", "-c", help="Cluster spec YAML (default: cluster/local.yaml's settings).")
-SubmitOpt = typer.Option(
-    False,
-    "--submit",
-    help="Send this command to the cluster through the Ray Jobs API and return (see `lp-ray status` / `lp-ray logs`).",
-)
-TrackingOpt = typer.Option(
-    None,
-    "--tracking-uri",
-    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, the cluster spec, then sqlite:///mlflow.db).",
-)
-NoWaitOpt = typer.Option(
-    False,
-    "--no-wait",
-    help="If another command is working on the same run (it holds its lease), stop with an error instead of "
-    "waiting for it and continuing after it.",
-)
-
-
-INTERRUPTED = "interrupted: finished work is kept; rerun the same command to resume"
-
-
-def _interruptible(command):
-    """Ctrl-C in a long command: say how to go on, exit 130. (Typer would turn the KeyboardInterrupt
-    into a silent exit 130 before main() sees it.)"""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        from lp_ray import interrupt
-
-        try:
-            with interrupt.recorded_sigint():
-                result = command(*args, **kwargs)
-                interrupt.check()  # a Ctrl-C swallowed in the command's last steps (its final logging)
-                return result
-        except KeyboardInterrupt:
-            typer.echo(INTERRUPTED, err=True)
-            raise typer.Exit(130) from None
-
-    return wrapper
-
-
-OverridesArg = typer.Argument(
-    None,
-    metavar="[KEY=VALUE]...",
-    help="Job field overrides on top of the job spec, e.g. train.epochs=3 imp.rewind_epoch=0 (values are YAML).",
-    show_default=False,
-)
-
 
 @app.command()
-@_interruptible
+@interruptible
 def imp(
     overrides: list[str] | None = OverridesArg,
     job: Path | None = JobOpt,
@@ -137,11 +96,8 @@ def _numbers(text: str | None, what: str, kind: type) -> list | None:
         raise LpRayError(f"{what}: expected comma-separated {noun}, got {text!r}") from None
 
 
-RunArg = typer.Argument(..., help="A run directory (local path or URI), as printed by `lp-ray imp`.")
-
-
 @app.command()
-@_interruptible
+@interruptible
 def pool(
     run_dir: str = RunArg,
     overrides: list[str] | None = typer.Argument(
@@ -220,7 +176,7 @@ def report(
 
 
 @app.command()
-@_interruptible
+@interruptible
 def sweep(
     experiment: Path | None = typer.Argument(None, help="Experiment spec YAML (experiments/*.yaml)."),
     job: Path | None = typer.Option(None, "--job", "-j", help="Without an experiment file: the base job spec."),
@@ -275,7 +231,7 @@ def eval_(
 
 
 @app.command()
-@_interruptible
+@interruptible
 def run(
     overrides: list[str] | None = OverridesArg,
     job: Path | None = JobOpt,
@@ -308,7 +264,7 @@ def run(
 
 
 @app.command("import")
-@_interruptible
+@interruptible
 def import_(
     source: str = typer.Argument(
         ...,
@@ -347,68 +303,7 @@ def import_(
     console.print(f"next: lp-ray pool {run.uri}")
 
 
-analyze_app = typer.Typer(
-    no_args_is_help=True,
-    help="Analyses of a finished run: each writes RUN_DIR/analysis/<name>/ (Parquet tables and a PNG) and logs "
-    "them to MLflow as artifacts of the run's imp run.",
-)
 app.add_typer(analyze_app, name="analyze")
-
-
-def _analysis_command(analysis):
-    """`lp-ray analyze <name>`, built from what the analysis declares: RUN_DIR, its options, the cluster
-    spec when it evaluates on Ray, the tracking URI. Parses the options (a bad value is one error naming
-    it), runs the analysis, prints its summary and what it wrote."""
-    import inspect
-
-    def command(run_dir: str, tracking_uri: str | None, no_wait: bool, cluster: Path | None = None, **given) -> None:
-        from lp_ray.progress import console
-
-        options = {}
-        for o in analysis.options:
-            try:
-                options[o.name] = o.parse(given[o.name]) if o.parse else given[o.name]
-            except ValueError as e:
-                raise LpRayError(f"--{o.name.replace('_', '-')}: {e}") from None
-        outcome = api.analyze(
-            analysis.name, run_dir, cluster=cluster, tracking_uri=tracking_uri, wait=not no_wait, **options
-        )
-        for line in analysis.summary(outcome.rows):
-            console.print(line, highlight=False)
-        for f in outcome.written.files:
-            console.print(f"wrote {f}", highlight=False)
-        if outcome.written.mlflow_run:
-            console.print(
-                f"logged to MLflow run {outcome.written.mlflow_run} (artifacts under analysis/)", highlight=False
-            )
-
-    P = inspect.Parameter
-    params = [P("run_dir", P.KEYWORD_ONLY, default=RunArg, annotation=str)]
-    for o in analysis.options:
-        flags = [f"--{o.name.replace('_', '-')}", *([o.short] if o.short else [])]
-        annotation = o.type if o.type is bool or o.default is not None else o.type | None
-        params.append(
-            P(o.name, P.KEYWORD_ONLY, default=typer.Option(o.default, *flags, help=o.help), annotation=annotation)
-        )
-    if analysis.uses_cluster:
-        params.append(P("cluster", P.KEYWORD_ONLY, default=ClusterOpt, annotation=Path | None))
-    params.append(P("tracking_uri", P.KEYWORD_ONLY, default=TrackingOpt, annotation=str | None))
-    params.append(P("no_wait", P.KEYWORD_ONLY, default=NoWaitOpt, annotation=bool))
-    command.__signature__ = inspect.Signature(params)
-    command.__annotations__ = {p.name: p.annotation for p in params}
-    command.__doc__ = analysis.help
-    command.__name__ = f"analyze_{analysis.name}"
-    return _interruptible(command)
-
-
-def _add_analysis_commands() -> None:
-    from lp_ray.analysis import ANALYSES
-
-    for name, analysis in ANALYSES.items():
-        analyze_app.command(name)(_analysis_command(analysis))
-
-
-_add_analysis_commands()
 
 
 def _submit(submission_id: str, cluster: Path | None) -> None:
@@ -440,74 +335,3 @@ def logs(
     from lp_ray.submit import logs as job_logs
 
     typer.echo(job_logs(submission_id, api.load_cluster(cluster)), nl=False)
-
-
-def main() -> None:
-    import os
-
-    # Who holds a lease, as a waiting user is shown it: the command as typed.
-    os.environ.setdefault("LP_RAY_COMMAND", " ".join(["lp-ray", *sys.argv[1:]]))
-    code = run_cli(sys.argv[1:])
-    # Leave Ray before the interpreter exits: a driver of a cluster it did not start that left it to
-    # Ray's exit hook crashed there now and then (SIGSEGV after its work was done and printed, seen in
-    # the 3-node test). A private Ray is shut down here rather than at exit; same work.
-    try:
-        api.shutdown()
-    except BaseException:  # nothing left to lose: the command's outcome is decided
-        pass
-    _exit(code)
-
-
-def _exit(code: int) -> None:
-    """Leave without the interpreter's teardown. A command's outcome is decided and on disk by now
-    (every write atomic, MLflow logged synchronously, leases given back, Ray left), but native
-    extensions' finalizers still crashed the process now and then after all its work was done and
-    printed (SIGSEGV, exit -11, seen in the suite on `lp-ray imp --rounds 4` against a shared Ray):
-    the user would see a failed command that had succeeded."""
-    import logging
-    import os
-
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
-def run_cli(argv: list[str]) -> int:
-    """The one error boundary: whatever goes wrong is one line on stderr and an exit code: 1 for a
-    problem with the input or the environment, 2 for a malformed command line, 130 for Ctrl-C."""
-    usage = _usage_errors()
-    try:
-        code = app(argv, prog_name="lp-ray", standalone_mode=False)
-    except usage.NoArgsIsHelpError as e:  # plain `lp-ray`: the help (typer has printed it), as before
-        return e.exit_code
-    except usage.UsageError as e:  # unknown option or command, missing argument, bad value
-        where = e.ctx.command_path if e.ctx else "lp-ray"
-        typer.echo(f"error: {e.format_message()} (see `{where} --help`)", err=True)
-        return 2
-    except LpRayError as e:
-        typer.echo(f"error: {e}", err=True)
-        return 1
-    except OSError as e:  # disk full, read-only or vanished storage where no narrower handler was
-        from lp_ray.store import os_reason
-
-        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-        typer.echo(f"error: {where}{os_reason(e)}", err=True)
-        return 1
-    except (KeyboardInterrupt, typer.Abort):
-        typer.echo(INTERRUPTED, err=True)
-        return 130
-    return code if isinstance(code, int) else 0
-
-
-def _usage_errors():
-    """Typer's command-line exceptions: typer >= 0.2x vendors click as typer._click."""
-    try:
-        from typer._click import exceptions
-    except ImportError:  # older typer: click itself
-        from click import exceptions
-    return exceptions
-
-
-if __name__ == "__main__":
-    main()
