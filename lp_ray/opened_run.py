@@ -34,8 +34,8 @@ class OpenedRun:
     @classmethod
     def of(cls, job: JobSpec, run: RunDir) -> OpenedRun:
         data = load_data(job, run)
-        model = build_model(job.model, data.num_classes, data.input_shape)
-        return cls(run, job, data, model.state_dict(), prunable_tensors(job.model, model, job.imp.prune_linear))
+        _, template, prunable = model_template(job, data.num_classes, data.input_shape)
+        return cls(run, job, data, template, prunable)
 
     def new_model(self) -> nn.Module:
         """A fresh instance of the run's model (initialized from torch's current seed)."""
@@ -70,6 +70,13 @@ class OpenedRun:
     @property
     def metas(self) -> dict[int, TicketMeta]:
         return self._tickets[2]
+
+
+def model_template(job: JobSpec, num_classes: int, input_shape: tuple[int, ...]) -> tuple[nn.Module, dict, list[str]]:
+    """A fresh network of the job's model, its state dict (the names and shapes every weights file of
+    the run must have) and the names of the tensors the job prunes."""
+    model = build_model(job.model, num_classes, input_shape)
+    return model, model.state_dict(), prunable_tensors(job.model, model, job.imp.prune_linear)
 
 
 def open_run(run_uri: str, with_tickets: bool = True) -> OpenedRun:

@@ -29,7 +29,7 @@ def import_run(
     source: str, fmt: str, job: JobSpec, cluster: ClusterSpec, tracking_uri: str | None
 ) -> tuple[RunDir, list]:
     from lp_ray.data.loading import load_sources
-    from lp_ray.models import build_model, prunable_tensors
+    from lp_ray.opened_run import model_template
     from lp_ray.preflight import preflight
 
     folder = Path(source).expanduser()
@@ -54,15 +54,14 @@ def import_run(
     # Everything is read and checked before anything is written: every file decoded (weights_only),
     # every ticket mapped onto lp-ray's model. (The importable data sets are read, never generated.)
     raw = form.read(folder)
-    _, _, num_classes, input_shape = load_sources(job, run)
-    model = build_model(job.model, num_classes, input_shape)
-    prunable = prunable_tensors(job.model, model, job.imp.prune_linear)
-    tickets = {r: _map(form, job, r, state, mask, model.state_dict(), prunable) for r, (state, mask) in raw.items()}
+    _, _, num_classes, input_shape = load_sources(job, run)  # (the run's split is written later: no OpenedRun yet)
+    model, template, prunable = model_template(job, num_classes, input_shape)
+    tickets = {r: _map(form, job, r, state, mask, template, prunable) for r, (state, mask) in raw.items()}
     if sorted(tickets) != list(range(len(tickets))):
         raise LpRayError(f"{folder}: rounds {sorted(tickets)} are not 0, 1, 2, ...: a round is missing")
     rewind = form.rewind(folder)
     if rewind is not None:  # the same checks as a ticket's: every tensor of lp-ray's model, shapes equal
-        rewind = _map(form, job, "the rewind point", rewind, None, model.state_dict(), [])[0]
+        rewind = _map(form, job, "the rewind point", rewind, None, template, [])[0]
 
     with Lease(run, layout.lease_file("imp"), command_line(), True, say):  # an imp or import writing it waits
         return _import_leased(run, job, tickets, model, ident, folder, tracking_uri, fmt, rewind)
