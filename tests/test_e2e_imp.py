@@ -89,7 +89,7 @@ def test_mlflow_one_parent_and_a_child_per_round(base_run):
     for c in children:
         r = int(c.data.tags["lp_ray.round"])
         m = meta(base_run["run"], r)
-        assert c.data.metrics["ticket_test_acc"] == round(100 * m["test_acc"], 4)  # percent, rounded
+        assert c.data.metrics["lt_test_acc"] == round(100 * m["test_acc"], 4)  # percent, rounded
         assert c.info.run_name == f"round {r:02d} · {100 * m['density']:.1f}% weights"
         # created with the round's own start and end: the run's duration is the round's
         assert (c.info.end_time - c.info.start_time) / 1000 == pytest.approx(m["seconds"], abs=0.01)

@@ -181,7 +181,7 @@ def test_mlflow_pool_run_children_and_eval_from_mlflow(base_run):
         r = results[int(c.data.tags["target"])]
         assert c.info.run_name == f"target {r.target:02d} · {100 * r.density:.1f}% weights"
         assert c.data.metrics["pooled_test_acc"] == round(100 * r.test_acc, 4)
-        assert c.data.metrics["ticket_test_acc"] == round(100 * r.lt_test_acc, 4)
+        assert c.data.metrics["lt_test_acc"] == round(100 * r.lt_test_acc, 4)
         assert c.data.metrics["lt_bn_test_acc"] == round(100 * r.lt_bn_test_acc, 4)
         assert c.data.metrics["gain_pt"] == pytest.approx(100 * r.gain, abs=1e-4)
         # MLflow holds values to 6 significant digits (tracker.clean), p included.
@@ -197,7 +197,7 @@ def test_mlflow_pool_run_children_and_eval_from_mlflow(base_run):
     assert params["method"] == "interpolation" and params["coefficients"].startswith("[0.05, 0.1, 0.2")
     assert "ema_decay" not in params and "screen_fraction" not in params
     # The imp run: the job's parameters only (no pool section), series by round, headline means.
-    lt = client.get_metric_history(imp.info.run_id, "by_round/ticket_test_acc")
+    lt = client.get_metric_history(imp.info.run_id, "by_round/lt_test_acc")
     lp = client.get_metric_history(imp.info.run_id, "by_round/interpolation/pooled_test_acc")
     assert sorted(x.step for x in lt) == [0, 1, 2] and sorted(x.step for x in lp) == [0, 1, 2]
     assert {x.step: x.value for x in lp}[2] == round(100 * results[2].test_acc, 4)
@@ -221,7 +221,7 @@ def test_relogging_a_finished_search_changes_nothing_in_mlflow(base_run):
 
     def histories():
         imp = json.loads((base_run["run"] / "tracking.json").read_text())["imp_run_id"]
-        keys = ("by_round/ticket_test_acc", "by_round/interpolation/pooled_test_acc", "interpolation/mean_gain_pt")
+        keys = ("by_round/lt_test_acc", "by_round/interpolation/pooled_test_acc", "interpolation/mean_gain_pt")
         return {k: len(client.get_metric_history(imp, k)) for k in keys}
 
     before = store_snapshot(base_run["tracking_uri"]), histories()

@@ -145,8 +145,8 @@ def log_round(tracker: Tracker, parent: str, run, meta, history: dict, imported:
     tracker.log_values(
         child,
         {
-            "ticket_val_acc": pct(meta.val_acc),
-            "ticket_test_acc": pct(meta.test_acc),
+            "lt_val_acc": pct(meta.val_acc),
+            "lt_test_acc": pct(meta.test_acc),
             "weights_remaining_pct": pct(meta.density),
         },
         {"ticket_uri": run.uri_of(layout.ticket(meta.round)), "ticket_sha256": meta.ticket_sha256}
@@ -156,8 +156,8 @@ def log_round(tracker: Tracker, parent: str, run, meta, history: dict, imported:
         _log_particle(tracker, child, run, meta, particle, h, names)
     row = {
         "round": meta.round,
-        "ticket_test_acc": pct(meta.test_acc),
-        "ticket_val_acc": pct(meta.val_acc),
+        "lt_test_acc": pct(meta.test_acc),
+        "lt_val_acc": pct(meta.val_acc),
         "weights_remaining_pct": pct(meta.density),
     }
     tracker.log_series(parent, [row], "round", {k: f"by_round/{k}" for k in row if k != "round"})
@@ -184,11 +184,17 @@ def _log_particle(tracker: Tracker, round_run: str, run, meta, particle: dict, h
     tracker.finish(child, end_time=meta.finished_at or None)
 
 
+# The name a round's LT test accuracy was logged under before it took the records' name (lt_test_acc):
+# a round logged so is logged, and is not logged again.
+LT_TEST_ACC_BEFORE = "ticket_test_acc"
+
+
 def ensure_round_logged(tracker: Tracker, parent: str, run, meta, imported: bool = False) -> None:
     """A round finished but the driver died before MLflow heard of it (or an imported one): log it now,
     once; a round logged before is left exactly as it is."""
     found = tracker.find(_round_tags(tracker, parent, meta.round))
-    if found is None or not tracker.has_metric(found, "ticket_test_acc"):
+    logged = found is not None and any(tracker.has_metric(found, m) for m in ("lt_test_acc", LT_TEST_ACC_BEFORE))
+    if not logged:
         history = {"epochs": []} if imported else run.read_json(layout.history(meta.round))
         log_round(tracker, parent, run, meta, history, imported)
 
@@ -215,7 +221,7 @@ def finish_imp(tracker: Tracker, imp: str, metas: list, run=None) -> None:
     tracker.log_values(
         imp,
         {
-            "mean_ticket_test_acc": pct(sum(m.test_acc for m in metas) / len(metas)),
+            "mean_lt_test_acc": pct(sum(m.test_acc for m in metas) / len(metas)),
             "rounds": len(metas),
         },
     )
@@ -275,8 +281,8 @@ def log_target(tracker: Tracker, search: str, result, mcnemar_p: float | None, s
         {
             "pooled_test_acc": pct(result.test_acc),
             "pooled_val_acc": pct(result.val_acc),
-            "ticket_test_acc": pct(result.lt_test_acc),
-            "ticket_val_acc": pct(result.lt_val_acc),
+            "lt_test_acc": pct(result.lt_test_acc),
+            "lt_val_acc": pct(result.lt_val_acc),
             "lt_bn_test_acc": pct(result.lt_bn_test_acc),
             "lt_bn_val_acc": pct(result.lt_bn_val_acc),
             "gain_pt": pt(100 * result.gain),
@@ -305,7 +311,7 @@ def finish_search(tracker: Tracker, search: str, imp: str | None, name: str, out
     metrics = {
         "mean_gain_pt": pt(sum(gains) / len(gains)),
         "mean_pooled_test_acc": pct(sum(r.test_acc for r in results.values()) / len(results)),
-        "mean_ticket_test_acc": pct(sum(r.lt_test_acc for r in results.values()) / len(results)),
+        "mean_lt_test_acc": pct(sum(r.lt_test_acc for r in results.values()) / len(results)),
         "lt_bn_control_gain_pt": pt(sum(controls) / len(controls)) if controls else None,
         "targets": len(results),
         "targets_better": better,
