@@ -63,7 +63,10 @@ def connect(
     modules = [str(p) for p in local_sources(plugin_versions or {}).values()]
     if modules:
         runtime_env["py_modules"] = [*runtime_env.get("py_modules", []), *modules]
-    if runtime_env:
+    # A submitted command (--submit) already runs in the job's runtime environment, which holds the
+    # cluster spec's and this folder with the job's own modules (submit.py); Ray refuses to be given
+    # its fields again, and everything the command starts inherits them.
+    if runtime_env and "LP_RAY_ADDRESS" not in os.environ:
         kwargs["runtime_env"] = runtime_env
     address = os.environ.get("LP_RAY_ADDRESS", cluster.address)  # set by --submit: inside the cluster, "auto"
     if address == "local":

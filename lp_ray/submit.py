@@ -98,14 +98,23 @@ def submit(argv: list[str], submission_id: str, cluster: ClusterSpec) -> tuple[s
         # FAILED, STOPPED, or a finished run asked for more (e.g. --rounds): replace it; the rerun resumes.
         client.delete_job(submission_id)
     _submit_when_ready(
-        client,
-        entrypoint=entrypoint,
-        submission_id=submission_id,
-        # The job runs on the head node: it joins the cluster it runs in, whatever address the spec names.
-        # This directory (spec files, relative paths) travels with the job; outputs never live in it.
-        runtime_env={"env_vars": {"LP_RAY_ADDRESS": "auto"}, "working_dir": ".", "excludes": EXCLUDES},
+        client, entrypoint=entrypoint, submission_id=submission_id, runtime_env=submission_runtime_env(cluster)
     )
     return submission_id, "submitted"
+
+
+def submission_runtime_env(cluster: ClusterSpec) -> dict:
+    """The submitted command's own environment. The job runs on the head node: it joins the cluster it
+    runs in, whatever address the spec names. This directory (spec files, relative paths, a job's own
+    plugin modules) travels with the job; outputs never live in it. The cluster spec's runtime_env
+    applies to the command itself too, so a plugin package it installs (`pip`) is there for the
+    command's driver, which resolves the job's names, as for its workers."""
+    own = cluster.runtime_env
+    env = {k: v for k, v in own.items() if k not in ("working_dir", "excludes", "env_vars")}
+    env["env_vars"] = {**own.get("env_vars", {}), "LP_RAY_ADDRESS": "auto"}
+    env["working_dir"] = "."
+    env["excludes"] = [*EXCLUDES, *own.get("excludes", [])]
+    return env
 
 
 def _submit_when_ready(client, **kwargs) -> None:

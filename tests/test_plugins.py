@@ -248,3 +248,20 @@ def test_a_failing_plugin_is_one_error_line_and_writes_nothing(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == ["error: model 'bad' (bad_nets) raised ValueError: width must divide 7"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad_nets.py", "cluster.yaml", "job.yaml"]
+
+
+def test_a_submitted_command_gets_the_cluster_specs_runtime_env_and_this_folder():
+    """--submit: the command's driver on the head gets what the cluster spec installs for the workers
+    (a plugin package by pip), this folder (a job and its own module), and joins the cluster it runs in."""
+    from lp_ray.spec_loading import cluster_from_dict
+    from lp_ray.submit import EXCLUDES, submission_runtime_env
+
+    spec = {"pip": ["lp-ray-openlth==0.1.0"], "env_vars": {"A": "1", "LP_RAY_ADDRESS": "x"}, "excludes": ["big/"]}
+    env = submission_runtime_env(cluster_from_dict({"runtime_env": spec}))
+    assert env == {
+        "pip": ["lp-ray-openlth==0.1.0"],
+        "env_vars": {"A": "1", "LP_RAY_ADDRESS": "auto"},
+        "working_dir": ".",
+        "excludes": [*EXCLUDES, "big/"],
+    }
+    assert submission_runtime_env(cluster_from_dict({}))["env_vars"] == {"LP_RAY_ADDRESS": "auto"}
