@@ -241,8 +241,8 @@ def analyze(
     **options: Any,
 ):
     """One of the registered analyses (`lp-ray analyze --help` lists them) on a finished run; `options`
-    are the analysis's own (as the CLI's options, with underscores). Returns its outcome: `.rows` (its
-    table) and `.written` (files, MLflow run)."""
+    are the analysis's own (as the CLI's options, with underscores; `alphas="0,0.5,1"` or a list).
+    Returns its outcome: `.rows` (its table) and `.written` (files, MLflow run)."""
     from lp_ray.analysis import ANALYSES, run_analysis
 
     if name not in ANALYSES:
@@ -251,7 +251,15 @@ def analyze(
     unknown = sorted(set(options) - set(declared))
     if unknown:
         raise LpRayError(f"analysis {name}: unknown option {unknown[0]!r} (known: {', '.join(declared) or 'none'})")
-    given = {k: options.get(k, o.default) for k, o in declared.items()}
+    given = {}
+    for k, o in declared.items():
+        value = options.get(k, o.default)
+        if o.parse is not None and (value is None or isinstance(value, o.type)):  # as the CLI's text would be
+            try:
+                value = o.parse(value)
+            except ValueError as e:
+                raise LpRayError(f"analysis {name}: {k}: {e}") from None
+        given[k] = value
     c = load_cluster(cluster)
     _quiet_mlflow()
     uri = run_tracking_uri(tracking_uri, c, str(run_dir))
