@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from lp_ray.opened_run import OpenedRun
 
 
+CORRUPTION_SEED = 0  # the generated MNIST-1D corruptions' seed, unless --seed says another
+
+
 def corrupted_test_sets(opened: OpenedRun, corruptions_dir: str | None, seed: int):
     """(family, severity) -> a test Source with the same labels, for the run's data set: MNIST-1D
     families generated once and stored in the run (layout.corruptions()), or the CIFAR-C archives in
@@ -75,12 +78,17 @@ class Robustness:
             str,
             "CIFAR runs: the unpacked CIFAR-10-C / CIFAR-100-C folder (<corruption>.npy, labels.npy).",
         ),
-        Option("seed", int, "MNIST-1D: the seed of the generated corruptions (stored with the run).", default=0),
+        Option(
+            "seed",
+            int,
+            "MNIST-1D: the seed of the generated corruptions (stored with the run).",
+            default=CORRUPTION_SEED,
+        ),
     )
     uses_cluster = False
     comparisons = (Comparison("corruption", "lt_corruption", "{method} − LT{where}, mean corruption accuracy"),)
 
-    def run(self, run_uri, cluster, tracking_uri, corruptions=None, seed=0) -> Outcome:
+    def run(self, run_uri, cluster, tracking_uri, corruptions=None, seed=CORRUPTION_SEED) -> Outcome:
         import torch
 
         from lp_ray.analysis.compute.corruptions import mean_corruption_summary, plot
