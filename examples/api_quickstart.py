@@ -57,7 +57,8 @@ def main() -> None:
     print(
         f"pooled network of target {target}: {type(net).__name__}, {100 * zeros / total:.1f}% of its weights are zero"
     )
-    x, y = run.examples("test", range(min(500, len(run.examples("test")[1]))))
+    x, y = run.examples("test")
+    x, y = x[:500], y[:500]
     with torch.no_grad():
         correct = int((net(x).argmax(1) == y).sum())
     print(f"on the first {len(y)} test examples it is right {correct} times")

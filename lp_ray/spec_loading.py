@@ -54,7 +54,8 @@ def load_job(path: str | Path | None, overrides: Sequence[str] = ()) -> JobSpec:
 
 def job_from_dict(raw: dict, where: str = "<job>", plugin_dirs: Sequence[Path] = ()) -> JobSpec:
     """A checked job from a mapping. Its plugins are imported first (what it records in
-    plugin_versions exactly; the modules it declares from `plugin_dirs`, else the working directory),
+    plugin_versions exactly; the modules it declares from `plugin_dirs`, or the working directory when none
+    is given),
     so that a plugin's fields in the model and data sections are read as the plugin declares them."""
     raw = _with_plugin_fields(raw, where, plugin_dirs)
     job = build(JobSpec, raw, where)

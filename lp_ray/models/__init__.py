@@ -93,21 +93,16 @@ def lookup(name: str) -> Model:
         raise LpRayError(f"unknown model {name!r} (known: {', '.join(sorted({*MODELS, *plugin_names(MODEL)}))})")
 
     def build(num_classes, spec, input_shape):
-        from lp_ray.plugins.checks import call_plugin
+        from lp_ray.plugins.checks import call_plugin, checked_network
 
         what = f"model {name!r} ({plugin.module})"
-        return call_plugin(what, plugin.build, num_classes, tuple(input_shape), **spec.options)
+        return checked_network(name, call_plugin(what, plugin.build, num_classes, tuple(input_shape), **spec.options))
 
     return Model(build, tuple(plugin.fields), prunable=plugin.prunable)
 
 
 def build_model(spec: ModelSpec, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
-    model = lookup(spec.name).build(spec.num_classes or num_classes, spec, input_shape)
-    if spec.name not in MODELS:
-        from lp_ray.plugins.checks import checked_network
-
-        return checked_network(spec.name, model)
-    return model
+    return lookup(spec.name).build(spec.num_classes or num_classes, spec, input_shape)
 
 
 def prunable_tensors(spec: ModelSpec, model: nn.Module, prune_linear: bool) -> list[str]:

@@ -16,6 +16,7 @@ plugin are never mixed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.metadata
@@ -81,7 +82,8 @@ def find(kind: str, name: str) -> ModelPlugin | DatasetPlugin | None:
 
 def import_declared(names: Iterable[str], search_dirs: Iterable[Path], where: str) -> None:
     """Import each module a job declares: `<dir>/<name>.py` in the first of `search_dirs` that has it
-    (the job file's folder, then the working directory), else a module importable by that name. A file
+    (the job file's folder; the working directory for a job that has no file), else a module importable
+    by that name. A file
     that changed since this process imported it is imported again (a notebook editing its plugin)."""
     dirs = [Path(d) for d in search_dirs]
     for name in names:
@@ -184,12 +186,21 @@ def identity(plugin: ModelPlugin | DatasetPlugin) -> str:
 
 def _distribution_of(module: str) -> str | None:
     top = module.split(".")[0]
-    for dist_name in importlib.metadata.packages_distributions().get(top, []):
+    if top not in _top_level_distributions():  # installed since it was read (a notebook's pip install)?
+        _top_level_distributions.cache_clear()
+    for dist_name in _top_level_distributions().get(top, []):
         try:
             return f"{dist_name} {importlib.metadata.version(dist_name)}"
         except importlib.metadata.PackageNotFoundError:
             continue
     return None
+
+
+@functools.cache
+def _top_level_distributions() -> dict[str, list[str]]:
+    """Top-level module -> the installed distributions providing it: read once per process (it walks
+    every installed package's metadata, and identities are asked for on every job a process loads)."""
+    return importlib.metadata.packages_distributions()
 
 
 def key(kind: str, name: str) -> str:
