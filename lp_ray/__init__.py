@@ -19,6 +19,7 @@ API = (
     "analyze",
     "evaluate",
     "import_tickets",
+    "register",
     "tickets",
     "open_run",
     "shutdown",

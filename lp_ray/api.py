@@ -84,9 +84,11 @@ def imp(
     rounds: int | None = None,
     cluster: ClusterLike = None,
     tracking_uri: str | None = None,
+    log_models: str = "best",
     wait: bool = True,
 ) -> ImpResult:
-    """IMP with rewinding on Ray Train: train, resume or extend (`rounds`) the job's run."""
+    """IMP with rewinding on Ray Train: train, resume or extend (`rounds`) the job's run. `log_models`:
+    "all" logs every ticket as an MLflow model (the other policies concern pooled networks)."""
     if rounds is not None and rounds < 1:
         raise LpRayError(f"--rounds must be at least 1, got {rounds}")
     j = load_job(job, [*overrides, *([f"imp.rounds={rounds}"] if rounds is not None else [])])
@@ -94,7 +96,7 @@ def imp(
     from lp_ray.imp.command import run_imp  # (torch, Ray, MLflow: after the specs are checked)
 
     _quiet_mlflow()
-    return run_imp(j, c, job_tracking_uri(tracking_uri, j, c), wait=wait)
+    return run_imp(j, c, job_tracking_uri(tracking_uri, j, c), wait=wait, log_models=log_models)
 
 
 def pool(
@@ -113,9 +115,13 @@ def pool(
     serial: bool = False,
     cluster: ClusterLike = None,
     tracking_uri: str | None = None,
+    log_models: str = "best",
+    register: str | None = None,
     wait: bool = True,
 ) -> PoolOutcome:
-    """Lottery Pools on a finished run: greedily interpolate every target ticket with the others."""
+    """Lottery Pools on a finished run: greedily interpolate every target ticket with the others.
+    `log_models`: which pooled networks MLflow gets as models (best, pooled, all, none); `register`: a
+    registered model name the search's best network becomes a version of (alias: the search's name)."""
     from lp_ray.pool.records import check_search_name
     from lp_ray.spec_loading import pool_settings_for_run
     from lp_ray.store import RunDir, read_job
@@ -144,6 +150,8 @@ def pool(
         executor="serial" if serial else "ray",
         overwrite=overwrite,
         wait=wait,
+        log_models=log_models,
+        register=register,
     )
 
 
@@ -175,21 +183,36 @@ def run(
     parallel_evals: int = DEFAULT_PARALLEL_EVALS,
     cluster: ClusterLike = None,
     tracking_uri: str | None = None,
+    log_models: str = "best",
+    register: str | None = None,
     wait: bool = True,
 ) -> RunResult:
-    """The main job: imp, then pool, then report."""
+    """The main job: imp, then pool, then report (`log_models`, `register`: as for `pool`)."""
     from lp_ray.spec_loading import with_pool_options
+    from lp_ray.tracking.networks import check_log_models, check_registration
 
     j, c = load_job(job, overrides), load_cluster(cluster)
     settings = with_pool_options(j.pool, {"method": method, "search": search})  # checked before anything trains
+    check_log_models(log_models)
+    if register is not None:
+        check_registration(register, settings.default_name())
     from lp_ray.imp.command import run_imp  # (torch, Ray, MLflow: after the specs are checked)
     from lp_ray.pool.command import run_pool
     from lp_ray.report.command import run_report
 
     _quiet_mlflow()
     uri = job_tracking_uri(tracking_uri, j, c)
-    imp_result = run_imp(j, c, uri, wait=wait)
-    pooled = run_pool(imp_result.run.uri, settings, c, uri, parallel_evals=parallel_evals, wait=wait)
+    imp_result = run_imp(j, c, uri, wait=wait, log_models=log_models)
+    pooled = run_pool(
+        imp_result.run.uri,
+        settings,
+        c,
+        uri,
+        parallel_evals=parallel_evals,
+        wait=wait,
+        log_models=log_models,
+        register=register,
+    )
     table = run_report(imp_result.run.uri, uri)
     return RunResult(imp_result.run.uri, imp_result, pooled, table)
 
@@ -205,11 +228,12 @@ def sweep(
     cluster: ClusterLike = None,
     max_concurrent: int | None = None,
     tracking_uri: str | None = None,
+    log_models: str = "best",
     wait: bool = True,
 ) -> str:
     """An experiment on Ray Tune (every trial is `run` of its job), then its report; returns the
     experiment directory. Without an experiment file: `job`, `seeds` ("0-4"), `grid` ("key=v1,v2"),
-    `methods` ("interpolation,average") and `analyses` say it."""
+    `methods` ("interpolation,average") and `analyses` say it. `log_models`: as for `pool`, in every trial."""
     from lp_ray.experiment.spec import experiment_from_options, load_experiment
     from lp_ray.experiment.sweep import log_sweep, run_sweep
     from lp_ray.report.command import experiment_report
@@ -226,7 +250,13 @@ def sweep(
     _quiet_mlflow()
     uri = resolve_tracking_uri(tracking_uri, c.tracking_uri)
     exp_dir = run_sweep(
-        exp, c, uri, max_concurrent, wait=wait, then=lambda d: log_sweep(exp, d, uri, experiment_report(d.uri))
+        exp,
+        c,
+        uri,
+        max_concurrent,
+        wait=wait,
+        then=lambda d: log_sweep(exp, d, uri, experiment_report(d.uri)),
+        log_models=log_models,
     )
     return exp_dir.uri
 
@@ -267,11 +297,34 @@ def analyze(
 
 
 def evaluate(network: str, *, tracking_uri: str | None = None) -> dict:
-    """A ticket or pooled network (path, URI, or runs:/<MLflow run id>): its density and validation and
-    test accuracy (fractions)."""
+    """A ticket or pooled network (path, URI, models:/<MLflow model id>, or runs:/<MLflow run id>): its
+    density and validation and test accuracy (fractions)."""
     from lp_ray.evaluate import evaluate_uri
 
     return evaluate_uri(network, tracking_uri)
+
+
+def register(
+    run_dir: str | Path,
+    name: str,
+    *,
+    search: str = "interpolation",
+    target: int | None = None,
+    alias: str | None = None,
+    tracking_uri: str | None = None,
+) -> str:
+    """One pooled network of a run (`target`; default: the search's best on validation) as a version of
+    the MLflow registered model `name`, with `alias` (default: the search's name); logged as an MLflow
+    model first where it is not one yet. Returns the version number."""
+    from lp_ray.pool.command import register_network
+    from lp_ray.store import RunDir
+    from lp_ray.tracking.networks import check_registration
+
+    check_registration(name, search if alias is None else alias)
+    _quiet_mlflow()
+    run = RunDir(str(run_dir))
+    uri = run_tracking_uri(tracking_uri, load_cluster(None), run.uri)
+    return register_network(run.uri, search, target, name, search if alias is None else alias, uri)
 
 
 def import_tickets(
@@ -431,9 +484,7 @@ class Run:
         return self._opened.run.read_table(rel)
 
     def _module(self, state) -> nn.Module:
-        model = self._opened.new_model()
-        model.load_state_dict(state)
-        return model.eval()
+        return self._opened.network(state)
 
 
 def open_run(run_dir: str | Path) -> Run:

@@ -12,13 +12,14 @@ from lp_ray.store import RunDir, check_sha256, decode_weights, read_ticket
 
 
 def resolve_network_uri(uri: str, tracking_uri: str | None) -> str:
-    """`runs:/<run id>` names an MLflow run whose network_uri (pooled) or ticket_uri (IMP round) tag
-    says where the weights are."""
-    if not uri.startswith("runs:/"):
-        return uri
-    from lp_ray.tracking.stores import network_uri_of
+    """`models:/<model id>` names an MLflow LoggedModel, `runs:/<run id>` an MLflow run (a round or
+    target run logged before lp-ray 0.4), whose network_uri or ticket_uri tag says where the weights are."""
+    for scheme in ("models:/", "runs:/"):
+        if uri.startswith(scheme):
+            from lp_ray.tracking.stores import network_uri_of
 
-    return network_uri_of(uri[len("runs:/") :].strip("/").split("/")[0], tracking_uri)
+            return network_uri_of(scheme, uri[len(scheme) :].strip("/").split("/")[0], tracking_uri)
+    return uri
 
 
 def find_run_dir(uri: str) -> tuple[RunDir, str]:

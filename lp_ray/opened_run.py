@@ -41,6 +41,17 @@ class OpenedRun:
         """A fresh instance of the run's model (initialized from torch's current seed)."""
         return build_model(self.job.model, self.data.num_classes, self.data.input_shape)
 
+    def network(self, state: dict[str, torch.Tensor]) -> nn.Module:
+        """The run's model holding `state` (a ticket's or a pooled network's weights), in eval mode."""
+        model = self.new_model()
+        model.load_state_dict(state)
+        return model.eval()
+
+    def example_inputs(self, n: int = 2):
+        """The first `n` test examples' inputs, as numpy (what an MLflow model's signature is traced from)."""
+        test = self.data.test
+        return test.batch(torch.arange(min(n, len(test))), augment=False, gen=None)[0].numpy()
+
     def test_labels(self) -> torch.Tensor:
         test = self.data.test
         return test.batch(torch.arange(len(test)), augment=False, gen=None)[1].to(torch.int16)

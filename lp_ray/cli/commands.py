@@ -12,8 +12,10 @@ from lp_ray.cli.analyze import analyze_app
 from lp_ray.cli.options import (
     ClusterOpt,
     JobOpt,
+    LogModelsOpt,
     NoWaitOpt,
     OverridesArg,
+    RegisterOpt,
     RunArg,
     SubmitOpt,
     TrackingOpt,
@@ -41,6 +43,7 @@ def imp(
         None, "--rounds", help="Number of tickets (round 0 dense included); more than a finished run extends it."
     ),
     tracking_uri: str | None = TrackingOpt,
+    log_models: str = LogModelsOpt,
     no_wait: bool = NoWaitOpt,
     submit: bool = SubmitOpt,
 ) -> None:
@@ -48,7 +51,13 @@ def imp(
     if submit:
         return _submit(job_submission_id("imp", api.load_job(job, _extra(overrides, rounds))), cluster)
     result = api.imp(
-        job, overrides=overrides or (), rounds=rounds, cluster=cluster, tracking_uri=tracking_uri, wait=not no_wait
+        job,
+        overrides=overrides or (),
+        rounds=rounds,
+        cluster=cluster,
+        tracking_uri=tracking_uri,
+        log_models=log_models,
+        wait=not no_wait,
     )
     typer.echo(f"run directory: {result.run.uri}")
 
@@ -136,6 +145,8 @@ def pool(
     overwrite: bool = typer.Option(False, "--overwrite", help="Discard an earlier search in the same folder."),
     serial: bool = typer.Option(False, "--serial", help="Evaluate in this process, without Ray."),
     tracking_uri: str | None = TrackingOpt,
+    log_models: str = LogModelsOpt,
+    register: str | None = RegisterOpt,
     no_wait: bool = NoWaitOpt,
     submit: bool = SubmitOpt,
 ) -> None:
@@ -157,6 +168,8 @@ def pool(
         serial=serial,
         cluster=cluster,
         tracking_uri=tracking_uri,
+        log_models=log_models,
+        register=register,
         wait=not no_wait,
     )
     typer.echo(
@@ -191,6 +204,7 @@ def sweep(
         None, "--max-concurrent", help="Trials at once (default: as many as the cluster can train at once)."
     ),
     tracking_uri: str | None = TrackingOpt,
+    log_models: str = LogModelsOpt,
     no_wait: bool = NoWaitOpt,
 ) -> None:
     """Run an experiment on Ray Tune: every trial (seed x grid cell) is `lp-ray run` of its job, then the
@@ -207,6 +221,7 @@ def sweep(
         cluster=cluster,
         max_concurrent=max_concurrent,
         tracking_uri=tracking_uri,
+        log_models=log_models,
         wait=not no_wait,
     )
     typer.echo(f"experiment directory: {exp_dir}")
@@ -216,7 +231,8 @@ def sweep(
 def eval_(
     uri: str = typer.Argument(
         ...,
-        help="A ticket or pooled network (path or URI as logged in MLflow's network_uri/ticket_uri tag), or runs:/<run id>.",
+        help="A ticket or pooled network: its path or URI (MLflow's network_uri tag), models:/<model id> "
+        "(MLflow's Models tab) or runs:/<run id> (a round or target run logged before lp-ray 0.4).",
     ),
     tracking_uri: str | None = TrackingOpt,
 ) -> None:
@@ -242,6 +258,8 @@ def run(
         api.DEFAULT_PARALLEL_EVALS, "--parallel-evals", "-p", help="Pool evaluations in flight at once."
     ),
     tracking_uri: str | None = TrackingOpt,
+    log_models: str = LogModelsOpt,
+    register: str | None = RegisterOpt,
     no_wait: bool = NoWaitOpt,
     submit: bool = SubmitOpt,
 ) -> None:
@@ -258,6 +276,8 @@ def run(
         parallel_evals=parallel_evals,
         cluster=cluster,
         tracking_uri=tracking_uri,
+        log_models=log_models,
+        register=register,
         wait=not no_wait,
     )
     typer.echo(f"run directory: {result.run_dir}")

@@ -13,6 +13,19 @@ SubmitOpt = typer.Option(
     "--submit",
     help="Send this command to the cluster through the Ray Jobs API and return (see `lp-ray status` / `lp-ray logs`).",
 )
+LogModelsOpt = typer.Option(
+    "best",
+    "--log-models",
+    help="Networks MLflow gets as models (Models tab, loadable, registrable): best (per search, its best "
+    "pooled network on validation), pooled (every pooled network), all (and every ticket) or none.",
+)
+RegisterOpt = typer.Option(
+    None,
+    "--register",
+    metavar="NAME",
+    help="Register each search's best pooled network as a version of this MLflow registered model "
+    "(alias: the search's name).",
+)
 TrackingOpt = typer.Option(
     None,
     "--tracking-uri",

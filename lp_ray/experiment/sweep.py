@@ -128,7 +128,8 @@ def _trial_fn(config: dict) -> None:
     trial = Trial(t["index"], t["cell"], t["seed"], job)
     mine = logged.trial_run(tracker, t["mlflow"]["sweep_run"], trial)
     try:
-        result = run_imp(job, cluster, uri, mlflow_parent=mine, wait=wait)
+        log_models = t["mlflow"]["log_models"]
+        result = run_imp(job, cluster, uri, mlflow_parent=mine, wait=wait, log_models=log_models)
         for v in t["variants"]:
             run_pool(
                 result.run.uri,
@@ -138,6 +139,7 @@ def _trial_fn(config: dict) -> None:
                 name=v.name,
                 parallel_evals=_free_evaluators(cluster),
                 wait=wait,
+                log_models=log_models,
             )
         from lp_ray.analysis import analysis_done, run_analysis
 
@@ -174,17 +176,20 @@ def run_sweep(
     max_concurrent: int | None,
     wait: bool = True,
     then: Callable[[RunDir], None] | None = None,
+    log_models: str = "best",
 ) -> RunDir:
     """Every unfinished trial on Ray Tune, then `then` (the report and its logging), holding the
     experiment directory's lease (a second sweep of the same experiment waits, then finds nothing to
     do); each trial holds its run's, its searches' and its analyses' leases, so two experiments that
-    share a trial compute it once."""
+    share a trial compute it once. `log_models`: which networks every trial logs as MLflow models."""
     from lp_ray.cluster import check_address, check_storage, connect
     from lp_ray.preflight import preflight
     from lp_ray.tracking import logged
+    from lp_ray.tracking.networks import check_log_models
 
     trials = exp.trials()
     # Everything checked before anything is written or started.
+    check_log_models(log_models)
     for t in trials:
         preflight(t.job)
         if t.job.train.batch_size % cluster.num_workers:
@@ -203,13 +208,14 @@ def run_sweep(
     connect(cluster, {"MLFLOW_TRACKING_URI": tracking_uri}, plugins)
     check_storage(cluster, exp_dir.uri)
     with Lease(exp_dir, layout.lease_file("sweep"), command_line(), wait, say):
-        _sweep_leased(exp, trials, ident, cluster, tracker, tracking_uri, max_concurrent, exp_dir, wait)
+        mlflow = {"uri": tracking_uri, "experiment_id": tracker.experiment_id, "log_models": log_models}
+        _sweep_leased(exp, trials, ident, cluster, tracker, mlflow, max_concurrent, exp_dir, wait)
         if then is not None:
             then(exp_dir)
     return exp_dir
 
 
-def _sweep_leased(exp, trials, ident, cluster, tracker, tracking_uri, max_concurrent, exp_dir, wait) -> None:
+def _sweep_leased(exp, trials, ident, cluster, tracker, mlflow, max_concurrent, exp_dir, wait) -> None:
     from lp_ray.progress import console
     from lp_ray.tracking import logged
 
@@ -226,7 +232,7 @@ def _sweep_leased(exp, trials, ident, cluster, tracker, tracking_uri, max_concur
     )
     failed: set[int] = set()
     if todo:
-        mlflow = {"uri": tracking_uri, "experiment_id": tracker.experiment_id, "sweep_run": sweep}
+        mlflow = {**mlflow, "sweep_run": sweep}
         lease = {"wait": wait, "command": command_line()}
         try:
             failed = _tune(exp, todo, cluster, mlflow, lease, max_concurrent, exp_dir)

@@ -21,6 +21,7 @@ from lp_ray import interrupt, layout
 from lp_ray.data.loading import materialize_data
 from lp_ray.errors import LpRayError
 from lp_ray.lease import Lease, command_line
+from lp_ray.opened_run import OpenedRun
 from lp_ray.preflight import preflight
 from lp_ray.progress import RoundProgress, console, make_board, say
 from lp_ray.spec import ClusterSpec, JobSpec, job_to_dict, run_hash, run_name, storage_uri
@@ -29,6 +30,7 @@ from lp_ray.store import (
     TrackingInfo,
     check_storage_reachable,
     read_job,
+    read_ticket,
     read_ticket_meta,
     run_dir_for,
     ticket_done,
@@ -37,6 +39,7 @@ from lp_ray.store import (
     write_tracking,
 )
 from lp_ray.tracking import logged
+from lp_ray.tracking.networks import DEFAULT_LOG_MODELS, check_log_models, logs_tickets
 from lp_ray.tracking.stores import runs_page
 
 
@@ -60,14 +63,20 @@ def prepare_run(job: JobSpec, cluster: ClusterSpec) -> RunDir:
 
 
 def run_imp(
-    job: JobSpec, cluster: ClusterSpec, tracking_uri: str, mlflow_parent: str | None = None, wait: bool = True
+    job: JobSpec,
+    cluster: ClusterSpec,
+    tracking_uri: str,
+    mlflow_parent: str | None = None,
+    wait: bool = True,
+    log_models: str = DEFAULT_LOG_MODELS,
 ) -> ImpResult:
     """Train (or resume, or extend) the job's IMP rounds in its run directory and log them to MLflow;
     `mlflow_parent`: the run a new IMP run nests under (a sweep's trial). The run's lease is held from
     before the run directory is written until the end; another command holding it is waited for
-    (`wait`), or is an error."""
+    (`wait`), or is an error. `log_models`: "all" logs the tickets as MLflow LoggedModels."""
     from lp_ray.cluster import connect
 
+    check_log_models(log_models)
     if job.train.batch_size % cluster.num_workers:
         raise LpRayError(
             f"train.batch_size={job.train.batch_size} is not divisible by num_workers={cluster.num_workers}"
@@ -82,10 +91,10 @@ def run_imp(
     connect(cluster, {"MLFLOW_TRACKING_URI": tracking_uri}, job.plugin_versions)
     check_storage(cluster, run_dir_for(job, cluster).uri)
     with Lease(run_dir_for(job, cluster), layout.lease_file("imp"), command_line(), wait, say) as lease:
-        return _run_leased(job, cluster, tracking_uri, tracker, mlflow_parent, lease)
+        return _run_leased(job, cluster, tracking_uri, tracker, mlflow_parent, lease, log_models)
 
 
-def _run_leased(job, cluster, tracking_uri, tracker, mlflow_parent, lease: Lease) -> ImpResult:
+def _run_leased(job, cluster, tracking_uri, tracker, mlflow_parent, lease: Lease, log_models: str) -> ImpResult:
     run = prepare_run(job, cluster)
     for folder in ["", *(layout.round_dir(r) for r in range(job.imp.rounds))]:
         run.remove_orphans(folder)  # half-written files of an imp killed mid-write
@@ -101,11 +110,14 @@ def _run_leased(job, cluster, tracking_uri, tracker, mlflow_parent, lease: Lease
         f"{cluster.num_workers} worker(s) -> {run.uri}"
     )
     trained: list[int] = []
+    epochs = job.train.epochs
     board = make_board()
     with RoundProgress(job.imp.rounds, board) as progress:
+        tracker.attempt(
+            logged.ensure_rounds_logged, tracker, parent, run, [read_ticket_meta(run, r) for r in skipped], epochs
+        )
         for r in skipped:
             meta = read_ticket_meta(run, r)
-            logged.ensure_round_logged(tracker, parent, run, meta)
             progress.round_done(
                 f"round {r:2d}  done already: density {100 * meta.density:6.2f}%  "
                 f"val {100 * meta.val_acc:.2f}%  test {100 * meta.test_acc:.2f}%"
@@ -119,9 +131,11 @@ def _run_leased(job, cluster, tracking_uri, tracker, mlflow_parent, lease: Lease
                 while todo and ticket_done(run, todo[0]):
                     r = todo.pop(0)
                     meta = read_ticket_meta(run, r)
-                    logged.log_round(tracker, parent, run, meta, run.read_json(layout.history(r)))
                     write_rounds_table(run)
                     trained.append(r)
+                    # this round, and any an outage of MLflow kept from it
+                    done = [read_ticket_meta(run, x) for x in [*skipped, *trained]]
+                    tracker.attempt(logged.ensure_rounds_logged, tracker, parent, run, done, epochs)
                     progress.round_done(
                         f"round {r:2d}  trained: density {100 * meta.density:6.2f}%  val {100 * meta.val_acc:.2f}%  "
                         f"test {100 * meta.test_acc:.2f}%  ({meta.seconds:.0f} s)"
@@ -132,9 +146,23 @@ def _run_leased(job, cluster, tracking_uri, tracker, mlflow_parent, lease: Lease
                     fit.result()  # raises the fit's error, if it had one
                     raise LpRayError(f"round {todo[0]}: the Ray Train run ended without its ticket in {run.path()}")
     write_rounds_table(run, only_if_stale=True)  # a driver killed after a round's ticket, before its table
-    logged.finish_imp(tracker, parent, [read_ticket_meta(run, r) for r in rounds], run)
-    console.print(f"MLflow: {runs_page(tracking_uri, tracker.experiment_id)}", highlight=False)
+    if tracker.attempt(log_imp, tracker, parent, job, run, log_models) is not None:
+        console.print(f"MLflow: {runs_page(tracking_uri, tracker.experiment_id)}", highlight=False)
+    tracker.outage_note(f"`lp-ray imp` on {run_name(job)} again")
     return ImpResult(run, trained, skipped)
+
+
+def log_imp(tracker, parent: str, job: JobSpec, run, log_models: str) -> bool:
+    """Every round in MLflow (those an outage kept out too), the tickets as LoggedModels when `log_models`
+    says so, and the IMP run's headline and description."""
+    metas = [read_ticket_meta(run, r) for r in range(job.imp.rounds)]
+    logged.ensure_rounds_logged(tracker, parent, run, metas, job.train.epochs)
+    if logs_tickets(log_models):
+        opened = OpenedRun.of(job, run)
+        example = opened.example_inputs()
+        logged.log_tickets(tracker, parent, run, metas, lambda r: (opened.network(read_ticket(run, r)[0]), example))
+    logged.finish_imp(tracker, parent, metas, run)
+    return True
 
 
 def _particles(job: JobSpec) -> str:

@@ -167,10 +167,9 @@ def _log(run: RunDir, job: JobSpec, tracking_uri: str, metas, fmt: str, folder: 
     extra = {"import.format": fmt, "import.source": str(folder)}
     parent = logged.imp_run(tracker, job, run, extra_params=extra)
     write_tracking(run, TrackingInfo(tracking_uri, tracker.experiment_id, parent))
-    for meta in metas:
-        found = read_ticket_meta(run, meta.round)
-        logged.ensure_round_logged(tracker, parent, run, found, imported=True)
-    logged.finish_imp(tracker, parent, [read_ticket_meta(run, m.round) for m in metas], run)
+    found = [read_ticket_meta(run, m.round) for m in metas]
+    logged.ensure_rounds_logged(tracker, parent, run, found, job.train.epochs, imported=True)
+    logged.finish_imp(tracker, parent, found, run)
     from lp_ray.progress import console
     from lp_ray.tracking.stores import runs_page
 

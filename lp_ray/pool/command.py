@@ -16,6 +16,7 @@ from lp_ray.progress import console, progress_bars, say
 from lp_ray.spec import DEFAULT_PARALLEL_EVALS, ClusterSpec, PoolSpec, job_to_dict
 from lp_ray.store import check_storage_reachable
 from lp_ray.tracking import logged
+from lp_ray.tracking.networks import DEFAULT_LOG_MODELS, best_target, check_log_models, check_registration
 from lp_ray.tracking.stores import runs_page
 
 
@@ -39,12 +40,18 @@ def run_pool(
     executor: str = "ray",
     overwrite: bool = False,
     wait: bool = True,
+    log_models: str = DEFAULT_LOG_MODELS,
+    register: str | None = None,
 ) -> PoolOutcome:
     """Run (or resume) one search over a run directory's tickets into pool/<name>/ (default name: the
-    method), then log it to MLflow. The search's lease is held from before anything is removed or
+    method), then log it to MLflow: its networks as LoggedModels as `log_models` says, its best one
+    registered as a version of `register` (alias: the search's name) when given. The search's lease is held from before anything is removed or
     written until the end; another command holding it is waited for (`wait`), or is an error."""
     name = settings.default_name() if name is None else name
     check_search_name(name)
+    check_log_models(log_models)
+    if register is not None:
+        check_registration(register, name)
     if parallel_evals < 1:
         raise LpRayError(f"--parallel-evals must be at least 1, got {parallel_evals}")
     pr = open_run(run_uri)
@@ -54,14 +61,16 @@ def run_pool(
         if overwrite:
             pr.run.delete(layout.pool_dir(name))
         pr.run.remove_orphans(layout.pool_dir(name))  # half-written files of a search killed mid-write
-        return _run_leased(pr, settings, cluster, tracking_uri, name, parallel_evals, executor, lease)
+        logging = (log_models, register)
+        return _run_leased(pr, settings, cluster, tracking_uri, name, parallel_evals, executor, lease, logging)
 
 
-def _run_leased(pr: OpenedRun, settings, cluster, tracking_uri, name, parallel_evals, executor, lease) -> PoolOutcome:
+def _run_leased(pr: OpenedRun, settings, cluster, tracking_uri, name, parallel_evals, executor, lease, logging):
     from lp_ray.pool.executors import RayExecutor, SerialExecutor, build_evaluator
 
     folder = layout.pool_dir(name)
-    tracker = logged.tracker_for(pr.job, tracking_uri, pr.run) if tracking_uri is not None else None
+    # (MLflow unreachable: the search goes on, and logs what MLflow missed when it answers again)
+    tracker = logged.tracker_for(pr.job, tracking_uri, pr.run, ride_out=True) if tracking_uri is not None else None
     job_dict = job_to_dict(pr.job)
     if executor == "serial":
         ex = SerialExecutor(build_evaluator(job_dict, pr.run.uri, cluster.torch_threads, settings))
@@ -83,13 +92,13 @@ def _run_leased(pr: OpenedRun, settings, cluster, tracking_uri, name, parallel_e
     listeners = Listeners(view, LeaseWatch(lease))
     search = PoolSearch(pr, settings, ex, listeners, name)  # refuses a folder with another search first
     t0 = time.time()
-    imp = search_run = None
+    mlflow = None
     if tracker is not None:  # the search's run starts with the search, and logs each target as it is written
-        imp = logged.imp_run_of(tracker, pr.run)
         done = records.finished_targets(pr.run, name)
         work = any(t not in done for t in search.targets)  # a finished search found again is left as it was
-        search_run = logged.search_run(tracker, imp, name, settings, pr.rounds, t0, work)
-        listeners.listeners.append(MlflowTargets(tracker, search_run, pr.run, name, t0))
+        mlflow = MlflowSearch(tracker, pr, name, settings, t0, work)
+        listeners.listeners.append(mlflow)
+        tracker.attempt(mlflow.run_id)
     console.print(
         f"[bold]lp-ray pool[/] {settings.method} ({settings.search} search) on {pr.run.uri}: "
         f"{len(search.targets)} target(s), {ex.parallel} evaluation(s) in parallel -> {pr.run.uri_of(folder)}"
@@ -98,18 +107,27 @@ def _run_leased(pr: OpenedRun, settings, cluster, tracking_uri, name, parallel_e
         with view:
             results = search.run()
     except BaseException:
-        if search_run is not None:
-            tracker.finish(search_run, "KILLED")
+        if mlflow is not None:
+            tracker.attempt(mlflow.ended, "KILLED")
         raise
     finally:
         ex.close()
     seconds = time.time() - t0
-    if search_run is not None:
+    if mlflow is not None:
+        log_models, register = logging
         outcome = search_outcome(pr, name, search, seconds)
-        for t, r in results.items():  # targets finished by an earlier run that MLflow has not heard of
-            logged.log_target(tracker, search_run, r, outcome["mcnemar_p"][t], t0)
-        logged.finish_search(tracker, search_run, imp, name, outcome, search_files(pr, name))
-        console.print(f"MLflow: {runs_page(tracking_uri, tracker.experiment_id)}", highlight=False)
+        policy = "best" if register and log_models == "none" else log_models  # a registered network is logged
+        logged_now = tracker.attempt(mlflow.finish, outcome, policy)
+        if logged_now is not None:
+            console.print(f"MLflow: {runs_page(tracking_uri, tracker.experiment_id)}", highlight=False)
+            if register is not None:
+                best = results[best_target(results)]
+                version = tracker.attempt(registered, tracker, logged_now[0], register, name, name, best)
+                if version is not None:
+                    console.print(
+                        f"MLflow: the best {name} network is version {version} of {register!r} (alias {name!r})"
+                    )
+        tracker.outage_note(f"`lp-ray pool` on {pr.run.uri} again")
     return PoolOutcome(
         results,
         pr.run.uri_of(folder),
@@ -179,17 +197,100 @@ class SearchView:
 # MLflow
 
 
-class MlflowTargets(QuietListener):
-    """Logs each target to MLflow as its search writes it (a child of the search's run, with its own
-    duration), so a long search shows its finished targets while it runs."""
+class MlflowSearch(QuietListener):
+    """The search in MLflow: its run (created when first needed: at the start, or when a tracking server
+    that was down answers again), each target as the search writes it (a step of the run's by_target/
+    series, so a long search shows its finished targets while it runs), and its end. Every method is a
+    logging step for Tracker.attempt: it logs what MLflow lacks."""
 
-    def __init__(self, tracker, search_run: str, run, name: str, started: float):
-        self.tracker, self.search_run, self.run, self.name, self.started = tracker, search_run, run, name, started
+    def __init__(self, tracker, pr: OpenedRun, name: str, settings: PoolSpec, started: float, work: bool):
+        self.tracker, self.pr, self.name, self.settings, self.started, self.work = (
+            tracker,
+            pr,
+            name,
+            settings,
+            started,
+            work,
+        )
+        self._ids: tuple[str | None, str] | None = None
+
+    def run_id(self) -> tuple[str | None, str]:
+        """(the IMP run's id, the search run's id), found or created once."""
+        if self._ids is None:
+            imp = logged.imp_run_of(self.tracker, self.pr.run)
+            run = logged.search_run(
+                self.tracker, imp, self.name, self.settings, self.pr.rounds, self.started, self.work
+            )
+            self._ids = (imp, run)
+        return self._ids
 
     def on_target_done(self, result, skipped):
         if not skipped:
-            p = mcnemar_vs_lt(self.run, self.name, result)
-            logged.log_target(self.tracker, self.search_run, result, p, self.started)
+            p = mcnemar_vs_lt(self.pr.run, self.name, result)
+            self.tracker.attempt(lambda: logged.log_target(self.tracker, self.run_id()[1], result, p))
+
+    def ended(self, status: str) -> None:
+        self.tracker.finish(self.run_id()[1], status)
+
+    def finish(self, outcome: dict, log_models: str) -> tuple[str | None]:
+        """Every target (those an outage kept out too), the verdict, table and networks; (the best
+        network's LoggedModel id,)."""
+        imp, run = self.run_id()
+        files = search_files(self.pr, self.name)
+        network = pooled_networks(self.pr, self.name)
+        best = logged.finish_search(self.tracker, run, imp, self.name, outcome, files, network, log_models)
+        return (best,)
+
+
+def pooled_networks(pr: OpenedRun, name: str):
+    """`network(target)`: a search's pooled network as a module and an example batch of its inputs, what
+    an MLflow model is saved from (its weights checked against their record as they are read)."""
+    from lp_ray.evaluate import read_weights
+
+    example = pr.example_inputs()
+
+    def network(target: int):
+        state, _ = read_weights(pr.run, layout.target_weights(name, target), pr.template, set(pr.prunable))
+        return pr.network(state), example
+
+    return network
+
+
+def registered(tracker, model_id: str, register: str, alias: str, name: str, result) -> str:
+    """A pooled network's LoggedModel as a version of the registered model `register`, with `alias`."""
+    from lp_ray.tracking.networks import register as register_model
+
+    about = (
+        f"{name}, target {result.target:02d}: {100 * result.density:.1f}% of the weights, test "
+        f"{100 * result.test_acc:.2f}% ({100 * result.gain:+.2f} pt over its ticket)"
+    )
+    return register_model(tracker, model_id, register, alias, about)
+
+
+def register_network(run_uri: str, search: str, target: int | None, name: str, alias: str, tracking_uri: str) -> str:
+    """`lp_ray.register`: a finished search's pooled network (`target`, default: its best on validation)
+    as a version of `name`, logged as an MLflow model of the search's run first if it is not one."""
+    from lp_ray.spec import run_hash
+    from lp_ray.tracking.networks import best_target
+    from lp_ray.tracking.stores import store_exists
+    from lp_ray.tracking.tracker import TAG_HASH, TAG_KIND
+
+    pr = open_run(run_uri)
+    results = records.finished_targets(pr.run, search)
+    if not results:
+        raise LpRayError(f"{run_uri}: pool/{search} has no finished target (searches: {records.search_names(pr.run)})")
+    t = best_target(results) if target is None else target
+    if t not in results:
+        raise LpRayError(f"{run_uri}: pool/{search} has no finished target {t} (targets: {sorted(results)})")
+    if not store_exists(tracking_uri):
+        raise LpRayError(f"there is no MLflow store at {tracking_uri}; pass the one the run logged to")
+    tracker = logged.tracker_for(pr.job, tracking_uri, pr.run)
+    search_run = tracker.find({TAG_HASH: run_hash(pr.job), TAG_KIND: f"pool:{search}"})
+    if search_run is None:
+        raise LpRayError(f"the search {search} of {run_uri} is not in MLflow at {tracking_uri}; `lp-ray pool` logs it")
+    p = mcnemar_vs_lt(pr.run, search, results[t])
+    model_id = logged.log_pooled_network(tracker, search_run, search, results[t], p, pooled_networks(pr, search))
+    return registered(tracker, model_id, name, alias, search, results[t])
 
 
 class LeaseWatch(QuietListener):
@@ -226,6 +327,7 @@ def search_outcome(pr: OpenedRun, name: str, search: PoolSearch, seconds: float)
     return {
         "results": results,
         "mcnemar_p": pvalues,
+        "mcnemar_p_holm": adjusted,
         "significant": significant,
         "seconds": seconds,
         "evaluations": search.evaluations_done,
@@ -234,22 +336,12 @@ def search_outcome(pr: OpenedRun, name: str, search: PoolSearch, seconds: float)
 
 
 def search_files(pr: OpenedRun, name: str) -> dict[str, bytes]:
-    """The search's figure and its tables as CSV (MLflow previews CSV, not Parquet)."""
-    import io
-
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
+    """The search's figure and its trace as CSV (MLflow previews CSV, not Parquet; the per-sparsity
+    table is logged with the verdict)."""
     from lp_ray.report.run import plot_png
+    from lp_ray.rounding import csv_bytes
 
-    files = {f"{name}_accuracy_vs_sparsity.png": plot_png(pr.run, only=name)}
-    for rel in (layout.summary(name), layout.trace(name)):
-        table = pr.run.read_table(rel)
-        for i, field in enumerate(table.schema):  # CSV has no lists: accepted rounds as "1 3 4"
-            if pa.types.is_list(field.type):
-                text = [" ".join(map(str, v)) for v in table.column(i).to_pylist()]
-                table = table.set_column(i, field.name, pa.array(text, pa.string()))
-        buf = io.BytesIO()
-        pacsv.write_csv(table, buf)
-        files[rel.rsplit("/", 1)[-1].replace(".parquet", ".csv")] = buf.getvalue()
-    return files
+    return {
+        f"{name}_accuracy_vs_sparsity.png": plot_png(pr.run, only=name),
+        "trace.csv": csv_bytes(pr.run.read_table(layout.trace(name))),
+    }

@@ -31,14 +31,22 @@ def run_report(run_dir: str, tracking_uri: str | None):
     if not run.is_dir():
         raise LpRayError(f"{run_dir}: no such run directory")
     table = build_report(run, analyses=reported())  # every check (tickets, pooled networks) before anything is written
-    found = run_tracker(run, tracking_uri_for_run(tracking_uri, None, run))  # an unusable MLflow fails first
+    # an unusable MLflow fails first; one that does not answer is ridden out
+    found = run_tracker(run, tracking_uri_for_run(tracking_uri, None, run), ride_out=True)
     paths = write_report(run, table)
     print_report(table, title=run.uri, analyses=reported())
     if found is not None:
         tracker, imp_run = found
         # the figure and the CSV (MLflow previews it); the Parquet copy holds the same table
-        tracker.log_run_files(imp_run, run, [layout.report("csv"), layout.report("png")], "report")
-        console.print(f"MLflow: {runs_page(tracker.uri, tracker.experiment_id)}", highlight=False)
+        files = [layout.report("csv"), layout.report("png")]
+        logged_files = imp_run is not None and tracker.attempt(
+            lambda: tracker.log_run_files(imp_run, run, files, "report") or True
+        )
+        if logged_files:
+            console.print(f"MLflow: {runs_page(tracker.uri, tracker.experiment_id)}", highlight=False)
+        elif tracker.down_since is not None:
+            tracker.missed += 1
+            tracker.outage_note(f"`lp-ray report {run.uri}` again")
     console.print(f"report: {paths['csv']}, {paths['parquet']}")
     console.print(f"plot:   {paths['png']}")
     return table

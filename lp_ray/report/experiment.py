@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
 
 from lp_ray import layout
 from lp_ray.analysis import reported
 from lp_ray.errors import LpRayError
+from lp_ray.rounding import csv_bytes
 from lp_ray.stats import compare_counts, holm, mcnemar_p, paired_bootstrap_ci, paired_t_ci
 from lp_ray.store import RunDir
 
@@ -466,9 +466,7 @@ def write(exp_dir: RunDir, report: ExperimentReport) -> dict[str, str]:
 
 def _write_table(exp_dir: RunDir, parquet: str, csv: str, table: pa.Table) -> None:
     exp_dir.write_table(parquet, table)
-    buf = io.BytesIO()
-    pacsv.write_csv(table, buf)
-    exp_dir.write_bytes(csv, buf.getvalue())
+    exp_dir.write_bytes(csv, csv_bytes(table))
 
 
 def _plot(table: pa.Table, out, title: str = "") -> None:

@@ -8,11 +8,11 @@ import io
 from collections.abc import Sequence
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
 
 from lp_ray import layout
 from lp_ray.errors import LpRayError
 from lp_ray.pool.records import all_searches, mcnemar_vs_lt
+from lp_ray.rounding import csv_bytes
 from lp_ray.store import RunDir, finished_rounds, read_ticket, read_ticket_meta
 
 
@@ -55,9 +55,7 @@ def build_report(run: RunDir, verify: bool = True, analyses: Sequence = ()) -> p
 def write_report(run: RunDir, table: pa.Table) -> dict[str, str]:
     """report.csv, report.parquet and report.png of `table` in the run directory."""
     run.write_table(layout.report("parquet"), table)
-    buf = io.BytesIO()
-    pacsv.write_csv(table, buf)
-    run.write_bytes(layout.report("csv"), buf.getvalue())
+    run.write_bytes(layout.report("csv"), csv_bytes(table))
     png = io.BytesIO()
     _plot(table, png)
     run.write_bytes(layout.report("png"), png.getvalue())

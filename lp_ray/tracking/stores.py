@@ -114,6 +114,17 @@ def create_sqlite_store(uri: str) -> None:
     os.rename(partial, path)
 
 
+def reachable(uri: str, timeout: float = 3) -> bool:
+    """Whether a tracking server answers its health check now."""
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout)
+        return True
+    except Exception:
+        return False
+
+
 def check_reachable(uri: str) -> None:
     """Fail in seconds, before any training, when a tracking server does not answer (MLflow's own
     client would retry for minutes)."""
@@ -128,29 +139,36 @@ def check_reachable(uri: str) -> None:
 
 
 def quiet_mlflow() -> None:
+    """MLflow without its chatter, and with a tracking server's requests given up in seconds rather than
+    MLflow's ~4 minutes of retries: lp-ray rides an outage out itself (Tracker.attempt). A user's own
+    MLFLOW_HTTP_REQUEST_* settings win."""
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     import logging
 
     for name in ("mlflow", "alembic", "alembic.runtime.migration"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def network_uri_of(mlflow_run_id: str, tracking_uri: str | None) -> str:
-    """Where the weights of the network an MLflow run logged are (its network_uri tag for a pooled
-    network, ticket_uri for an IMP round): what `lp-ray eval runs:/<id>` loads."""
+def network_uri_of(scheme: str, mlflow_id: str, tracking_uri: str | None) -> str:
+    """Where the weights of a network MLflow knows are: the network_uri tag of a LoggedModel (`models:/`)
+    or of a run logged before lp-ray 0.4 (`runs:/`, ticket_uri for an IMP round's). What
+    `lp-ray eval models:/<id>` loads."""
+    name = f"{scheme}{mlflow_id}"
     store = resolve_tracking_uri(tracking_uri, None)
     if not store_exists(store):  # reading must not create an empty store
-        raise LpRayError(f"runs:/{mlflow_run_id}: there is no MLflow store at {store}; pass --tracking-uri")
+        raise LpRayError(f"{name}: there is no MLflow store at {store}; pass --tracking-uri")
     quiet_mlflow()
     from mlflow.tracking import MlflowClient
 
     try:
-        tags = MlflowClient(store).get_run(mlflow_run_id).data.tags
+        client = MlflowClient(store)
+        tags = client.get_logged_model(mlflow_id).tags if scheme == "models:/" else client.get_run(mlflow_id).data.tags
     except Exception as e:
-        raise LpRayError(f"runs:/{mlflow_run_id}: cannot read that MLflow run ({str(e).splitlines()[0]})") from None
+        raise LpRayError(f"{name}: cannot read it in MLflow ({str(e).splitlines()[0]})") from None
     for tag in ("network_uri", "ticket_uri"):
         if tag in tags:
             return tags[tag]
-    raise LpRayError(
-        f"runs:/{mlflow_run_id}: that MLflow run has no network_uri or ticket_uri tag (not a ticket or pooled network)"
-    )
+    raise LpRayError(f"{name}: it has no network_uri or ticket_uri tag (not a ticket or pooled network of lp-ray)")

@@ -9,12 +9,20 @@ changes nothing.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
 from lp_ray.errors import LpRayError
-from lp_ray.tracking.stores import artifact_location, check_reachable, create_sqlite_store, quiet_mlflow, store_lock
+from lp_ray.progress import say
+from lp_ray.rounding import clean
+from lp_ray.tracking.stores import (
+    artifact_location,
+    check_reachable,
+    create_sqlite_store,
+    quiet_mlflow,
+    reachable,
+    store_lock,
+)
 
 TAG_HASH, TAG_KIND, TAG_KEY = "lp_ray.run_hash", "lp_ray.kind", "lp_ray.round"
 TAG_PARENT = "mlflow.parentRunId"
@@ -25,18 +33,13 @@ NOTE = "mlflow.note.content"  # a run's description: the UI shows it on the run'
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 
 
+# How often a command riding out a tracking server's outage asks whether it answers again.
+PROBE_SECONDS = 20.0
+
+
 def experiment_name(job_name: str) -> str:
     """lp-ray's experiments are `lp-ray/<job name>`: never confused with MLflow's own "Default"."""
     return f"lp-ray/{job_name}"
-
-
-def clean(value: float) -> float:
-    """A value without float noise: 6 significant digits (0.0010000000000000002 -> 0.001,
-    -0.5624999999999991 -> -0.5625), nan and inf kept as they are."""
-    value = float(value)
-    if not math.isfinite(value) or value == 0:
-        return value
-    return float(f"{value:.6g}")
 
 
 def _ms(seconds: float | None) -> int:
@@ -44,27 +47,96 @@ def _ms(seconds: float | None) -> int:
 
 
 class Tracker:
-    def __init__(self, uri: str, experiment: str, run_hash: str, experiment_id: str | None = None):
+    def __init__(
+        self, uri: str, experiment: str, run_hash: str, experiment_id: str | None = None, ride_out: bool = False
+    ):
         """`experiment`: the name of the experiment to log into (created if needed); `experiment_id`:
-        an existing one to keep logging into (a run directory remembers its own)."""
+        an existing one to keep logging into (a run directory remembers its own). A tracking server
+        that does not answer is an error, or with `ride_out` an outage from the start (see `attempt`)."""
         quiet_mlflow()
-        if uri.startswith(("http://", "https://")):
-            check_reachable(uri)
+        self.uri, self.run_hash = uri, run_hash
+        self.remote = uri.startswith(("http://", "https://"))
+        self.down_since: float | None = None
+        self.missed = 0  # logging steps left out while MLflow was unreachable
+        self._probed = 0.0
+        self._wanted = (experiment, experiment_id)
+        if self.remote:
+            try:
+                check_reachable(uri)
+            except LpRayError as e:
+                if not ride_out:
+                    raise
+                self._went_down(str(e))
+                return
+        self._open()
+
+    def _open(self) -> None:
         from mlflow.tracking import MlflowClient
 
-        self.uri, self.run_hash = uri, run_hash
-        with store_lock(uri):
+        experiment, experiment_id = self._wanted
+        with store_lock(self.uri):
             try:
-                create_sqlite_store(uri)  # a new one: its schema migrations run here
-                self.client = MlflowClient(tracking_uri=uri)
+                create_sqlite_store(self.uri)  # a new one: its schema migrations run here
+                self.client = MlflowClient(tracking_uri=self.uri)
                 if experiment_id is not None and self.client.get_experiment(experiment_id) is not None:
                     self.experiment_id = experiment_id
                 else:
                     self.experiment_id = self._experiment(experiment)
             except Exception as e:  # any store failure here means MLflow cannot be used at all
                 raise LpRayError(
-                    f"MLflow at {uri} is not usable: {(str(e).splitlines() or [type(e).__name__])[0]}"
+                    f"MLflow at {self.uri} is not usable: {(str(e).splitlines() or [type(e).__name__])[0]}"
                 ) from None
+
+    # --- a tracking server down for a while ---------------------------------------------------------
+
+    def attempt(self, log, *args, **kwargs):
+        """`log(*args, **kwargs)` (a logging step; lp-ray's are idempotent: they log what MLflow lacks),
+        or None when a tracking server is unreachable: the command goes on (its run directory keeps
+        everything), says so once, and asks again every PROBE_SECONDS; the first step after the server
+        answers again logs what the others missed. A SQLite store's failures, and a server's that
+        answers, are errors as before."""
+        if self.down_since is not None and not self._back():
+            self.missed += 1
+            return None
+        try:
+            return log(*args, **kwargs)
+        except LpRayError:
+            raise
+        except Exception as e:
+            if not self.remote or reachable(self.uri):
+                raise
+            self._went_down((str(e).splitlines() or [type(e).__name__])[0][:200])
+            self.missed += 1
+            return None
+
+    def _went_down(self, reason: str) -> None:
+        self.down_since = time.time()
+        self._probed = time.time()
+        say(
+            f"warning: MLflow at {self.uri} is unreachable ({reason}); lp-ray goes on (the run directory keeps "
+            f"everything) and logs what MLflow missed when it answers again"
+        )
+
+    def _back(self) -> bool:
+        if time.time() - self._probed < PROBE_SECONDS:
+            return False
+        self._probed = time.time()
+        if not reachable(self.uri):
+            return False
+        if not hasattr(self, "client"):
+            self._open()
+        say(f"MLflow at {self.uri} answers again after {time.time() - self.down_since:.0f} s: logging what it missed")
+        self.down_since = None
+        return True
+
+    def outage_note(self, rerun: str) -> None:
+        """At a command's end: what an outage that has not ended left out, and how it gets logged."""
+        if self.down_since is not None:
+            say(
+                f"warning: MLflow at {self.uri} was still unreachable at the end: {self.missed} logging step(s) "
+                f"were left out. Everything is in the run directory; {rerun} logs it once MLflow answers "
+                "(nothing is recomputed)."
+            )
 
     def _experiment(self, name: str) -> str:
         exp = self.client.get_experiment_by_name(name)
@@ -184,6 +256,22 @@ class Tracker:
                 local = Path(d) / name
                 local.write_bytes(data)
                 self.client.log_artifact(run_id, str(local), artifact_path)
+
+    def log_table(self, run_id: str, name: str, columns: dict[str, list]) -> None:
+        """A table MLflow's UI shows as one (the run's Artifacts, and the evaluation view): the JSON
+        `MlflowClient.log_table` writes, replaced rather than appended to when logged again (which
+        log_table does), so a rerun leaves one copy of each row."""
+        import json
+
+        from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
+
+        names = list(columns)
+        rows = [list(r) for r in zip(*(columns[n] for n in names), strict=True)]
+        self.log_files(run_id, {name: json.dumps({"columns": names, "data": rows}).encode()})
+        tables = json.loads(self.client.get_run(run_id).data.tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
+        if {"path": name, "type": "table"} not in tables:
+            tables.append({"path": name, "type": "table"})
+            self.log_values(run_id, {}, {MLFLOW_LOGGED_ARTIFACTS: json.dumps(tables)})
 
     def log_run_files(self, run_id: str, run, rels, artifact_path: str | None = None) -> None:
         """Files of a run (or experiment) directory as artifacts, under their own names."""
