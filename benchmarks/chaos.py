@@ -272,13 +272,16 @@ def fingerprint(run) -> dict[str, object]:
 
 
 def duplicates(tracking_db: Path) -> tuple[list[str], collections.Counter]:
-    """MLflow runs that describe the same entity (same kind, key, parent and run directory), and the
-    count of runs per kind."""
+    """MLflow entities logged twice: runs that describe the same entity (same kind, key, parent and run
+    directory), LoggedModels of the same network (their lp_ray.network_key), a round's or a target's step
+    logged twice in its run's series (the same key, step and model); and the count of runs per kind
+    (LoggedModels as "model")."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{tracking_db}")
     seen: dict[tuple, list[str]] = collections.defaultdict(list)
     kinds: collections.Counter = collections.Counter()
+    steps: list[str] = []
     for e in client.search_experiments():
         for r in client.search_runs([e.experiment_id], max_results=10000):
             t = r.data.tags
@@ -288,7 +291,15 @@ def duplicates(tracking_db: Path) -> tuple[list[str], collections.Counter]:
             )
             seen[key].append(r.info.run_id)
             kinds[t.get("lp_ray.kind")] += 1
-    return [f"{k}: {ids}" for k, ids in seen.items() if len(ids) > 1], kinds
+            for series in ("by_round/lt_test_acc", "by_target/pooled_test_acc", "by_epoch/train_loss"):
+                logged = collections.Counter(
+                    (m.step, m.model_id) for m in client.get_metric_history(r.info.run_id, series)
+                )
+                steps += [f"{r.info.run_name} {series} step {s}: {n} times" for (s, _), n in logged.items() if n > 1]
+        for m in client.search_logged_models([e.experiment_id]):
+            seen[("model", m.tags.get("lp_ray.network_key"))].append(m.model_id)
+            kinds["model"] += 1
+    return [f"{k}: {ids}" for k, ids in seen.items() if len(ids) > 1] + steps, kinds
 
 
 def compare(

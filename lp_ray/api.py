@@ -214,6 +214,10 @@ def run(
         register=register,
     )
     table = run_report(imp_result.run.uri, uri)
+    if imp_result.mlflow_behind:  # MLflow was down when imp ended: log what it missed, if it is back
+        from lp_ray.imp.command import log_imp_again
+
+        log_imp_again(j, imp_result.run, uri, log_models)
     return RunResult(imp_result.run.uri, imp_result, pooled, table)
 
 

@@ -375,3 +375,38 @@ def cifar_archive(path, n_per_batch=4, dataset="cifar10"):
             info.size = len(raw)
             tar.addfile(info, io.BytesIO(raw))
     return path
+
+
+def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
+    """`mlflow server` as a user starts it (one worker, a SQLite store and artifacts in `folder`) on a
+    loopback port, in its own process group (`stop` kills it); returned once it answers /health."""
+    import time
+    import urllib.request
+
+    proc = subprocess.Popen(
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{folder / 'server.db'}",
+            "--artifacts-destination",
+            str(folder / "artifacts"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            return proc
+        except Exception:
+            time.sleep(0.2)
+    stop(proc)
+    raise RuntimeError(f"mlflow server on port {port} did not come up")

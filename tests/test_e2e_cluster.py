@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -134,29 +135,35 @@ def test_s3_storage_and_mlflow_server_full_run(tmp_path, s3_server, mlflow_serve
     exp = client.get_experiment_by_name("lp-ray/s3job")
     runs = client.search_runs([exp.experiment_id])
     kinds = sorted(r.data.tags.get("lp_ray.kind") for r in runs)
-    assert kinds == ["imp", "imp_round", "imp_round", "pool:interpolation", "pool_target", "pool_target"]
+    assert kinds == ["imp", "pool:interpolation"]  # rounds and targets are steps of these runs' series
     imp = next(r for r in runs if r.data.tags["lp_ray.kind"] == "imp")
-    rounds = [r for r in runs if r.data.tags["lp_ray.kind"] == "imp_round"]
-    assert all(r.data.tags["mlflow.parentRunId"] == imp.info.run_id for r in rounds)
-    assert len(client.get_metric_history(rounds[0].info.run_id, "train_loss")) >= 3
-    assert rounds[0].data.tags["ticket_uri"].startswith("s3://lp-ray-test/runs/s3job-")
+    assert len(client.get_metric_history(imp.info.run_id, "by_epoch/train_loss")) >= 6  # both rounds' epochs
+    assert [m.step for m in client.get_metric_history(imp.info.run_id, "by_round/lt_test_acc")] == [0, 1]
     pool_run = next(r for r in runs if r.data.tags["lp_ray.kind"] == "pool:interpolation")
-    assert {"trace.csv", "summary.csv", "interpolation_accuracy_vs_sparsity.png"} <= {
+    assert {"trace.csv", "targets.csv", "targets.json", "interpolation_accuracy_vs_sparsity.png"} <= {
         a.path for a in client.list_artifacts(pool_run.info.run_id)
     }
     assert {"report/report.csv", "report/report.png"} == {
         a.path for a in client.list_artifacts(imp.info.run_id, "report")
     }
+    rounds_csv = client.download_artifacts(imp.info.run_id, "rounds.csv", str(tmp_path))
+    assert Path(rounds_csv).read_text().count("s3://lp-ray-test/runs/s3job-") == 2  # each ticket's place
+    # The best pooled network is an MLflow model on the server, its weights' place an s3:// URI, loadable
+    # with MLflow alone, and by `lp-ray eval models:/<id>`.
+    (model,) = client.search_logged_models([exp.experiment_id])
+    assert model.source_run_id == pool_run.info.run_id and model.tags["network_uri"].startswith("s3://")
+    assert model.model_id == pool_run.data.tags["best_model_id"]
+    ev = cli("eval", f"models:/{model.model_id}", "--tracking-uri", mlflow_server, env=S3_ENV)
+    assert ev.returncode == 0 and model.tags["network_uri"] in ev.stdout, ev.stdout + ev.stderr
     # What a reviewer reads, through the server: names, nesting, descriptions, durations, the runs page.
-    assert imp.info.run_name.startswith("IMP · seed 0 · ") and imp.data.tags["mlflow.note.content"].startswith(
-        "**2 tickets**"
-    )
-    assert sorted(r.info.run_name for r in rounds) == ["round 00 · 100.0% weights", "round 01 · 80.0% weights"]
-    targets = [r for r in runs if r.data.tags["lp_ray.kind"] == "pool_target"]
-    assert all(t.data.tags["mlflow.parentRunId"] == pool_run.info.run_id for t in targets)
+    assert imp.info.run_name.startswith("IMP · seed 0 · ")
+    note = imp.data.tags["mlflow.note.content"]
+    assert note.startswith("**Pool verdicts**") and "- interpolation " in note and "**2 tickets**" in note
+    assert "interpolation " in client.get_experiment(exp.experiment_id).tags["mlflow.note.content"]
     assert pool_run.data.tags["mlflow.parentRunId"] == imp.info.run_id
     assert pool_run.data.tags["mlflow.note.content"].startswith("**interpolation: ")
     assert {"mean_gain_pt", "targets_significantly_better", "lt_bn_control_gain_pt"} <= set(pool_run.data.metrics)
+    assert [m.step for m in client.get_metric_history(pool_run.info.run_id, "by_target/mcnemar_p_holm")] == [0, 1]
     for r in runs:  # every run ended, and lasted what its work did (started when it began, not when logged)
         assert r.info.status == "FINISHED" and r.info.end_time >= r.info.start_time
     assert imp.info.end_time - imp.info.start_time > 1000  # two rounds of training

@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -143,13 +144,18 @@ def test_dense_target_average_and_eval(base_run):
     assert f"test acc {100 * s[0]['test_acc']:.2f}%" in out.stdout and "density 100.00%" in out.stdout
 
 
-def test_mlflow_pool_run_children_and_eval_from_mlflow(base_run):
+def test_mlflow_search_run_its_targets_its_best_network_and_eval_from_mlflow(base_run, tmp_path):
     """What a user reviewing the run in MLflow reads: runs named for people, the search's result as
-    metrics (percent, rounded) and its verdict as the description, a child per target with its McNemar
-    p, real durations, parameters only for what was used, and every network loadable from its run."""
+    metrics (percent, 2 decimals) and its verdict with a per-sparsity table as the description, each
+    target a step of the search's series with its McNemar p (raw and Holm), real durations, parameters
+    only for what was used, the best network an MLflow model loadable by MLflow alone and by lp-ray."""
+    import mlflow
+    import numpy as np
+
+    from lp_ray.api import open_run
     from lp_ray.pool.records import finished_targets, mcnemar_vs_lt
+    from lp_ray.rounding import p_value, points
     from lp_ray.store import RunDir
-    from lp_ray.tracking.tracker import clean
 
     client = MlflowClient(base_run["tracking_uri"])
     exp = client.get_experiment_by_name("lp-ray/tiny")
@@ -168,53 +174,68 @@ def test_mlflow_pool_run_children_and_eval_from_mlflow(base_run):
     assert len(pools) == 1 and pools[0].info.run_name == "pool interpolation"
     search = pools[0]
     artifacts = {a.path for a in client.list_artifacts(search.info.run_id)}
-    assert artifacts == {"trace.csv", "summary.csv", "interpolation_accuracy_vs_sparsity.png"}  # CSV: previewable
+    assert artifacts == {"trace.csv", "targets.csv", "targets.json", "interpolation_accuracy_vs_sparsity.png"}
     assert {a.path for a in client.list_artifacts(imp.info.run_id, "report")} == {
         "report/report.csv",
         "report/report.png",
     }
-    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{search.info.run_id}'")
-    assert sorted(int(c.data.tags["target"]) for c in children) == [0, 1, 2]
-    results = finished_targets(RunDir(str(base_run["run"])), "interpolation")
+    assert client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{search.info.run_id}'") == []
+    run = RunDir(str(base_run["run"]))
+    results = finished_targets(run, "interpolation")
     gains = [100 * r.gain for r in results.values()]
-    for c in children:
-        r = results[int(c.data.tags["target"])]
-        assert c.info.run_name == f"target {r.target:02d} · {100 * r.density:.1f}% weights"
-        assert c.data.metrics["pooled_test_acc"] == round(100 * r.test_acc, 4)
-        assert c.data.metrics["lt_test_acc"] == round(100 * r.lt_test_acc, 4)
-        assert c.data.metrics["lt_bn_test_acc"] == round(100 * r.lt_bn_test_acc, 4)
-        assert c.data.metrics["gain_pt"] == pytest.approx(100 * r.gain, abs=1e-4)
-        # MLflow holds values to 6 significant digits (tracker.clean), p included.
-        assert c.data.metrics["mcnemar_p"] == clean(mcnemar_vs_lt(RunDir(str(base_run["run"])), "interpolation", r))
-        assert c.data.tags["network_sha256"] == r.sha256
+
+    def series(key):
+        return {m.step: m.value for m in client.get_metric_history(search.info.run_id, f"by_target/{key}")}
+
+    assert sorted(series("pooled_test_acc")) == [0, 1, 2]
+    for t, r in results.items():
+        assert series("pooled_test_acc")[t] == points(100 * r.test_acc)
+        assert series("lt_test_acc")[t] == points(100 * r.lt_test_acc)
+        assert series("lt_bn_test_acc")[t] == points(100 * r.lt_bn_test_acc)
+        assert series("gain_pt")[t] == points(100 * r.gain)
+        assert series("mcnemar_p")[t] == p_value(mcnemar_vs_lt(run, "interpolation", r))
+        assert series("mcnemar_p_holm")[t] >= series("mcnemar_p")[t]
+    table = Path(client.download_artifacts(search.info.run_id, "targets.csv", str(tmp_path))).read_text()
+    assert table.splitlines()[0].startswith('"weights_remaining_pct","target","lt_test_acc","pooled_test_acc"')
+    assert f"\n100,0,{points(100 * results[0].lt_test_acc):g}," in table  # percent, no float noise
     m = search.data.metrics
-    assert m["mean_gain_pt"] == pytest.approx(sum(gains) / 3, abs=1e-4) and m["targets"] == 3
+    assert m["mean_gain_pt"] == points(sum(gains) / 3) and m["targets"] == 3
     assert m["targets_better"] == sum(g > 0 for g in gains)
     assert m["evaluations"] > 0 and search.info.end_time - search.info.start_time >= 1000 * m["search_seconds"] - 1
     note = search.data.tags["mlflow.note.content"]
-    assert note.startswith(f"**interpolation: {m['mean_gain_pt']:+.2f} pt** mean test gain") and "McNemar" in note
+    assert note.startswith(f"**interpolation: {m['mean_gain_pt']:+.2f} pt** mean test gain") and "| Holm p |" in note
     params = search.data.params
     assert params["method"] == "interpolation" and params["coefficients"].startswith("[0.05, 0.1, 0.2")
     assert "ema_decay" not in params and "screen_fraction" not in params
-    # The imp run: the job's parameters only (no pool section), series by round, headline means.
+    # The imp run: the job's parameters only (no pool section), series by round, headline means, verdicts.
     lt = client.get_metric_history(imp.info.run_id, "by_round/lt_test_acc")
     lp = client.get_metric_history(imp.info.run_id, "by_round/interpolation/pooled_test_acc")
     assert sorted(x.step for x in lt) == [0, 1, 2] and sorted(x.step for x in lp) == [0, 1, 2]
-    assert {x.step: x.value for x in lp}[2] == round(100 * results[2].test_acc, 4)
+    assert {x.step: x.value for x in lp}[2] == points(100 * results[2].test_acc)
     assert imp.data.metrics["interpolation/mean_gain_pt"] == m["mean_gain_pt"]
+    assert imp.data.tags["mlflow.note.content"].startswith("**Pool verdicts**")
     params = imp.data.params
     assert "data.num_samples" in params and "data.shape" not in params and "data.num_train" not in params
     assert not [k for k in params if k.startswith(("pool.", "data.generator"))]
-    child = next(c for c in children if c.data.tags["target"] == "2")
-    out = cli("eval", f"runs:/{child.info.run_id}", "--tracking-uri", base_run["tracking_uri"])
+    # The best network (largest validation gain) is an MLflow model of the search's run.
+    (model,) = [x for x in client.search_logged_models([exp.experiment_id]) if x.source_run_id == search.info.run_id]
+    best = max(results, key=lambda t: (results[t].val_acc - results[t].lt_val_acc, -results[t].density))
+    assert model.params["target"] == str(best) and model.tags["network_sha256"] == results[best].sha256
+    assert {x.key: x.value for x in model.metrics}["network/test_acc"] == points(100 * results[best].test_acc)
+    mlflow.set_tracking_uri(base_run["tracking_uri"])
+    loaded = mlflow.pytorch.load_model(f"models:/{model.model_id}")
+    x, _ = open_run(base_run["run"]).examples("test", range(16))
+    mine = open_run(base_run["run"]).pooled(best)
+    assert np.allclose(loaded(x).detach().numpy(), mine(x).detach().numpy(), atol=1e-5)
+    out = cli("eval", f"models:/{model.model_id}", "--tracking-uri", base_run["tracking_uri"])
     assert out.returncode == 0, out.stderr
-    assert f"test acc {100 * results[2].test_acc:.2f}%" in out.stdout
-    assert f"density {100 * results[2].density:.2f}%" in out.stdout
+    assert f"test acc {100 * results[best].test_acc:.2f}%" in out.stdout
+    assert f"density {100 * results[best].density:.2f}%" in out.stdout
 
 
 def test_relogging_a_finished_search_changes_nothing_in_mlflow(base_run):
-    """A rerun of a finished search (nothing to pool) finds its runs again: no new run, no value logged
-    again, the same end times."""
+    """A rerun of a finished search (nothing to pool) finds its runs again: no new run, model or value
+    logged again, the same end times."""
     from helpers import store_snapshot
 
     client = MlflowClient(base_run["tracking_uri"])
@@ -222,7 +243,9 @@ def test_relogging_a_finished_search_changes_nothing_in_mlflow(base_run):
     def histories():
         imp = json.loads((base_run["run"] / "tracking.json").read_text())["imp_run_id"]
         keys = ("by_round/lt_test_acc", "by_round/interpolation/pooled_test_acc", "interpolation/mean_gain_pt")
-        return {k: len(client.get_metric_history(imp, k)) for k in keys}
+        exp = client.get_experiment_by_name("lp-ray/tiny").experiment_id
+        models = sorted(m.model_id for m in client.search_logged_models([exp]))
+        return {k: len(client.get_metric_history(imp, k)) for k in keys}, models
 
     before = store_snapshot(base_run["tracking_uri"]), histories()
     pool(base_run)

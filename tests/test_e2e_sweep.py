@@ -263,6 +263,23 @@ def test_mlflow_sweep_run_holds_the_answer_and_nests_every_trial(uninterrupted, 
             <= search.info.end_time
             <= t.info.end_time
         )
+        # its best network is an MLflow model of its search: in the Models tab, a click from the trial
+        model = client.get_logged_model(search.data.tags["best_model_id"])
+        assert model.source_run_id == search.info.run_id and model.tags["network_uri"].startswith(row["run_dir"])
+        assert search.data.tags["lp_ray.verdict"].startswith("interpolation ")
+    # The tree holds at sweep scale: a trial is 3 runs (trial, IMP, search), no run per round or target,
+    # and the experiment's description (the top of its runs page) links the sweep with its verdict.
+    assert sum(1 for _ in _runs_under(client, exp.experiment_id, parent.info.run_id)) == 3 * len(index)
+    assert (
+        f"[sweep {exp_dir.name}](#/experiments/{exp.experiment_id}/runs/{parent.info.run_id})"
+        in (exp.tags["mlflow.note.content"])
+    )
+
+
+def _runs_under(client, experiment_id: str, run_id: str):
+    for child in client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}'"):
+        yield child
+        yield from _runs_under(client, experiment_id, child.info.run_id)
 
 
 def test_pool_variants_compare_two_searches_on_the_same_tickets(uninterrupted, tracking_uri):

@@ -48,6 +48,7 @@ class ImpResult:
     run: RunDir
     rounds_trained: list[int]
     rounds_skipped: list[int]
+    mlflow_behind: bool = False  # MLflow was unreachable at the end: the IMP run lacks part of the rounds
 
 
 def prepare_run(job: JobSpec, cluster: ClusterSpec) -> RunDir:
@@ -148,8 +149,20 @@ def _run_leased(job, cluster, tracking_uri, tracker, mlflow_parent, lease: Lease
     write_rounds_table(run, only_if_stale=True)  # a driver killed after a round's ticket, before its table
     if tracker.attempt(log_imp, tracker, parent, job, run, log_models) is not None:
         console.print(f"MLflow: {runs_page(tracking_uri, tracker.experiment_id)}", highlight=False)
-    tracker.outage_note(f"`lp-ray imp` on {run_name(job)} again")
-    return ImpResult(run, trained, skipped)
+    tracker.outage_note("IMP run")
+    return ImpResult(run, trained, skipped, mlflow_behind=tracker.down_since is not None)
+
+
+def log_imp_again(job: JobSpec, run: RunDir, tracking_uri: str, log_models: str) -> None:
+    """After an outage of MLflow that outlasted `imp`: the IMP run's logging once more, if MLflow answers
+    now (`lp-ray run` calls it after its pool and report, so a short outage leaves nothing behind)."""
+    from lp_ray.store import read_tracking
+
+    tracker = logged.tracker_for(job, tracking_uri, run, ride_out=True)
+    if tracker.attempt(log_imp, tracker, read_tracking(run).imp_run_id, job, run, log_models) is not None:
+        say(f"MLflow at {tracking_uri}: the IMP run has every round now")
+    else:
+        tracker.outage_note("IMP run")
 
 
 def log_imp(tracker, parent: str, job: JobSpec, run, log_models: str) -> bool:

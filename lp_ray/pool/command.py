@@ -127,7 +127,7 @@ def _run_leased(pr: OpenedRun, settings, cluster, tracking_uri, name, parallel_e
                     console.print(
                         f"MLflow: the best {name} network is version {version} of {register!r} (alias {name!r})"
                     )
-        tracker.outage_note(f"`lp-ray pool` on {pr.run.uri} again")
+        tracker.outage_note("search")
     return PoolOutcome(
         results,
         pr.run.uri_of(folder),

@@ -46,7 +46,7 @@ def run_report(run_dir: str, tracking_uri: str | None):
             console.print(f"MLflow: {runs_page(tracker.uri, tracker.experiment_id)}", highlight=False)
         elif tracker.down_since is not None:
             tracker.missed += 1
-            tracker.outage_note(f"`lp-ray report {run.uri}` again")
+            tracker.outage_note("report")
     console.print(f"report: {paths['csv']}, {paths['parquet']}")
     console.print(f"plot:   {paths['png']}")
     return table

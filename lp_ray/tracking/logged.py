@@ -225,8 +225,11 @@ def log_tickets(tracker: Tracker, imp: str, run, metas: list, network) -> None:
             example,
             params={"round": meta.round, "kind": "ticket (LT)", "rewind_epoch": meta.rewind_epoch},
             tags={networks.TAG_URI: run.uri_of(layout.ticket(meta.round)), networks.TAG_SHA: meta.ticket_sha256},
-            metrics={f"by_round/{k}": v for k, v in round_row(meta).items() if k in ROUND_METRICS},
-            step=meta.round,
+            metrics={
+                "test_acc": pct(meta.test_acc),
+                "val_acc": pct(meta.val_acc),
+                "weights_remaining_pct": pct(meta.density),
+            },
         )
 
 
@@ -264,17 +267,19 @@ def finish_imp(tracker: Tracker, imp: str, metas: list, run=None) -> None:
 
 
 def rounds_csv(run, metas: list) -> bytes:
-    """The tickets as a table: what each round's run held before 0.4 (its accuracies and its weights' place
-    and sha256)."""
+    """The tickets as a table: what each round's run held before 0.4 (its accuracies, its weights' place
+    and sha256, a particle round's soup and how many particles joined it)."""
     import pyarrow as pa
 
     from lp_ray.rounding import csv_bytes
 
+    soups = any(m.particles for m in metas)
     rows = [
         {
             **round_row(m),
             "ticket_uri": run.uri_of(layout.ticket(m.round)),
             "ticket_sha256": m.ticket_sha256,
+            **({"soup": m.soup, "particles_in_soup": sum(p["in_soup"] for p in m.particles)} if soups else {}),
         }
         for m in metas
     ]
@@ -431,8 +436,7 @@ def log_pooled_network(tracker: Tracker, search: str, name: str, result, mcnemar
             "weights_remaining_pct": pct(result.density),
         },
         tags={networks.TAG_URI: result.path, networks.TAG_SHA: result.sha256},
-        metrics=target_metrics(result, mcnemar_p),
-        step=result.target,
+        metrics={k.split("/", 1)[1]: v for k, v in target_metrics(result, mcnemar_p).items()},
     )
 
 
@@ -476,8 +480,8 @@ def finish_search(
         metrics |= {"search_seconds": round(outcome["seconds"], 1), "evaluations": outcome["evaluations"]}
     models: dict[int, str] = {}
     if network is not None and log_models != "none":
-        wanted = sorted(results) if networks.logs_every_pooled(log_models) else [best]
-        for t in wanted:  # in target order: the Models tab lists them by sparsity
+        wanted = [t for t in sorted(results) if t != best] if networks.logs_every_pooled(log_models) else []
+        for t in [*wanted, best]:  # by sparsity (the Models tab lists them so), the best last: see log_network
             models[t] = log_pooled_network(tracker, search, name, results[t], pvalues[t], network)
     line = verdict_line(name, metrics, results, significant)
     tracker.log_values(

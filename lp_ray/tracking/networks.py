@@ -13,6 +13,7 @@ Logging is idempotent: a LoggedModel is found again by its key (its run and what
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tempfile
 import time
@@ -69,11 +70,12 @@ def log_network(
     params: dict[str, str],
     tags: dict[str, str],
     metrics: dict[str, float | None],
-    step: int,
 ) -> str:
     """The LoggedModel of one network (`network`: an nn.Module in eval mode, `example`: a numpy batch
-    of its inputs), created once under `run_id`; its id. `metrics` are logged with step `step` on the
-    run, attached to the model."""
+    of its inputs), created once under `run_id`; its id. Its `metrics` are logged as `network/<name>`
+    (step 0) on the run, attached to the model: MLflow attaches a model's metrics to a run, and the
+    run's own per-round and per-target series must not gain a second entry per step. The run shows
+    the last logged network's (the callers log the best one last)."""
     full_key = f"{run_id}/{key}"
     found = find(tracker, full_key)
     if found is not None and str(found.status).endswith("READY"):
@@ -94,7 +96,7 @@ def log_network(
     from mlflow.entities import Metric
 
     now = int(1000 * time.time())
-    values = [Metric(k, v, now, step, model_id=model.model_id) for k, v in metrics.items() if v is not None]
+    values = [Metric(f"network/{k}", v, now, 0, model_id=model.model_id) for k, v in metrics.items() if v is not None]
     if values:
         client.log_batch(run_id, metrics=values)
     client.finalize_logged_model(model.model_id, "READY")
@@ -145,6 +147,21 @@ def check_registration(name: str, alias: str | None) -> None:
         )
 
 
+@contextlib.contextmanager
+def _global_tracking_uri(uri: str):
+    """MLflow's SQL registry resolves a `models:/` source through the process-global tracking URI, not
+    the client's (a TODO in its sqlalchemy_store): for a SQLite store, point it at ours while a version
+    is created, then back."""
+    import mlflow
+
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
+
+
 def register(tracker, model_id: str, name: str, alias: str | None, description: str) -> str:
     """A version of registered model `name` for LoggedModel `model_id` (the existing one if it has one),
     with `alias` pointing at it; its version number."""
@@ -157,12 +174,18 @@ def register(tracker, model_id: str, name: str, alias: str | None, description: 
         if "RESOURCE_ALREADY_EXISTS" not in str(e.error_code):
             raise
     model = client.get_logged_model(model_id)
-    versions = [v for v in client.search_model_versions(f"name = '{name}'") if v.model_id == model_id]
+    # (a version's model_id reads back as None from a SQL registry: its source names the model)
+    versions = [v for v in client.search_model_versions(f"name = '{name}'") if v.source == f"models:/{model_id}"]
     version = versions[0] if versions else None
     if version is None:
-        version = client.create_model_version(
-            name, source=f"models:/{model_id}", run_id=model.source_run_id, model_id=model_id, description=description
-        )
+        with _global_tracking_uri(tracker.uri):
+            version = client.create_model_version(
+                name,
+                source=f"models:/{model_id}",
+                run_id=model.source_run_id,
+                model_id=model_id,
+                description=description,
+            )
     if alias is not None:
         client.set_registered_model_alias(name, alias, version.version)
     return str(version.version)

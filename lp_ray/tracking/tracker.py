@@ -33,8 +33,10 @@ NOTE = "mlflow.note.content"  # a run's description: the UI shows it on the run'
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 
 
-# How often a command riding out a tracking server's outage asks whether it answers again.
+# How often a command riding out a tracking server's outage asks whether it answers again; when each
+# outage this process has met began (by tracking URI), so `lp-ray run`'s steps say it once.
 PROBE_SECONDS = 20.0
+_OUTAGES: dict[str, float] = {}
 
 
 def experiment_name(job_name: str) -> str:
@@ -63,10 +65,11 @@ class Tracker:
         if self.remote:
             try:
                 check_reachable(uri)
+                _OUTAGES.pop(uri, None)
             except LpRayError as e:
                 if not ride_out:
                     raise
-                self._went_down(str(e))
+                self._went_down(str(e).split(" is unreachable ", 1)[-1].strip("()"))
                 return
         self._open()
 
@@ -102,20 +105,23 @@ class Tracker:
             return log(*args, **kwargs)
         except LpRayError:
             raise
-        except Exception as e:
+        except Exception:
             if not self.remote or reachable(self.uri):
                 raise
-            self._went_down((str(e).splitlines() or [type(e).__name__])[0][:200])
+            self._went_down("it stopped answering")
             self.missed += 1
             return None
 
     def _went_down(self, reason: str) -> None:
-        self.down_since = time.time()
+        """An outage begins: said once per process and server (`lp-ray run`'s steps share it)."""
+        known = self.uri in _OUTAGES
+        self.down_since = _OUTAGES.setdefault(self.uri, time.time())
         self._probed = time.time()
-        say(
-            f"warning: MLflow at {self.uri} is unreachable ({reason}); lp-ray goes on (the run directory keeps "
-            f"everything) and logs what MLflow missed when it answers again"
-        )
+        if not known:
+            say(
+                f"warning: MLflow at {self.uri} is unreachable ({reason}); lp-ray goes on (the run directory "
+                "keeps everything) and logs what MLflow missed when it answers again"
+            )
 
     def _back(self) -> bool:
         if time.time() - self._probed < PROBE_SECONDS:
@@ -127,15 +133,15 @@ class Tracker:
             self._open()
         say(f"MLflow at {self.uri} answers again after {time.time() - self.down_since:.0f} s: logging what it missed")
         self.down_since = None
+        _OUTAGES.pop(self.uri, None)
         return True
 
-    def outage_note(self, rerun: str) -> None:
+    def outage_note(self, what: str) -> None:
         """At a command's end: what an outage that has not ended left out, and how it gets logged."""
-        if self.down_since is not None:
+        if self.down_since is not None and self.missed:
             say(
-                f"warning: MLflow at {self.uri} was still unreachable at the end: {self.missed} logging step(s) "
-                f"were left out. Everything is in the run directory; {rerun} logs it once MLflow answers "
-                "(nothing is recomputed)."
+                f"warning: MLflow at {self.uri} is still unreachable: it lacks part of this {what}, which the "
+                "run directory holds; rerun the command once MLflow answers to log it (nothing is recomputed)"
             )
 
     def _experiment(self, name: str) -> str:
