@@ -11,17 +11,22 @@ is one whole run into fresh storage; episodes repeat until the faults are spent)
           evaluator     SIGKILL of a pool evaluator actor (ray::EvaluatorActor): Ray restarts it
           second_copy   a second copy of the same command, started while the first runs: it waits for
                         the leases, then has nothing to do (it must exit 0, unless killed as a driver)
-  s3      `lp-ray run` of the tiny job on S3 storage (moto server), against driver, second_copy and
+  s3      `lp-ray run` of the tiny job on S3 storage (moto server), logging to an `mlflow server`,
+          against driver, second_copy and
           storage_pause the S3 server stopped (SIGSTOP) for 2-8 s and continued (SIGCONT). moto keeps its
                         buckets in memory, so killing and restarting it would lose the run itself; to a
                         client, a stopped server is a restart: connections hang and time out.
+          tracking_down the MLflow server SIGKILLed and started again 5-25 s later (on its SQLite store):
+                        the command must go on, and what MLflow missed must be logged once it is back,
+                        at the latest by the next command over the run (one more is run at the end).
 
 A command that fails after a fault (e.g. a worker killed more often than max_failures allows) is rerun,
 and counted. At the end of every episode its run directories must equal the reference's: every
 network (tickets, masks, pooled networks, rewind point, split, data set) byte for byte, every search's
 trace row for row (but for its wall seconds; evaluations in flight finish in any order), the summaries
 and reports' accuracies; no lease left; every copy of the command exited 0 or was killed by us; and
-MLflow must hold exactly one run per entity (round, search, target, imp run, trial, sweep).
+MLflow must hold exactly one of each entity (imp run, search, trial, sweep, LoggedModel; each round's
+and target's step once in its run's series).
 
     .venv/bin/python benchmarks/chaos.py                      # 30 faults, seed 0, both tracks
     .venv/bin/python benchmarks/chaos.py --faults 12 --seed 3 --tracks sweep
@@ -53,7 +58,7 @@ from helpers import TINY_JOB  # noqa: E402
 
 KINDS = {
     "sweep": ("driver", "train_worker", "evaluator", "second_copy"),
-    "s3": ("driver", "second_copy", "storage_pause"),
+    "s3": ("driver", "second_copy", "storage_pause", "tracking_down"),
 }
 MAX_FAILED = 5  # commands of one episode that may fail (not killed by us) before the run gives up
 PROCESS_OF = {"train_worker": "ray::RayTrainWorker", "evaluator": "ray::EvaluatorActor"}
@@ -68,6 +73,7 @@ class Track:
     storage: str  # a folder template, or an s3:// prefix template, with {episode}
     cluster: dict
     moto: subprocess.Popen | None = None
+    tracking_server: bool = False  # log to an `mlflow server` on the episode's store (else to the store itself)
 
 
 @dataclass
@@ -101,15 +107,14 @@ def make_tracks(work: Path, ray_address: str, s3_endpoint: str | None, seeds: st
     tracks = {"sweep": Track("sweep", ["sweep", str(exp)], str(work / "{episode}" / "runs"), cluster)}
     if s3_endpoint:
         s3_cluster = {**cluster, "storage_endpoint": f"http://{s3_endpoint}", "storage_region": "us-east-1"}
-        tracks["s3"] = Track("s3", ["run", "--job", str(job)], "s3://chaos/{episode}/runs", s3_cluster)
+        tracks["s3"] = Track("s3", ["run", "--job", str(job)], "s3://chaos/{episode}/runs", s3_cluster, None, True)
     return tracks
 
 
-def command(track: Track, episode_dir: Path, episode: str) -> list[str]:
+def command(track: Track, episode_dir: Path, episode: str, uri: str) -> list[str]:
     cluster = write_yaml(
         episode_dir / "cluster.yaml", {**track.cluster, "storage_path": track.storage.format(episode=episode)}
     )
-    uri = f"sqlite:///{episode_dir / 'mlflow.db'}"
     return [str(BIN / "lp-ray"), *track.args, "--cluster", str(cluster), "--tracking-uri", uri]
 
 
@@ -146,13 +151,24 @@ def wait_for(title: str, procs: list[subprocess.Popen], seconds: float = 60.0) -
     return []
 
 
-def run_episode(track: Track, work: Path, episode: str, faults: int, rng: random.Random, tally: Tally, say) -> Path:
-    """One whole run into fresh storage, with up to `faults` faults; rerun until it finishes."""
+def run_episode(
+    track: Track, work: Path, episode: str, faults: int, rng: random.Random, tally: Tally, say, first=()
+) -> Path:
+    """One whole run into fresh storage, with up to `faults` faults; rerun until it finishes. `first`:
+    the kinds of its first faults (the rest are drawn)."""
+    from helpers import free_port, start_mlflow_server, stop
+
     d = work / episode
     d.mkdir(parents=True)
-    argv = command(track, d, episode)
+    server = port = None
+    if track.tracking_server:  # its store is the episode's mlflow.db, which the checks read
+        port = free_port()
+        server = start_mlflow_server(d, port, "mlflow.db")
+    uri = f"http://127.0.0.1:{port}" if server else f"sqlite:///{d / 'mlflow.db'}"
+    argv = command(track, d, episode, uri)
     log = d / "commands.log"
     procs: list[subprocess.Popen] = [start(argv, d, log)]
+    outages = 0
     killed: set[int] = set()
     left = faults
     deadline = time.time() + 3600
@@ -175,7 +191,8 @@ def run_episode(track: Track, work: Path, episode: str, faults: int, rng: random
             continue
         if not left:
             continue
-        kind = rng.choice(KINDS[track.name])
+        done = faults - left
+        kind = first[done] if done < len(first) else rng.choice(KINDS[track.name])
         if kind == "driver":
             victim = rng.choice(live)
             os.killpg(victim.pid, signal.SIGKILL)
@@ -195,6 +212,11 @@ def run_episode(track: Track, work: Path, episode: str, faults: int, rng: random
             os.kill(track.moto.pid, signal.SIGSTOP)
             time.sleep(rng.uniform(2.0, 8.0))
             os.kill(track.moto.pid, signal.SIGCONT)
+        elif kind == "tracking_down":
+            stop(server)
+            time.sleep(rng.uniform(5.0, 25.0))
+            server = start_mlflow_server(d, port, "mlflow.db")
+            outages += 1
         left -= 1
         tally.injected[kind] += 1
         say(f"  {episode}: {kind} ({tally.total} faults so far)")
@@ -202,6 +224,11 @@ def run_episode(track: Track, work: Path, episode: str, faults: int, rng: random
         p.wait(timeout=900)
         if p.returncode != 0 and p.pid not in killed and not getattr(p, "counted", False):
             tally.failed_runs.append(_last_error(log))
+    if outages:  # the next command over the run logs what an outage kept from MLflow (nothing to compute)
+        procs.append(start(argv, d, log))
+        procs[-1].wait(timeout=900)
+    if server is not None:
+        stop(server)
     stray = [p for p in procs if p.returncode != 0 and p.pid not in killed]
     tally.episodes.append({"episode": episode, "faults": faults - left, "commands": len(procs), "failed": len(stray)})
     return d
@@ -338,10 +365,12 @@ def chaos(
     methods=("interpolation", "average"),
     say=print,
     reference: dict | None = None,
+    first: dict | None = None,
 ) -> dict:
     """The whole chaos run; returns the tally and every problem found (none: all survived).
     `reference`: instead of an undisturbed run per track, run directories known to hold what it would
-    ({"runs": {name: RunDir}, "kinds": {track: MLflow runs per kind}}; the short test's)."""
+    ({"runs": {name: RunDir}, "kinds": {track: MLflow runs per kind}}; the short test's). `first`: per
+    track, the kinds of its first episode's first faults (the short test makes sure of one of each)."""
     rng = random.Random(seed)
     chosen = {k: v for k, v in make_tracks(work, ray_address, s3_endpoint, seeds, list(methods)).items() if k in tracks}
     per_track = {name: faults // len(chosen) + (i < faults % len(chosen)) for i, name in enumerate(chosen)}
@@ -364,7 +393,7 @@ def chaos(
             episode = f"{name}-chaos-{n}"
             say(f"{name}: episode {n} under faults ({left} to inject)")
             before = tally.total
-            run_episode(track, work, episode, left, rng, tally, say)
+            run_episode(track, work, episode, left, rng, tally, say, (first or {}).get(name, ()) if n == 0 else ())
             left -= tally.total - before
             got = run_dirs(track, episode)
             found = compare(ref_runs, ref_kinds, got, work / episode / "mlflow.db", reference is not None, ignore)

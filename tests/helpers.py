@@ -377,9 +377,10 @@ def cifar_archive(path, n_per_batch=4, dataset="cifar10"):
     return path
 
 
-def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
-    """`mlflow server` as a user starts it (one worker, a SQLite store and artifacts in `folder`) on a
-    loopback port, in its own process group (`stop` kills it); returned once it answers /health."""
+def start_mlflow_server(folder: Path, port: int, db: str = "server.db") -> subprocess.Popen:
+    """`mlflow server` as a user starts it (one worker, the SQLite store `folder/db` and artifacts in
+    `folder`) on a loopback port, in its own process group (`stop` kills it); returned once it answers
+    /health."""
     import time
     import urllib.request
 
@@ -394,7 +395,7 @@ def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
             "--workers",
             "1",
             "--backend-store-uri",
-            f"sqlite:///{folder / 'server.db'}",
+            f"sqlite:///{folder / db}",
             "--artifacts-destination",
             str(folder / "artifacts"),
         ],
@@ -402,7 +403,7 @@ def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    for _ in range(300):
+    for _ in range(600):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
             return proc

@@ -113,3 +113,12 @@ def test_missing_cifar_archive_says_where_and_creates_nothing(tmp_path):
         f"{tmp_path}/data/cifar-10-python.tar.gz: no such file; download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html",
     )
     assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_bad_mlflow_model_options_fail_before_anything_starts(tmp_path):
+    one_line_error(
+        cli("run", "--log-models", "some", cwd=tmp_path), "--log-models must be one of best, pooled, all, none"
+    )
+    one_line_error(cli("run", "--register", "my/net", cwd=tmp_path), "'my/net' is not a registered model name")
+    one_line_error(cli("imp", "--log-models", "", cwd=tmp_path), "--log-models must be one of")
+    assert list(tmp_path.iterdir()) == []  # no run directory, no store

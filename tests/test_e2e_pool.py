@@ -221,7 +221,7 @@ def test_mlflow_search_run_its_targets_its_best_network_and_eval_from_mlflow(bas
     (model,) = [x for x in client.search_logged_models([exp.experiment_id]) if x.source_run_id == search.info.run_id]
     best = max(results, key=lambda t: (results[t].val_acc - results[t].lt_val_acc, -results[t].density))
     assert model.params["target"] == str(best) and model.tags["network_sha256"] == results[best].sha256
-    assert {x.key: x.value for x in model.metrics}["network/test_acc"] == points(100 * results[best].test_acc)
+    assert {x.key: x.value for x in model.metrics}["network/pooled_test_acc"] == points(100 * results[best].test_acc)
     mlflow.set_tracking_uri(base_run["tracking_uri"])
     loaded = mlflow.pytorch.load_model(f"models:/{model.model_id}")
     x, _ = open_run(base_run["run"]).examples("test", range(16))

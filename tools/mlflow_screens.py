@@ -11,6 +11,8 @@ Writes, for the experiment (default: the lp-ray experiment with the most recent 
     sweep.png        the newest sweep run's page (its description and metrics), if there is one
     search.png       the newest search (pool) run's page
     imp.png          the newest IMP run's page
+    models.png       the experiment's Models tab (its LoggedModels: tickets and pooled networks)
+    model.png        the newest search's best network's page, if it is an MLflow model
 """
 
 from __future__ import annotations
@@ -124,6 +126,10 @@ def main() -> None:
                 run = newest(kind)
                 if run is not None:
                     pages[name] = f"{base}/runs/{run.info.run_id}?workflowType=machine_learning"
+            pages["models"] = f"{base}/models?workflowType=machine_learning"
+            search = newest("pool:")
+            if search is not None and "best_model_id" in search.data.tags:
+                pages["model"] = f"{base}/models/{search.data.tags['best_model_id']}?workflowType=machine_learning"
             for name, url in pages.items():
                 shoot(chromium, url, out / f"{name}.png")
                 print(f"{out / f'{name}.png'}  {url}")

@@ -147,9 +147,9 @@ def _trial_fn(config: dict) -> None:
             if not analysis_done(result.run, a):
                 run_analysis(a, result.run.uri, cluster, uri, wait=wait)  # its defaults
     except BaseException:
-        tracker.finish(mine, "FAILED")
+        tracker.attempt(tracker.finish, mine, "FAILED")
         raise
-    tracker.finish(mine)
+    tracker.attempt(tracker.finish, mine)  # (a tracking server down now: the trial's work is done all the same)
     tune.report({"finished": 1})
 
 

@@ -238,7 +238,8 @@ class MlflowSearch(QuietListener):
         imp, run = self.run_id()
         files = search_files(self.pr, self.name)
         network = pooled_networks(self.pr, self.name)
-        best = logged.finish_search(self.tracker, run, imp, self.name, outcome, files, network, log_models)
+        settings = {"method": self.settings.method, "search_kind": self.settings.search}
+        best = logged.finish_search(self.tracker, run, imp, self.name, outcome, files, network, log_models, settings)
         return (best,)
 
 
@@ -289,7 +290,10 @@ def register_network(run_uri: str, search: str, target: int | None, name: str, a
     if search_run is None:
         raise LpRayError(f"the search {search} of {run_uri} is not in MLflow at {tracking_uri}; `lp-ray pool` logs it")
     p = mcnemar_vs_lt(pr.run, search, results[t])
-    model_id = logged.log_pooled_network(tracker, search_run, search, results[t], p, pooled_networks(pr, search))
+    settings = {"method": pr.run.read_json(layout.pool_settings(search)).get("method", "")}
+    model_id = logged.log_pooled_network(
+        tracker, search_run, search, results[t], p, pooled_networks(pr, search), settings
+    )
     return registered(tracker, model_id, name, alias, search, results[t])
 
 
@@ -336,12 +340,15 @@ def search_outcome(pr: OpenedRun, name: str, search: PoolSearch, seconds: float)
 
 
 def search_files(pr: OpenedRun, name: str) -> dict[str, bytes]:
-    """The search's figure and its trace as CSV (MLflow previews CSV, not Parquet; the per-sparsity
-    table is logged with the verdict)."""
+    """The search's figure and its trace as CSV (MLflow previews CSV, not Parquet), accuracies and weights
+    in percent as everywhere a person reads them (the per-sparsity table is logged with the verdict)."""
+    import pyarrow.compute as pc
+
     from lp_ray.report.run import plot_png
     from lp_ray.rounding import csv_bytes
 
-    return {
-        f"{name}_accuracy_vs_sparsity.png": plot_png(pr.run, only=name),
-        "trace.csv": csv_bytes(pr.run.read_table(layout.trace(name))),
-    }
+    trace = pr.run.read_table(layout.trace(name))
+    for column, shown in (("val_acc", "val_acc"), ("density", "weights_remaining_pct")):
+        i = trace.schema.get_field_index(column)
+        trace = trace.set_column(i, shown, pc.multiply(trace.column(i), 100.0))
+    return {f"{name}_accuracy_vs_sparsity.png": plot_png(pr.run, only=name), "trace.csv": csv_bytes(trace)}

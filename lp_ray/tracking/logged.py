@@ -224,7 +224,12 @@ def log_tickets(tracker: Tracker, imp: str, run, metas: list, network) -> None:
             module,
             example,
             params={"round": meta.round, "kind": "ticket (LT)", "rewind_epoch": meta.rewind_epoch},
-            tags={networks.TAG_URI: run.uri_of(layout.ticket(meta.round)), networks.TAG_SHA: meta.ticket_sha256},
+            tags={
+                networks.TAG_URI: run.uri_of(layout.ticket(meta.round)),
+                networks.TAG_SHA: meta.ticket_sha256,
+                NOTE: f"**Ticket of round {meta.round}** ({100 * meta.density:.1f}% of the prunable weights): "
+                f"test {points(100 * meta.test_acc):.2f}%, validation {points(100 * meta.val_acc):.2f}%.",
+            },
             metrics={
                 "test_acc": pct(meta.test_acc),
                 "val_acc": pct(meta.val_acc),
@@ -326,12 +331,13 @@ def describe_experiment(tracker: Tracker, shown: int = 8) -> None:
     ]
     runs.sort(key=lambda r: -r.info.start_time)
     top = [r for r in runs if TAG_PARENT not in r.data.tags][:shown]
-    lines = []
+    lines, first = [], None
     for r in top:
         link = f"[{r.info.run_name}](#/experiments/{tracker.experiment_id}/runs/{r.info.run_id})"
         if r.data.tags.get(TAG_KIND) == "sweep":
             verdict = r.data.tags.get(TAG_VERDICT, "not finished")
             lines.append(f"- **{link}**: {verdict}")
+            first = first or f"**{r.info.run_name}**: {verdict}"
             continue
         searches = tracker.client.search_runs(
             [tracker.experiment_id],
@@ -340,12 +346,18 @@ def describe_experiment(tracker: Tracker, shown: int = 8) -> None:
         )
         verdicts = [s.data.tags[TAG_VERDICT] for s in searches if TAG_VERDICT in s.data.tags]
         lines.append(f"- **{link}**: " + ("; ".join(verdicts) if verdicts else "no pool search yet"))
+        first = first or (f"**{r.info.run_name}**: {'; '.join(verdicts)}" if verdicts else None)
     if lines:
-        text = (
-            "**Newest runs and their verdicts** (test gain over the ticket; open a run for its table):\n"
-            + "\n".join(lines)
+        # The runs page shows a description's first line until it is opened: the newest verdict.
+        text = "\n\n".join(
+            [
+                *([first] if first else []),
+                "Newest runs and their verdicts (test gain over the ticket, McNemar with Holm across "
+                "sparsities; a sweep: the t-interval over seeds); open a run for its table:\n" + "\n".join(lines),
+            ]
         )
-        tracker.client.set_experiment_tag(tracker.experiment_id, NOTE, text)
+        if tracker.client.get_experiment(tracker.experiment_id).tags.get(NOTE) != text:
+            tracker.client.set_experiment_tag(tracker.experiment_id, NOTE, text)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -413,9 +425,12 @@ def log_target(tracker: Tracker, search: str, result, mcnemar_p: float | None) -
     tracker.log_series(search, [row], "target")
 
 
-def log_pooled_network(tracker: Tracker, search: str, name: str, result, mcnemar_p, network) -> str:
+def log_pooled_network(
+    tracker: Tracker, search: str, name: str, result, mcnemar_p, network, settings: dict | None = None
+) -> str:
     """A target's pooled network as a LoggedModel of its search's run (found again if it is one);
-    `network(target)`: its module and an example batch. Its id."""
+    `network(target)`: its module and an example batch; `settings`: the search's method and kind, as
+    params. Its id."""
     key = f"{name} target {result.target:02d}"
     found = networks.find(tracker, f"{search}/{key}")
     if found is not None and str(found.status).endswith("READY"):
@@ -431,11 +446,19 @@ def log_pooled_network(tracker: Tracker, search: str, name: str, result, mcnemar
         params={
             "target": result.target,
             "search": name,
+            **(settings or {}),
             "accepted_rounds": ",".join(map(str, result.accepted)) or "-",
             "alphas": ",".join(f"{a:g}" for a in result.alphas) or "-",
             "weights_remaining_pct": pct(result.density),
         },
-        tags={networks.TAG_URI: result.path, networks.TAG_SHA: result.sha256},
+        tags={
+            networks.TAG_URI: result.path,
+            networks.TAG_SHA: result.sha256,
+            NOTE: f"**{name}, {where(result)}**: test {points(100 * result.test_acc):.2f}% "
+            f"({signed(100 * result.gain)} pt over its ticket, McNemar p {_p_text(mcnemar_p)}); the ticket "
+            f"interpolated with round(s) {', '.join(map(str, result.accepted)) or 'none'}, then pruned back to "
+            f"its sparsity. Weights: `{result.path}`.",
+        },
         metrics={k.split("/", 1)[1]: v for k, v in target_metrics(result, mcnemar_p).items()},
     )
 
@@ -449,10 +472,12 @@ def finish_search(
     files: dict,
     network=None,
     log_models: str = networks.DEFAULT_LOG_MODELS,
+    settings: dict | None = None,
 ) -> str | None:
     """The search's results as metrics, its verdict as the description (and a line on its IMP run's and
     the experiment's), its per-sparsity table (CSV and an MLflow table), figure and trace; its networks
-    as LoggedModels as `log_models` says (`network(target)` builds one). The best network's model id."""
+    as LoggedModels as `log_models` says (`network(target)` builds one; `settings`: the method and search
+    kind they record). The best network's model id."""
     results, pvalues = outcome["results"], outcome["mcnemar_p"]
     adjusted, significant = outcome["mcnemar_p_holm"], outcome["significant"]
     for t, r in results.items():  # targets finished by an earlier command that MLflow has not heard of
@@ -482,7 +507,7 @@ def finish_search(
     if network is not None and log_models != "none":
         wanted = [t for t in sorted(results) if t != best] if networks.logs_every_pooled(log_models) else []
         for t in [*wanted, best]:  # by sparsity (the Models tab lists them so), the best last: see log_network
-            models[t] = log_pooled_network(tracker, search, name, results[t], pvalues[t], network)
+            models[t] = log_pooled_network(tracker, search, name, results[t], pvalues[t], network, settings)
     line = verdict_line(name, metrics, results, significant)
     tracker.log_values(
         search,

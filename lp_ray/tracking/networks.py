@@ -100,6 +100,10 @@ def log_network(
     if values:
         client.log_batch(run_id, metrics=values)
     client.finalize_logged_model(model.model_id, "READY")
+    from mlflow.entities import LoggedModelOutput
+
+    # the run's "Logged models" (its page, and the runs table's Models column) lists its outputs
+    client.log_outputs(run_id, [LoggedModelOutput(model.model_id, 0)])
     return model.model_id
 
 
@@ -139,7 +143,7 @@ _ALIAS = re.compile(r"^[A-Za-z][\w\-]{0,254}$")
 def check_registration(name: str, alias: str | None) -> None:
     """A registered model's name and alias as the Model Registry accepts them, checked before anything runs."""
     if not _NAME.match(name):
-        raise LpRayError(f"--register: {name!r} is not a registered model name (letters, digits, '_', '-', '.', ' ')")
+        raise LpRayError(f"{name!r} is not a registered model name (letters, digits, '_', '-', '.', ' ')")
     if alias is not None and (not _ALIAS.match(alias) or alias.lower() == "latest" or re.match(r"^v\d+$", alias)):
         raise LpRayError(
             f"alias {alias!r} is not a Model Registry alias (a letter, then letters, digits, '_' or '-'; not "
