@@ -212,8 +212,9 @@ def run(
         wait=wait,
         log_models=log_models,
         register=register,
+        ride_out=True,
     )
-    table = run_report(imp_result.run.uri, uri)
+    table = run_report(imp_result.run.uri, uri, ride_out=True)
     if imp_result.mlflow_behind:  # MLflow was down when imp ended: log what it missed, if it is back
         from lp_ray.imp.command import log_imp_again
 

@@ -80,7 +80,8 @@ def test_mlflow_one_imp_run_with_every_round_as_a_step(base_run, tmp_path):
     )
     assert len(parents) == 1
     imp = parents[0].info.run_id
-    assert client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{imp}'") == []  # no run per round
+    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{imp}'")
+    assert all(c.data.tags["lp_ray.kind"].startswith("pool:") for c in children)  # its searches; no run per round
     stored = json.loads((base_run["run"] / "tracking.json").read_text())
     assert stored["imp_run_id"] == imp
     history = {m.step: m.value for m in client.get_metric_history(imp, "by_round/lt_test_acc")}

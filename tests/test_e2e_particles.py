@@ -93,7 +93,7 @@ def test_mlflow_a_child_per_particle_under_the_imp_run(reference, tracking_uri, 
         f"round 0{r} · particle {i}" for r in (1, 2) for i in range(3)
     ]
     rounds_csv = Path(client.download_artifacts(imp.info.run_id, "rounds.csv", str(tmp_path))).read_text()
-    assert rounds_csv.count(",uniform,3") == 2, rounds_csv  # each soup round: its soup, and how many joined it
+    assert rounds_csv.count(',"uniform",3') == 2, rounds_csv  # each soup round: its soup, and how many joined it
     for p in particles:
         r, i = map(int, p.data.tags["lp_ray.round"].split("."))
         m = meta(reference["run"], r)

@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         [
             "lp_ray.spec",
             "lp_ray.stats",
+            "lp_ray.rounding",
             "lp_ray.sparsity",
             "lp_ray.pool",  # the package itself
             "lp_ray.pool.methods",

@@ -42,10 +42,13 @@ def run_pool(
     wait: bool = True,
     log_models: str = DEFAULT_LOG_MODELS,
     register: str | None = None,
+    ride_out: bool = False,
 ) -> PoolOutcome:
     """Run (or resume) one search over a run directory's tickets into pool/<name>/ (default name: the
     method), then log it to MLflow: its networks as LoggedModels as `log_models` says, its best one
-    registered as a version of `register` (alias: the search's name) when given. The search's lease is held from before anything is removed or
+    registered as a version of `register` (alias: the search's name) when given. A tracking server that
+    does not answer at the start is an error, or with `ride_out` (`lp-ray run`, after its IMP) an outage;
+    one that stops answering later is always ridden out (Tracker.attempt). The search's lease is held from before anything is removed or
     written until the end; another command holding it is waited for (`wait`), or is an error."""
     name = settings.default_name() if name is None else name
     check_search_name(name)
@@ -61,7 +64,7 @@ def run_pool(
         if overwrite:
             pr.run.delete(layout.pool_dir(name))
         pr.run.remove_orphans(layout.pool_dir(name))  # half-written files of a search killed mid-write
-        logging = (log_models, register)
+        logging = (log_models, register, ride_out)
         return _run_leased(pr, settings, cluster, tracking_uri, name, parallel_evals, executor, lease, logging)
 
 
@@ -69,8 +72,8 @@ def _run_leased(pr: OpenedRun, settings, cluster, tracking_uri, name, parallel_e
     from lp_ray.pool.executors import RayExecutor, SerialExecutor, build_evaluator
 
     folder = layout.pool_dir(name)
-    # (MLflow unreachable: the search goes on, and logs what MLflow missed when it answers again)
-    tracker = logged.tracker_for(pr.job, tracking_uri, pr.run, ride_out=True) if tracking_uri is not None else None
+    log_models, register, ride_out = logging
+    tracker = logged.tracker_for(pr.job, tracking_uri, pr.run, ride_out) if tracking_uri is not None else None
     job_dict = job_to_dict(pr.job)
     if executor == "serial":
         ex = SerialExecutor(build_evaluator(job_dict, pr.run.uri, cluster.torch_threads, settings))
@@ -114,7 +117,6 @@ def _run_leased(pr: OpenedRun, settings, cluster, tracking_uri, name, parallel_e
         ex.close()
     seconds = time.time() - t0
     if mlflow is not None:
-        log_models, register = logging
         outcome = search_outcome(pr, name, search, seconds)
         policy = "best" if register and log_models == "none" else log_models  # a registered network is logged
         logged_now = tracker.attempt(mlflow.finish, outcome, policy)

@@ -19,9 +19,11 @@ def report(uri: str, tracking_uri: str | None):
     return run_report(uri, tracking_uri)
 
 
-def run_report(run_dir: str, tracking_uri: str | None):
+def run_report(run_dir: str, tracking_uri: str | None, ride_out: bool = False):
     """report.csv/.parquet/.png of a run; MLflow gets the files under its imp run's report/ (when the
-    store and the run exist: a report never creates a store)."""
+    store and the run exist: a report never creates a store). A tracking server that does not answer is
+    an error before anything is written, or with `ride_out` (`lp-ray run`'s last step, after hours of
+    work) an outage the report is written through."""
     from lp_ray.analysis import reported
     from lp_ray.report.run import build_report, print_report, write_report
     from lp_ray.tracking.logged import run_tracker
@@ -31,8 +33,7 @@ def run_report(run_dir: str, tracking_uri: str | None):
     if not run.is_dir():
         raise LpRayError(f"{run_dir}: no such run directory")
     table = build_report(run, analyses=reported())  # every check (tickets, pooled networks) before anything is written
-    # an unusable MLflow fails first; one that does not answer is ridden out
-    found = run_tracker(run, tracking_uri_for_run(tracking_uri, None, run), ride_out=True)
+    found = run_tracker(run, tracking_uri_for_run(tracking_uri, None, run), ride_out)  # MLflow checked first
     paths = write_report(run, table)
     print_report(table, title=run.uri, analyses=reported())
     if found is not None:

@@ -29,7 +29,7 @@ LOG_MODELS = {
 }
 DEFAULT_LOG_MODELS = "best"
 TAG_KEY = "lp_ray.network_key"
-TAG_SHA = "lp_ray.network_sha256"
+TAG_SHA = "network_sha256"
 TAG_URI = "network_uri"
 
 
