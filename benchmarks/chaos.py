@@ -179,7 +179,10 @@ def run_episode(
         for p in procs:
             if p.poll() is not None and p.returncode != 0 and p.pid not in killed and not getattr(p, "counted", False):
                 p.counted = True
-                tally.failed_runs.append(_last_error(log))
+                if outages and "MLflow tracking server" in _last_error(log):
+                    killed.add(p.pid)  # started as we killed the server: its one-line refusal is ours
+                else:
+                    tally.failed_runs.append(_last_error(log))
         if not live:
             if any(p.returncode == 0 and p.pid not in killed for p in procs):  # one finished it all
                 break
@@ -223,7 +226,10 @@ def run_episode(
     for p in procs:  # second copies still waiting finish with nothing to do
         p.wait(timeout=900)
         if p.returncode != 0 and p.pid not in killed and not getattr(p, "counted", False):
-            tally.failed_runs.append(_last_error(log))
+            if outages and "MLflow tracking server" in _last_error(log):
+                killed.add(p.pid)
+            else:
+                tally.failed_runs.append(_last_error(log))
     if outages:  # the next command over the run logs what an outage kept from MLflow (nothing to compute)
         procs.append(start(argv, d, log))
         procs[-1].wait(timeout=900)

@@ -379,8 +379,8 @@ def cifar_archive(path, n_per_batch=4, dataset="cifar10"):
 
 def start_mlflow_server(folder: Path, port: int, db: str = "server.db") -> subprocess.Popen:
     """`mlflow server` as a user starts it (one worker, the SQLite store `folder/db` and artifacts in
-    `folder`) on a loopback port, in its own process group (`stop` kills it); returned once it answers
-    /health."""
+    `folder`, its log in `folder/server.log`) on a loopback port, in its own process group (`stop` kills
+    it); returned once it answers /health."""
     import time
     import urllib.request
 
@@ -399,7 +399,8 @@ def start_mlflow_server(folder: Path, port: int, db: str = "server.db") -> subpr
             "--artifacts-destination",
             str(folder / "artifacts"),
         ],
-        stdout=subprocess.DEVNULL,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # no job workers: a lighter server
+        stdout=open(folder / "server.log", "a"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )

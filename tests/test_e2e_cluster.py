@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from helpers import BIN, TINY_JOB, cli, free_port, only_run, start_ray_head, stop, write_yaml
+from helpers import BIN, TINY_JOB, cli, free_port, only_run, start_mlflow_server, start_ray_head, stop, write_yaml
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.e2e
@@ -58,28 +58,9 @@ def s3_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
-    d = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
-    proc = start(
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{d / 'server.db'}",
-            "--artifacts-destination",
-            str(d / "artifacts"),
-        ],
-        {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        open(d / "server.log", "w"),
-    )
+    proc = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"), port)
     try:
-        wait_http(f"http://127.0.0.1:{port}/health", timeout=120)
         yield f"http://127.0.0.1:{port}"
     finally:
         stop(proc)

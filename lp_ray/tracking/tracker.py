@@ -71,7 +71,15 @@ class Tracker:
                     raise
                 self._went_down(str(e).split(" is unreachable ", 1)[-1].strip("()"))
                 return
-        self._open()
+        try:
+            self._open()
+        except LpRayError:
+            if not self.remote or reachable(uri):
+                raise
+            # it answered the check a moment ago and stopped answering since
+            if not ride_out:
+                raise LpRayError(f"MLflow tracking server {uri} is unreachable (it stopped answering)") from None
+            self._went_down("it stopped answering")
 
     def _open(self) -> None:
         from mlflow.tracking import MlflowClient
