@@ -93,17 +93,15 @@ def log_network(
         fmt = _save(network, example, f"{d}/model")
         client.log_model_artifacts(model.model_id, f"{d}/model")
     client.set_logged_model_tags(model.model_id, {"lp_ray.serialization": fmt})
-    from mlflow.entities import Metric
+    from mlflow.entities import LoggedModelOutput, Metric
 
     now = int(1000 * time.time())
     values = [Metric(f"network/{k}", v, now, 0, model_id=model.model_id) for k, v in metrics.items() if v is not None]
-    if values:
+    if values and not (found is not None and found.metrics):  # (a half-logged one may have them already)
         client.log_batch(run_id, metrics=values)
-    client.finalize_logged_model(model.model_id, "READY")
-    from mlflow.entities import LoggedModelOutput
-
     # the run's "Logged models" (its page, and the runs table's Models column) lists its outputs
     client.log_outputs(run_id, [LoggedModelOutput(model.model_id, 0)])
+    client.finalize_logged_model(model.model_id, "READY")  # last: READY means whole
     return model.model_id
 
 
