@@ -113,12 +113,11 @@ def _run_leased(job, cluster, tracking_uri, tracker, mlflow_parent, lease: Lease
     trained: list[int] = []
     epochs = job.train.epochs
     board = make_board()
+    finished = [read_ticket_meta(run, r) for r in skipped]  # each round's meta read once, as it finishes
     with RoundProgress(job.imp.rounds, board) as progress:
-        tracker.attempt(
-            logged.ensure_rounds_logged, tracker, parent, run, [read_ticket_meta(run, r) for r in skipped], epochs
-        )
-        for r in skipped:
-            meta = read_ticket_meta(run, r)
+        tracker.attempt(logged.ensure_rounds_logged, tracker, parent, run, finished, epochs)
+        for meta in finished:
+            r = meta.round
             progress.round_done(
                 f"round {r:2d}  done already: density {100 * meta.density:6.2f}%  "
                 f"val {100 * meta.val_acc:.2f}%  test {100 * meta.test_acc:.2f}%"
@@ -134,9 +133,9 @@ def _run_leased(job, cluster, tracking_uri, tracker, mlflow_parent, lease: Lease
                     meta = read_ticket_meta(run, r)
                     write_rounds_table(run)
                     trained.append(r)
+                    finished.append(meta)
                     # this round, and any an outage of MLflow kept from it
-                    done = [read_ticket_meta(run, x) for x in [*skipped, *trained]]
-                    tracker.attempt(logged.ensure_rounds_logged, tracker, parent, run, done, epochs)
+                    tracker.attempt(logged.ensure_rounds_logged, tracker, parent, run, finished, epochs)
                     progress.round_done(
                         f"round {r:2d}  trained: density {100 * meta.density:6.2f}%  val {100 * meta.val_acc:.2f}%  "
                         f"test {100 * meta.test_acc:.2f}%  ({meta.seconds:.0f} s)"

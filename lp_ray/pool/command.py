@@ -206,14 +206,8 @@ class MlflowSearch(QuietListener):
     logging step for Tracker.attempt: it logs what MLflow lacks."""
 
     def __init__(self, tracker, pr: OpenedRun, name: str, settings: PoolSpec, started: float, work: bool):
-        self.tracker, self.pr, self.name, self.settings, self.started, self.work = (
-            tracker,
-            pr,
-            name,
-            settings,
-            started,
-            work,
-        )
+        self.tracker, self.pr, self.name, self.settings = tracker, pr, name, settings
+        self.started, self.work = started, work
         self._ids: tuple[str | None, str] | None = None
 
     def run_id(self) -> tuple[str | None, str]:
