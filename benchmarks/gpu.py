@@ -34,8 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lp_ray.data.loading import load_data  # noqa: E402
-from lp_ray.imp.retrain import lr_at  # noqa: E402
 from lp_ray.models import build_model  # noqa: E402
+from lp_ray.recipes import make_optimizer, set_lr  # noqa: E402
+from lp_ray.schedules import lr_at  # noqa: E402
 from lp_ray.sparsity import dense_mask, prunable_names  # noqa: E402
 from lp_ray.spec import job_to_dict, run_name  # noqa: E402
 from lp_ray.spec_loading import job_from_dict  # noqa: E402
@@ -43,10 +44,8 @@ from lp_ray.store import RunDir  # noqa: E402
 from lp_ray.training import (  # noqa: E402
     count_correct,
     epoch_seed,
-    make_optimizer,
-    masked_sgd_epoch,
+    masked_train_epoch,
     model_to_device,
-    set_lr,
 )
 
 SIZES = {  # full: what the issue asks for; small: seconds on a CPU. Small images are 16x16: the same code path
@@ -115,7 +114,7 @@ def bare_training(spec: dict, run: Path, device: torch.device) -> tuple[list[flo
         set_lr(opt, lr_at(j.train, epoch))
         gen = torch.Generator().manual_seed(epoch_seed(0, 1, epoch))
         b = j.train.batch_size
-        masked_sgd_epoch(model, opt, data.train, data.train_idx, b, mask, gen, device, precision=j.train.precision)
+        masked_train_epoch(model, opt, data.train, data.train_idx, b, mask, gen, device, precision=j.train.precision)
         count_correct(model, data.train, data.val_idx, device, precision=j.train.precision)
         _sync(device)
         times.append(time.perf_counter() - t0)

@@ -30,12 +30,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lp_ray.data.loading import materialize_data  # noqa: E402
-from lp_ray.imp.retrain import lr_at  # noqa: E402
 from lp_ray.models import build_model  # noqa: E402
+from lp_ray.recipes import make_optimizer, set_lr  # noqa: E402
+from lp_ray.schedules import lr_at  # noqa: E402
 from lp_ray.sparsity import apply_mask, dense_mask, prunable_names, prune_fraction  # noqa: E402
 from lp_ray.spec_loading import load_job  # noqa: E402
 from lp_ray.store import RunDir, read_ticket_meta  # noqa: E402
-from lp_ray.training import accuracy, epoch_seed, make_optimizer, masked_sgd_epoch, set_lr  # noqa: E402
+from lp_ray.training import accuracy, epoch_seed, masked_train_epoch  # noqa: E402
 
 
 def bare_imp(job, out: Path) -> list[float]:
@@ -59,7 +60,7 @@ def bare_imp(job, out: Path) -> list[float]:
                 rewind = {k: v.clone() for k, v in model.state_dict().items()}
             set_lr(opt, lr_at(T, epoch))
             gen = torch.Generator().manual_seed(epoch_seed(T.seed, r, epoch))
-            masked_sgd_epoch(model, opt, data.train, data.train_idx, T.batch_size, mask, gen, torch.device("cpu"))
+            masked_train_epoch(model, opt, data.train, data.train_idx, T.batch_size, mask, gen, torch.device("cpu"))
             accuracy(model, data.train, data.val_idx)  # the same per-epoch validation lp-ray does
         test = accuracy(model, data.test, torch.arange(len(data.test)))
         times.append(time.perf_counter() - t0)

@@ -7,6 +7,7 @@ writes them. A file that is not named here is not part of a run.
     split.safetensors                  train/validation indices (written once)
     dataset.safetensors                generated data sets only (mnist1d), so a package upgrade changes nothing
     rewind.safetensors                 weights after the rewind epoch (written by round 0)
+    rewind_optimizer.safetensors       the optimizer's state there, where the recipe rewinds it (AdamW)
     tracking.json                      where the run logs in MLflow (TrackingInfo)
     rounds.parquet                     one row per finished round, rebuilt from the tickets' meta.json
     rounds/round_RR/
@@ -58,6 +59,8 @@ JOB = "job.yaml"
 SPLIT = "split.safetensors"
 DATASET = "dataset.safetensors"
 REWIND = "rewind.safetensors"
+# The optimizer's state at the rewind point, where the job's recipe rewinds it (lp_ray/recipes.py).
+REWIND_OPTIMIZER = "rewind_optimizer.safetensors"
 TRACKING = "tracking.json"
 PLUGINS = "plugins"
 ROUNDS_TABLE = "rounds.parquet"

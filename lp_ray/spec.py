@@ -74,7 +74,14 @@ class DataSpec:
 @dataclass
 class ModelSpec:
     name: str = "conv1d"
-    width: int = 64  # conv1d only
+    width: int = 64  # conv1d: channels; vit: embedding dimension
+    # vit only: blocks, attention heads (dividing width), patch size (samples of a 1-D signal, pixels of a
+    # square image patch), MLP hidden size / width, and what the head reads ("cls" token or "mean" of tokens)
+    depth: int = 4
+    heads: int = 4
+    patch_size: int = 4
+    mlp_ratio: float = 2.0
+    pooling: str = "cls"
     num_classes: int | None = None  # default: the data set's
     # A model plugin's own fields (lp_ray.plugins), written flat in the job's model section beside these.
     options: dict[str, Any] = field(default_factory=dict)
@@ -85,11 +92,20 @@ class TrainSpec:
     epochs: int = 40
     batch_size: int = 64  # global batch, split over DDP workers
     lr: float = 0.1
-    lr_drops: list[int] = field(default_factory=lambda: [20, 30])
+    # The recipe (lp_ray/recipes.py): optimizer "sgd" or "adamw"; schedule "step" (drops by
+    # `lr_drop_factor` at `lr_drops`) or "cosine" (to 0, per step), each after `warmup_epochs` of linear
+    # warm-up; weight decay on "all" parameters or on Linear/Conv "weights" only; gradient clipping.
+    optimizer: str = "sgd"
+    schedule: str = "step"
+    lr_drops: list[int] = field(default_factory=lambda: [20, 30])  # step schedule only
     lr_drop_factor: float = 0.1
     warmup_epochs: int = 0
-    momentum: float = 0.9
+    momentum: float = 0.9  # sgd only
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw only
+    adam_eps: float = 1e-8  # adamw only
     weight_decay: float = 5e-4
+    weight_decay_on: str = "all"
+    grad_clip: float | None = None  # max global gradient norm (None: no clipping)
     seed: int = 0
     # Which epoch's weights become the ticket: "final" (default) or "best_val" (best on validation).
     select: str = "final"
@@ -104,6 +120,10 @@ DEFAULT_PARALLEL_EVALS = 2
 
 SELECTIONS = ("final", "best_val")  # train.select: the one list of its values
 PRECISIONS = ("fp32", "bf16")  # train.precision: the one list of its values
+# The recipe's names (what each means: lp_ray/recipes.py), here so that checking a job imports no torch.
+OPTIMIZERS = ("sgd", "adamw")  # train.optimizer
+SCHEDULES = ("step", "cosine")  # train.schedule
+DECAY_ON = ("all", "weights")  # train.weight_decay_on
 
 
 @dataclass
@@ -112,6 +132,9 @@ class ImpSpec:
     rounds: int = 11
     rate: float = 0.2
     rewind_epoch: int = 2
+    # Whether a rewound round restores the optimizer's state at the rewind point as well as the weights
+    # (None: the recipe's default, lp_ray/recipes.py: AdamW's moments yes, SGD's momentum no).
+    rewind_optimizer: bool | None = None
     prune_linear: bool = False
     # How round r >= 1 retrains (imp/retrain.py): "rewind" (weights and schedule back to rewind_epoch),
     # "lr_rewind" (trained weights kept, schedule rewound) or "finetune" (weights kept, final learning rate).

@@ -22,7 +22,10 @@ import yaml
 
 from lp_ray.plugins import DATASET, MODEL, PluginError
 from lp_ray.spec import (
+    DECAY_ON,
+    OPTIMIZERS,
     PRECISIONS,
+    SCHEDULES,
     SELECTIONS,
     ClusterSpec,
     DataSpec,
@@ -372,8 +375,22 @@ def check_job(job: JobSpec, where: str) -> None:
         fail("train.momentum", f"must be in [0, 1), got {t.momentum}")
     if t.weight_decay < 0:
         fail("train.weight_decay", f"must be >= 0, got {t.weight_decay}")
-    if any(not 0 < e < t.epochs for e in t.lr_drops) or t.lr_drops != sorted(t.lr_drops):
+    if t.optimizer not in OPTIMIZERS:
+        fail("train.optimizer", f"unknown optimizer {t.optimizer!r} (known: {', '.join(OPTIMIZERS)})")
+    if t.schedule not in SCHEDULES:
+        fail("train.schedule", f"unknown schedule {t.schedule!r} (known: {', '.join(SCHEDULES)})")
+    if t.schedule == "step" and (any(not 0 < e < t.epochs for e in t.lr_drops) or t.lr_drops != sorted(t.lr_drops)):
         fail("train.lr_drops", f"must be increasing epochs inside (0, {t.epochs}), got {t.lr_drops}")
+    if not 0 < t.lr_drop_factor <= 1:
+        fail("train.lr_drop_factor", f"must be in (0, 1], got {t.lr_drop_factor}")
+    if len(t.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in t.adam_betas):
+        fail("train.adam_betas", f"must be two numbers in [0, 1), got {t.adam_betas}")
+    if not t.adam_eps > 0:
+        fail("train.adam_eps", f"must be positive, got {t.adam_eps}")
+    if t.weight_decay_on not in DECAY_ON:
+        fail("train.weight_decay_on", f"must be one of {', '.join(DECAY_ON)}, got {t.weight_decay_on!r}")
+    if t.grad_clip is not None and not t.grad_clip > 0:
+        fail("train.grad_clip", f"must be positive (or null: no clipping), got {t.grad_clip}")
     if not 0 <= t.warmup_epochs < t.epochs:
         fail("train.warmup_epochs", f"must be in [0, {t.epochs}), got {t.warmup_epochs}")
     if t.select not in SELECTIONS:
@@ -388,6 +405,8 @@ def check_job(job: JobSpec, where: str) -> None:
         fail("imp.retrain", f"unknown retraining {i.retrain!r} (known: {', '.join(RETRAIN)})")
     if not 0 <= i.rewind_epoch < t.epochs:
         fail("imp.rewind_epoch", f"must be in [0, train.epochs={t.epochs}), got {i.rewind_epoch}")
+    if i.prune_linear and model_plugin is None and not _registry("model")[m.name].reads_prune_linear:
+        fail("imp.prune_linear", f"{m.name} says which of its layers are pruned (see the README); leave it false")
     if not 1 <= i.particles <= MAX_PARTICLES:
         fail("imp.particles", f"must be in [1, {MAX_PARTICLES}] (1: plain IMP), got {i.particles}")
     if i.soup not in SOUPS:

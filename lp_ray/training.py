@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lp_ray.data.base import Source
-from lp_ray.spec import TrainSpec
+from lp_ray.recipes import set_lr
 
 
 def autocast(device: torch.device, precision: str = "fp32"):
@@ -54,7 +54,7 @@ def shard_batches(
         yield mine[start : start + batch_size]
 
 
-def masked_sgd_epoch(
+def masked_train_epoch(
     model: nn.Module,
     opt: torch.optim.Optimizer,
     source: Source,
@@ -67,14 +67,20 @@ def masked_sgd_epoch(
     world: int = 1,
     on_step: Callable[[int, float], None] | None = None,
     precision: str = "fp32",
+    lr_of_step: Callable[[int], float] | None = None,
+    grad_clip: float | None = None,
 ) -> tuple[float, float]:
-    """One epoch of SGD in which pruned weights stay exactly zero: gradients are masked before the step
-    (so momentum never grows there) and weights after it. Returns (mean loss, accuracy) on this rank."""
+    """One epoch in which pruned weights stay exactly zero: gradients are masked before the step (so
+    momentum and Adam's moments never grow there), clipped to a global norm of `grad_clip` if given, and
+    weights masked after it. `lr_of_step(step)`: the learning rate set before each step (a per-step
+    schedule; None keeps the optimizer's). Returns (mean loss, accuracy) on this rank."""
     model.train()
     params = dict(model.named_parameters())
     masked = [(params[_ddp_name(n, params)], m.to(device)) for n, m in masks.items() if _has_mask_effect(m)]
     total_loss, correct, seen = 0.0, 0, 0
     for step, b in enumerate(shard_batches(idx, batch_size, rank, world, gen)):
+        if lr_of_step is not None:
+            set_lr(opt, lr_of_step(step))
         x, y = source.batch(b, augment=True, gen=gen)
         x, y = to_device(x, device), y.to(device, non_blocking=True)
         with autocast(device, precision):
@@ -85,6 +91,8 @@ def masked_sgd_epoch(
         with torch.no_grad():
             for p, m in masked:
                 p.grad.mul_(m)
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         opt.step()
         with torch.no_grad():
             for p, m in masked:
@@ -186,12 +194,3 @@ def accuracy(
     loop reports (it sums `count_correct` over ranks instead)."""
     correct, total = count_correct(model, source, idx, device, batch_size=batch_size, precision=precision)
     return correct / total
-
-
-def make_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.SGD:
-    return torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
-
-
-def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
-    for g in opt.param_groups:
-        g["lr"] = lr

@@ -17,7 +17,7 @@ from lp_ray.data.base import DataBundle, TensorSource, random_crop_flip
 from lp_ray.pool.core import recalibrate_bn
 from lp_ray.spec import JobSpec, SpecError, run_hash
 from lp_ray.spec_loading import job_from_dict
-from lp_ray.training import count_correct, masked_sgd_epoch, shard_batches
+from lp_ray.training import count_correct, masked_train_epoch, shard_batches
 
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,7 +49,7 @@ def test_fp32_epoch_is_bit_identical_to_the_plain_loop():
     ma, mb = masks_of(a), masks_of(b)
     oa = torch.optim.SGD(a.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     ob = torch.optim.SGD(b.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    masked_sgd_epoch(a, oa, source, idx, 16, ma, torch.Generator().manual_seed(3), CPU, precision="fp32")
+    masked_train_epoch(a, oa, source, idx, 16, ma, torch.Generator().manual_seed(3), CPU, precision="fp32")
     # the loop as it was before the GPU path: no autocast, no device moves
     gen = torch.Generator().manual_seed(3)
     b.train()
@@ -74,7 +74,7 @@ def test_bf16_trains_on_the_cpu_and_keeps_pruned_weights_zero():
     for precision, net in nets.items():
         m = masks_of(net)
         opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-        loss, acc = masked_sgd_epoch(
+        loss, acc = masked_train_epoch(
             net, opt, source, idx, 16, m, torch.Generator().manual_seed(3), CPU, precision=precision
         )
         assert loss == loss and 0 <= acc <= 1

@@ -4,8 +4,9 @@ stage inside it:
 
     mask     rank 0 reads round r's mask, or computes it from ticket r-1 on storage and writes it; then
              broadcasts it, so every rank trains under exactly the mask the run directory holds
-    train    a fresh model and optimizer (as a round of its own would have), rewound and masked;
-             epochs end in a checkpoint (round, epoch, weights, momentum, history)
+    train    a fresh model and optimizer (as a round of its own would have), rewound and masked (the
+             optimizer's state too where the recipe rewinds it); epochs end in a checkpoint (round,
+             epoch, weights, optimizer state, history)
     ticket   rank 0 writes ticket, mask, history and meta.json (last: the round's "done" marker)
 
 With `imp.particles` > 1 (docs/architecture.md, "Particles") a round after the first trains its
@@ -33,14 +34,18 @@ import ray.train
 import torch
 import torch.distributed as dist
 from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
 from safetensors.torch import save_file
 from torch.nn.parallel import DistributedDataParallel
 
 from lp_ray import layout
+from lp_ray.errors import LpRayError
 from lp_ray.imp.retrain import RETRAIN, lr_for
 from lp_ray.imp.soup import make_soup
 from lp_ray.opened_run import OpenedRun
 from lp_ray.pool.core import bn_subset, recalibrate_bn
+from lp_ray.recipes import load_optimizer_state, make_optimizer, optimizer_state, rewinds_optimizer, set_lr
+from lp_ray.schedules import per_step
 from lp_ray.sparsity import apply_mask, dense_mask, density, prune_fraction
 from lp_ray.spec import run_hash
 from lp_ray.spec_loading import job_from_dict
@@ -64,10 +69,8 @@ from lp_ray.training import (
     accuracy,
     count_correct,
     epoch_seed,
-    make_optimizer,
-    masked_sgd_epoch,
+    masked_train_epoch,
     model_to_device,
-    set_lr,
 )
 
 
@@ -100,7 +103,7 @@ class Resume:
     epoch: int
     history: dict
     model: dict[str, torch.Tensor] | None
-    momentum: dict[str, torch.Tensor] | None
+    optimizer: dict[str, torch.Tensor] | None  # recipes.optimizer_state's tensors
     best: dict[str, torch.Tensor] | None
     particles: dict[int, Resume] | None = None
     particles_done: int = 0  # particles finished when it was taken (orders a particle round's checkpoints)
@@ -123,7 +126,7 @@ def read_checkpoint(read: Callable[[str], bytes | None], legacy_round: int | Non
         epoch=state["epoch"],
         history=state["history"],
         model=st_load(read(layout.CHECKPOINT_MODEL)),
-        momentum=st_load(read(layout.CHECKPOINT_OPTIMIZER)),
+        optimizer=st_load(read(layout.CHECKPOINT_OPTIMIZER)),
         best=st_load(best) if best is not None else None,
     )
 
@@ -190,6 +193,10 @@ class _Worker:
             self.group = groups[self.slot] if self.slot < self.slots else None
         self.opened = OpenedRun.of(job, run)
         self.data = self.opened.data.to(device)  # resident on a GPU for the whole job
+        # A rewound round starts from the optimizer's state at the rewind point too (AdamW by default);
+        # lr_rewind and finetune keep trained weights, for which that state is not theirs: a fresh one.
+        self.saves_rewind_optimizer = rewinds_optimizer(job.train, job.imp.rewind_optimizer)
+        self.rewinds_optimizer = self.saves_rewind_optimizer and not RETRAIN[job.imp.retrain].from_ticket
 
     def _fresh_model(self):
         # As a round of its own would: the same seeded initialization on every rank (round 0 trains it;
@@ -279,6 +286,19 @@ class _Worker:
         if RETRAIN[self.job.imp.retrain].from_ticket:
             return read_ticket(self.run, r - 1, template, set(names))[0]
         return decode_weights(self.run.read_bytes(layout.REWIND), self.run.path(layout.REWIND), template)[0]
+
+    def rewind_optimizer_state(self) -> dict[str, torch.Tensor]:
+        rel = layout.REWIND_OPTIMIZER
+        if not self.run.exists(rel):
+            raise LpRayError(
+                f"{self.run.path(rel)} is missing: this run's rewind point holds no optimizer state, which "
+                "its recipe rewinds (imported tickets, or a run from before lp-ray saved it); "
+                "run the job with imp.rewind_optimizer: false"
+            )
+        try:
+            return st_load(self.run.read_bytes(rel))
+        except Exception as e:  # safetensors raises several types on bad bytes
+            raise LpRayError(f"{self.run.path(rel)}: corrupt or truncated ({str(e).splitlines()[0]})") from None
 
     def _mask(self, r: int, template, names: list[str]) -> dict[str, torch.Tensor]:
         """Round 0 is dense; round r prunes `rate` of ticket r-1's surviving weights by global magnitude.
@@ -452,7 +472,9 @@ class _Network:
         self.model, self.net = model, net
         self.opt = make_optimizer(net, T)
         if resume is not None:
-            _load_momentum(self.opt, model, resume.momentum)
+            load_optimizer_state(self.opt, model, resume.optimizer)
+        elif r > 0 and w.rewinds_optimizer:  # the optimizer's state at the rewind point, pruned moments zeroed
+            load_optimizer_state(self.opt, model, w.rewind_optimizer_state(), mask)
         per_worker_batch = T.batch_size // w.per
         per_rank = -(-len(w.data.train_idx) // w.per)  # ceil, as shard_batches pads
         self.steps = -(-per_rank // per_worker_batch)
@@ -463,15 +485,19 @@ class _Network:
         w, r, job, T = self.w, self.r, self.w.job, self.w.job.train
         run, rank, world, data, board = w.run, w.local, w.per, w.data, w.cfg.board
         if r == 0 and epoch == job.imp.rewind_epoch and rank == 0 and not run.exists(layout.REWIND):
+            if w.saves_rewind_optimizer:  # before the weights: the rewind point exists once both do
+                state = st_save(optimizer_state(self.opt, self.model), metadata={"epoch": str(epoch)})
+                run.write_bytes(layout.REWIND_OPTIMIZER, state)
             run.write_bytes(layout.REWIND, encode_weights(self.model.state_dict(), metadata={"epoch": str(epoch)}))
         t0 = time.perf_counter()
-        lr = lr_for(job.imp.retrain, T, r, epoch)
+        steps = self.steps
+        lr = lr_for(job.imp.retrain, T, r, epoch, 0, steps)
         set_lr(self.opt, lr)
+        lr_of_step = (lambda step: lr_for(job.imp.retrain, T, r, epoch, step, steps)) if per_step(T) else None
         gen = torch.Generator().manual_seed(epoch_seed(T.seed, r, epoch, self.particle or 0))
         shown = {"round": r, "epochs": T.epochs, "steps": self.steps} | (
             {} if self.particle is None else {"particle": self.particle}
         )
-        steps = self.steps
         pushes = board is not None and w.rank == 0
 
         def on_step(step, loss, last=[0.0]):  # noqa: B006 (bound per epoch: when it last pushed)
@@ -479,7 +505,7 @@ class _Network:
                 last[0] = time.perf_counter()
                 board.update.remote({**shown, "epoch": epoch, "step": step + 1, "loss": loss})
 
-        loss, acc = masked_sgd_epoch(
+        loss, acc = masked_train_epoch(
             self.net,
             self.opt,
             data.train,
@@ -492,6 +518,8 @@ class _Network:
             world,
             on_step,
             T.precision,
+            lr_of_step,
+            T.grad_clip,
         )
         due = epoch == T.epochs - 1 or time.monotonic() - self.last_checkpoint >= w.cfg.checkpoint_interval_s
         # one all-reduce carries the epoch's metrics and rank 0's checkpoint decision (every rank must
@@ -533,31 +561,12 @@ class _Network:
             {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()},
             os.path.join(folder, layout.CHECKPOINT_MODEL),
         )
-        save_file(_momentum(self.opt, self.model), os.path.join(folder, layout.CHECKPOINT_OPTIMIZER))
+        save_file(optimizer_state(self.opt, self.model), os.path.join(folder, layout.CHECKPOINT_OPTIMIZER))
         if self.best is not None:
             save_file({k: v.contiguous() for k, v in self.best.items()}, os.path.join(folder, layout.CHECKPOINT_BEST))
         epoch = self.history["epochs"][-1]["epoch"] if self.history["epochs"] else self.start - 1
         with open(os.path.join(folder, layout.CHECKPOINT_STATE), "w") as f:
             json.dump({"round": self.r, "epoch": epoch, "history": self.history}, f)
-
-
-def _momentum(opt, model) -> dict[str, torch.Tensor]:
-    """SGD momentum buffers keyed by parameter name, so the optimizer state is safetensors, not pickle."""
-    by_id = {id(p): n for n, p in model.named_parameters()}
-    out = {}
-    for group in opt.param_groups:
-        for p in group["params"]:
-            buf = opt.state.get(p, {}).get("momentum_buffer")
-            if buf is not None:
-                out[by_id[id(p)]] = buf.detach().cpu().contiguous()
-    return out
-
-
-def _load_momentum(opt, model, buffers) -> None:
-    by_name = dict(model.named_parameters())
-    for n, buf in buffers.items():
-        p = by_name[n]
-        opt.state[p]["momentum_buffer"] = buf.to(p.device).clone()
 
 
 def _accuracy(net, source, idx, device, rank, world, precision, group=None) -> float:

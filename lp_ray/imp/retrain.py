@@ -1,12 +1,16 @@
 """How IMP retrains a round after pruning (docs/architecture.md, "IMP with rewinding"): the one list of
-`imp.retrain` names, and the step learning-rate schedule they share (`lr_at`). Every rule trains round r >= 1 for epochs rewind_epoch .. epochs-1 under round r's
-mask, with the data order of (seed, round, epoch); they differ in where the weights start and which
-learning rate each epoch gets. Round 0 (dense training) is the same for all. Pure: no Ray.
+`imp.retrain` names. Every rule trains round r >= 1 for epochs rewind_epoch .. epochs-1 under round r's
+mask, with the data order of (seed, round, epoch) and the job's recipe (lp_ray/recipes.py); they differ in
+where the weights start and which learning rate each step gets. Round 0 (dense training) is the same for
+all. Pure: no Ray.
 
-    rewind     weights rewound to the rewind point, the schedule from the rewind epoch (Frankle et al.
-               2020; what Lottery Pools assumes; the default)
-    lr_rewind  the previous ticket's trained weights kept, only the schedule rewound (Renda et al. 2020)
-    finetune   the previous ticket's weights kept, every epoch at the final learning rate
+    rewind     weights rewound to the rewind point (and the optimizer's state, where the recipe rewinds
+               it), the schedule from the rewind epoch (Frankle et al. 2020; what Lottery Pools assumes;
+               the default)
+    lr_rewind  the previous ticket's trained weights kept, only the schedule rewound (Renda et al. 2020);
+               a fresh optimizer state
+    finetune   the previous ticket's weights kept, every step at the schedule's final learning rate; a
+               fresh optimizer state
 """
 
 from __future__ import annotations
@@ -14,26 +18,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from lp_ray.schedules import lr_at
 from lp_ray.spec import TrainSpec
-
-
-def lr_at(spec: TrainSpec, epoch: int) -> float:
-    """Step schedule (drops by `lr_drop_factor` at each epoch in `lr_drops`), with optional linear warmup.
-    A function of the epoch alone, so a resumed or rewound round needs no scheduler state."""
-    lr = spec.lr * spec.lr_drop_factor ** sum(epoch >= d for d in spec.lr_drops)
-    if epoch < spec.warmup_epochs:
-        lr *= (epoch + 1) / spec.warmup_epochs
-    return lr
 
 
 @dataclass(frozen=True)
 class Retrain:
     from_ticket: bool  # round r starts from ticket r-1 (masked) instead of the rewind point (masked)
-    lr: Callable[[TrainSpec, int], float]  # the learning rate of epoch e of a round r >= 1
+    # the learning rate of (epoch, step, steps per epoch) of a round r >= 1
+    lr: Callable[[TrainSpec, int, int, int], float]
 
 
-def _final_lr(spec: TrainSpec, epoch: int) -> float:
-    return lr_at(spec, spec.epochs - 1)
+def _final_lr(spec: TrainSpec, epoch: int, step: int, steps: int) -> float:
+    return lr_at(spec, spec.epochs - 1, steps - 1, steps)
 
 
 RETRAIN: dict[str, Retrain] = {
@@ -43,5 +40,5 @@ RETRAIN: dict[str, Retrain] = {
 }
 
 
-def lr_for(name: str, spec: TrainSpec, round_: int, epoch: int) -> float:
-    return lr_at(spec, epoch) if round_ == 0 else RETRAIN[name].lr(spec, epoch)
+def lr_for(name: str, spec: TrainSpec, round_: int, epoch: int, step: int = 0, steps: int = 1) -> float:
+    return lr_at(spec, epoch, step, steps) if round_ == 0 else RETRAIN[name].lr(spec, epoch, step, steps)
