@@ -37,6 +37,12 @@ class OpenedRun:
         _, template, prunable = model_template(job, data.num_classes, data.input_shape)
         return cls(run, job, data, template, prunable)
 
+    @property
+    def has_running_stats(self) -> bool:
+        """Whether the network keeps BatchNorm running statistics, which a merge must recalibrate. Without
+        them (LayerNorm, GroupNorm, no normalisation) an evaluation is one pass over validation."""
+        return any(name.endswith("running_mean") for name in self.template)
+
     def new_model(self) -> nn.Module:
         """A fresh instance of the run's model (initialized from torch's current seed)."""
         return build_model(self.job.model, self.data.num_classes, self.data.input_shape)

@@ -55,6 +55,43 @@ def _imagenet(depth):
     return build
 
 
+def _vit(num_classes, spec, input_shape):
+    from lp_ray.models.vit import ViT
+
+    return ViT(
+        num_classes,
+        tuple(input_shape),
+        spec.width,
+        spec.depth,
+        spec.heads,
+        spec.patch_size,
+        spec.mlp_ratio,
+        spec.pooling,
+    )
+
+
+def _vit_prunable(network):
+    from lp_ray.models.vit import prunable
+
+    return prunable(network)
+
+
+VIT_POOLINGS = ("cls", "mean")  # model.pooling: the one list of its values
+
+
+def _check_vit(m: ModelSpec, fail) -> None:
+    _check_width(m, fail)
+    for key in ("depth", "heads", "patch_size"):
+        if getattr(m, key) < 1:
+            fail(key, f"must be at least 1, got {getattr(m, key)}")
+    if m.width % m.heads:
+        fail("heads", f"must divide width={m.width}, got {m.heads}")
+    if not m.mlp_ratio > 0:
+        fail("mlp_ratio", f"must be positive, got {m.mlp_ratio}")
+    if m.pooling not in VIT_POOLINGS:
+        fail("pooling", f"must be {' or '.join(repr(p) for p in VIT_POOLINGS)}, got {m.pooling!r}")
+
+
 def _no_fields(m: ModelSpec, fail) -> None:
     pass
 
@@ -66,6 +103,8 @@ class Model:
     check: Callable = _no_fields  # check(spec, fail(field, message))
     # prunable(network) -> the tensors IMP prunes; None: lp-ray's rule (sparsity.prunable_names)
     prunable: Callable[[nn.Module], list[str]] | None = None
+    # Whether imp.prune_linear means anything to it (a model with its own prunable rule decides alone).
+    reads_prune_linear: bool = True
 
     def reads(self, field_name: str) -> bool:
         return field_name in ("name", "num_classes") or field_name in self.fields
@@ -78,6 +117,13 @@ MODELS: dict[str, Model] = {
     "cifar_vgg16_avgpool": Model(_vgg16_avgpool),
     "imagenet_resnet18": Model(_imagenet(18)),
     "imagenet_resnet34": Model(_imagenet(34)),
+    "vit": Model(
+        _vit,
+        ("width", "depth", "heads", "patch_size", "mlp_ratio", "pooling"),
+        _check_vit,
+        prunable=_vit_prunable,
+        reads_prune_linear=False,
+    ),
 }
 
 

@@ -106,6 +106,16 @@ def _run_leased(pr: OpenedRun, settings, cluster, tracking_uri, name, parallel_e
         f"[bold]lp-ray pool[/] {settings.method} ({settings.search} search) on {pr.run.uri}: "
         f"{len(search.targets)} target(s), {ex.parallel} evaluation(s) in parallel -> {pr.run.uri_of(folder)}"
     )
+    if not pr.has_running_stats:
+        console.print(
+            f"no BatchNorm in {pr.job.model.name}: recalibration skipped, an evaluation is one pass over "
+            "validation (bn_examples 0 in the trace); LT+BN is LT"
+            + (
+                "; a fast search's screening is then a full evaluation: the exact search costs no more"
+                if settings.search == "fast"
+                else ""
+            )
+        )
     try:
         with view:
             results = search.run()
