@@ -126,6 +126,19 @@ SCHEDULES = ("step", "cosine")  # train.schedule
 DECAY_ON = ("all", "weights")  # train.weight_decay_on
 
 
+def unused_train_fields(t: TrainSpec) -> set[str]:
+    """The train fields the job's recipe does not read (another optimizer's or schedule's), which MLflow's
+    parameters leave out."""
+    unused = set()
+    if t.optimizer != "sgd":
+        unused.add("momentum")
+    if t.optimizer != "adamw":
+        unused |= {"adam_betas", "adam_eps"}
+    if t.schedule != "step":
+        unused |= {"lr_drops", "lr_drop_factor"}
+    return unused
+
+
 @dataclass
 class ImpSpec:
     # Number of tickets, the dense round 0 included: densities 1, 0.8, 0.64, ... for rate 0.2.

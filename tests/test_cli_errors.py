@@ -92,6 +92,16 @@ def test_job_overrides_are_checked_like_the_spec_file(tmp_path):
         cli("imp", "--job", str(p), "imp.rewind_epoch=10", cwd=tmp_path),
         f"{p} with imp.rewind_epoch=10: imp.rewind_epoch: must be in [0, train.epochs=10), got 10",
     )
+    # a recipe's bad values (the transformer recipes), in a job file and as overrides
+    vit = write_yaml(tmp_path / "vit.yaml", {"model": {"name": "vit"}, "train": {"optimizer": "adam"}})
+    one_line_error(
+        cli("run", "--job", str(vit), cwd=tmp_path),
+        f"{vit}: train.optimizer: unknown optimizer 'adam' (known: sgd, adamw)",
+    )
+    one_line_error(
+        cli("imp", "train.schedule=cosine", "train.grad_clip=-1", cwd=tmp_path),
+        "train.grad_clip: must be positive (or null: no clipping), got -1.0",
+    )
     assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
 
 

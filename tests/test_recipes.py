@@ -233,3 +233,14 @@ def test_a_pool_evaluation_recalibrates_only_a_network_with_batchnorm(model, rec
         torch.equal(v, evaluator.model.state_dict()[k]) for k, v in merged.items()
     )
     assert same != recalibrated
+
+
+def test_mlflow_parameters_hold_the_recipe_the_job_reads():
+    from lp_ray.tracking.logged import job_params
+
+    sgd = job_params(default_job())
+    assert sgd["train.optimizer"] == "sgd" and sgd["train.momentum"] == 0.9 and sgd["train.lr_drops"] == [20, 30]
+    assert not any(k.startswith("train.adam") for k in sgd) and "model.depth" not in sgd
+    vit = job_params(load_job("jobs/mnist1d-vit.yaml"))
+    assert vit["train.adam_betas"] == [0.9, 0.999] and vit["train.schedule"] == "cosine" and vit["model.depth"] == 4
+    assert "train.momentum" not in vit and "train.lr_drops" not in vit and vit["imp.rewind_epoch"] == 2

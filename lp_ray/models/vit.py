@@ -5,9 +5,10 @@ GELU MLP), a final LayerNorm and a Linear head on the class token or the mean of
 BatchNorm and no dropout: a pool evaluation needs no recalibration, and training is deterministic.
 
 IMP prunes the Linear weights of the blocks (attention's qkv and output projections, the MLP's two
-layers): ~98% of the weights at the default size. The patch embedding and the head stay dense, as the
-paper's CNNs keep their classifier dense: every token passes through the one and every class is read
-by the other, so a weight there carries the most per weight removed (`prunable`)."""
+layers): 96.6% of the parameters of jobs/mnist1d-vit.yaml's network, 97.9% of jobs/cifar10-vit.yaml's.
+The patch embedding and the head stay dense, as the paper's CNNs keep their classifier dense: every
+token passes through the one and every class is read by the other, so a weight there carries the most
+per weight removed (`prunable`)."""
 
 from __future__ import annotations
 

@@ -84,7 +84,7 @@ def job_params(job) -> dict[str, object]:
 
     from lp_ray.data.registry import lookup as data_set
     from lp_ray.models import lookup as model
-    from lp_ray.spec import Mnist1dGenerator, job_to_dict
+    from lp_ray.spec import Mnist1dGenerator, job_to_dict, unused_train_fields
 
     data_reads = data_set(job.data.dataset).reads
     model_reads = model(job.model.name).reads
@@ -98,8 +98,10 @@ def job_params(job) -> dict[str, object]:
         elif v is not None:
             out[f"data.{k}"] = v
     out.update({f"model.{k}": v for k, v in job_to_dict(job)["model"].items() if model_reads(k) and v is not None})
+    unused = {("train", k) for k in unused_train_fields(job.train)}  # another recipe's fields
     for section in ("train", "imp"):
-        out.update({f"{section}.{k}": v for k, v in job_to_dict(job)[section].items() if v is not None})
+        fields = job_to_dict(job)[section].items()
+        out.update({f"{section}.{k}": v for k, v in fields if v is not None and (section, k) not in unused})
     return out
 
 
