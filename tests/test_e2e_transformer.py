@@ -80,6 +80,7 @@ def test_a_killed_adamw_round_resumes_bit_for_bit(vit_runs):
 def test_the_pool_skips_recalibration_and_says_so_with_identical_serial_and_ray_traces(vit_runs):
     v = vit_runs["killed"]
     run, out = v["run"], v["stdout"]
+    assert "3 rounds of 4 epochs (adamw, cosine, 1 warm-up epoch(s)), 2 worker(s)" in out
     assert "no BatchNorm in vit: recalibration skipped, an evaluation is one pass over validation" in out
     rows = trace(run, "interpolation")
     assert len(rows) == 3 * (1 + 2 * 11) and {r["bn_examples"] for r in rows} == {0}

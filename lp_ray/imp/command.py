@@ -107,7 +107,7 @@ def _run_leased(job, cluster, tracking_uri, tracker, mlflow_parent, lease: Lease
     write_tracking(run, TrackingInfo(tracking_uri, tracker.experiment_id, parent))
 
     console.print(
-        f"[bold]lp-ray imp[/] {run_name(job)}: {job.imp.rounds} rounds of {job.train.epochs} epochs{_particles(job)}, "
+        f"[bold]lp-ray imp[/] {run_name(job)}: {job.imp.rounds} rounds of {job.train.epochs} epochs{_recipe(job)}{_particles(job)}, "
         f"{cluster.num_workers} worker(s) -> {run.uri}"
     )
     trained: list[int] = []
@@ -175,6 +175,15 @@ def log_imp(tracker, parent: str, job: JobSpec, run, log_models: str) -> bool:
         logged.log_tickets(tracker, parent, run, metas, lambda r: (opened.network(read_ticket(run, r)[0]), example))
     logged.finish_imp(tracker, parent, metas, run)
     return True
+
+
+def _recipe(job: JobSpec) -> str:
+    """The recipe where it is not the paper's (SGD, step schedule): `(adamw, cosine, 2 warm-up epochs)`."""
+    t = job.train
+    if t.optimizer == "sgd" and t.schedule == "step":
+        return ""
+    warm = f", {t.warmup_epochs} warm-up epoch(s)" if t.warmup_epochs else ""
+    return f" ({t.optimizer}, {t.schedule}{warm})"
 
 
 def _particles(job: JobSpec) -> str:
