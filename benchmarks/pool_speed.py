@@ -11,10 +11,14 @@ default parallelism, `--parallel-evals 2`) into pool/bench-<setting>/ and report
   gain      the search's mean test gain over LT (pt) and sparsities better, for a first look (the
             experiment, experiments/fast-search.yaml, is where the gain is measured over seeds)
 
+Runs of several models (e.g. the default job's BatchNorm CNN and jobs/mnist1d-vit.yaml's transformer,
+whose evaluations recalibrate nothing) are summarized per model, side by side.
+
    .venv/bin/python benchmarks/pool_speed.py RUN_DIR [RUN_DIR ...]
    .venv/bin/python benchmarks/pool_speed.py RUN_DIR --setting exact: --setting fast:search=fast \\
        --setting fast-all:search=fast,search_num=10      # NAME:FIELD=VALUE,... (pool fields, YAML values)
    .venv/bin/python benchmarks/pool_speed.py RUN_DIR --throughput    # also evaluations/s at 1 vs 2 in parallel
+   .venv/bin/python benchmarks/pool_speed.py CNN_RUN VIT_RUN --setting exact:   # with and without BatchNorm
 """
 
 from __future__ import annotations
@@ -85,10 +89,11 @@ def main() -> None:
     settings = [parse_setting(s) for s in (a.setting or DEFAULT_SETTINGS)]
     cluster = ClusterSpec()
     results: dict[str, list[dict]] = {name: [] for name, _ in settings}
-    imp = []
+    imp, models = [], []
     for uri in a.run_dirs:
         run = RunDir(uri)
         imp.append(sum(read_ticket_meta(run, r).seconds for r in finished_rounds(run)))
+        models.append(read_job(run).model.name)
         for name, fields in settings:
             results[name].append(measure(uri, name, fields, cluster))
             m = results[name][-1]
@@ -98,18 +103,29 @@ def main() -> None:
                 flush=True,
             )
     print()
-    reference = results[settings[0][0]]
-    print(f"IMP training, summed over rounds: median {statistics.median(imp):.1f} s over {len(imp)} run(s)")
-    for name, rows in results.items():
-        compute = [m["eval_seconds"] / i for m, i in zip(rows, imp, strict=True)]
-        wall = [m["wall_seconds"] / i for m, i in zip(rows, imp, strict=True)]
-        examples = [m["bn_examples"] / r["bn_examples"] for m, r in zip(rows, reference, strict=True)]
+    # One summary per model: a network without BatchNorm (vit) and one with it (conv1d) side by side.
+    for model in dict.fromkeys(models):
+        runs = [i for i, m in enumerate(models) if m == model]
         print(
-            f"{name:>12}: compute {statistics.median(compute):.3f}x IMP (evaluations' seconds summed), wall "
-            f"{statistics.median(wall):.3f}x IMP; {statistics.median([m['evaluations'] for m in rows]):.0f} "
-            f"evaluations, recalibration examples {statistics.median(examples):.3f}x {settings[0][0]}'s; "
-            f"mean gain {statistics.mean(m['mean_gain_pt'] for m in rows):+.2f} pt (medians over {len(rows)} run(s))"
+            f"{model}: IMP training, summed over rounds: median {statistics.median(imp[i] for i in runs):.1f} s over {len(runs)} run(s)"
         )
+        reference = results[settings[0][0]]
+        for name, rows in results.items():
+            compute = [rows[i]["eval_seconds"] / imp[i] for i in runs]
+            wall = [rows[i]["wall_seconds"] / imp[i] for i in runs]
+            per_eval = [rows[i]["eval_seconds"] / rows[i]["evaluations"] for i in runs]
+            if all(reference[i]["bn_examples"] for i in runs):
+                ratio = statistics.median(rows[i]["bn_examples"] / reference[i]["bn_examples"] for i in runs)
+                examples = f"recalibration examples {ratio:.3f}x {settings[0][0]}'s"
+            else:
+                examples = "no BatchNorm: nothing recalibrated"
+            print(
+                f"{name:>12}: compute {statistics.median(compute):.3f}x IMP (evaluations' seconds summed), wall "
+                f"{statistics.median(wall):.3f}x IMP; {statistics.median(rows[i]['evaluations'] for i in runs):.0f} "
+                f"evaluations of {1000 * statistics.median(per_eval):.0f} ms, {examples}; "
+                f"mean gain {statistics.mean(rows[i]['mean_gain_pt'] for i in runs):+.2f} pt (medians over {len(runs)} run(s))"
+            )
+        print()
     if a.throughput:
         rates = throughput(a.run_dirs[0], cluster)
         print(f"evaluations/s: 1 in parallel {rates[1]:.2f}, 2 in parallel {rates[2]:.2f}: {rates[2] / rates[1]:.2f}x")
