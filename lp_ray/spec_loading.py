@@ -109,9 +109,11 @@ def _with_plugin_fields(raw: Any, where: str, plugin_dirs: Sequence[Path]) -> An
         sec = dict(sec)
         options = dict(sec.pop("options", None) or {})
         options.update({k: sec.pop(k) for k in list(sec) if k in plugin.fields})
-        spec_fields = {f.name for f in dataclasses.fields(ModelSpec if kind == MODEL else DataSpec)}
+        defaults = dataclasses.asdict(ModelSpec() if kind == MODEL else DataSpec())
         for k in sec:
-            if k not in spec_fields:  # (job.yaml writes every field of the section, read by its data set or not)
+            # job.yaml writes every field of the section, read by its model or data set or not: a built-in's
+            # field is accepted at its default only (a plugin never reads it, so any other value is lost)
+            if k not in defaults or (k not in ours and sec[k] != defaults[k]):
                 raise SpecError(
                     f"{where}: unknown key '{section}.{k}' ({name}'s fields: {', '.join(plugin.fields) or 'none'}; "
                     f"lp-ray's: {', '.join(f for f in ours if f != 'options')})"
