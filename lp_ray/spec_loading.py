@@ -408,7 +408,10 @@ def check_job(job: JobSpec, where: str) -> None:
     if not 0 <= i.rewind_epoch < t.epochs:
         fail("imp.rewind_epoch", f"must be in [0, train.epochs={t.epochs}), got {i.rewind_epoch}")
     if i.prune_linear and model_plugin is None and not _registry("model")[m.name].reads_prune_linear:
-        fail("imp.prune_linear", f"{m.name} says which of its layers are pruned (see the README); leave it false")
+        fail(
+            "imp.prune_linear",
+            f"{m.name} says which of its layers are pruned (docs/imp.md, Transformers); leave it false",
+        )
     if not 1 <= i.particles <= MAX_PARTICLES:
         fail("imp.particles", f"must be in [1, {MAX_PARTICLES}] (1: plain IMP), got {i.particles}")
     if i.soup not in SOUPS:

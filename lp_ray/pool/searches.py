@@ -10,7 +10,7 @@ Python, like the methods (docs/architecture.md, "Fast search").
            `candidates` candidates by adjacency unless `search_num` says otherwise. The pooled network
            is always fully recalibrated and scored once on test.
 
-Why fast is built this way (measured on the default job, see the README): recalibration is most of an
+Why fast is built this way (measured on the default job, docs/results.md): recalibration is most of an
 evaluation's cost, and 400 validation examples make every accuracy noisy to ~0.9 pt, so a subset's
 statistics lose little at screening; the confirmation keeps every accepted merge decided on the full
 protocol's numbers; distant candidates are rarely accepted (5 of 42 at distance >= 5) but take 38% of
