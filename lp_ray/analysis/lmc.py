@@ -1,6 +1,6 @@
 """`lp-ray analyze lmc`: are the tickets linearly mode connected? (the paper's Figures 1-2). Every pair
-of tickets along the straight line between them, BatchNorm recalibrated at every point as in the pool,
-scored on the pool's evaluators; the numbers are `compute/lmc.py`'s."""
+of tickets along the straight line between them, BatchNorm recalibrated at every point as in the pool
+(where the network has it), scored on the pool's evaluators; the numbers are `compute/lmc.py`'s."""
 
 from __future__ import annotations
 
