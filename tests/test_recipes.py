@@ -244,3 +244,21 @@ def test_mlflow_parameters_hold_the_recipe_the_job_reads():
     vit = job_params(load_job("jobs/mnist1d-vit.yaml"))
     assert vit["train.adam_betas"] == [0.9, 0.999] and vit["train.schedule"] == "cosine" and vit["model.depth"] == 4
     assert "train.momentum" not in vit and "train.lr_drops" not in vit and vit["imp.rewind_epoch"] == 2
+
+
+def test_a_rewind_point_without_the_optimizer_state_the_recipe_rewinds_is_one_error(tmp_path):
+    from lp_ray import layout
+    from lp_ray.errors import LpRayError
+    from lp_ray.imp.command import check_rewind_point
+    from lp_ray.store import RunDir
+
+    run = RunDir(str(tmp_path))
+    (tmp_path / layout.REWIND).write_bytes(b"weights")
+    adamw = load_job("jobs/mnist1d-vit.yaml")
+    with pytest.raises(LpRayError, match=r"rewind_optimizer.safetensors is missing: .* \(adamw\) rewinds"):
+        check_rewind_point(adamw, run, [1, 2])
+    check_rewind_point(adamw, run, [])  # nothing left to rewind
+    check_rewind_point(default_job(), run, [1])  # SGD's momentum is not rewound
+    check_rewind_point(load_job("jobs/mnist1d-vit.yaml", ["imp.retrain=finetune"]), run, [1])  # fresh state
+    (tmp_path / layout.REWIND_OPTIMIZER).write_bytes(b"state")
+    check_rewind_point(adamw, run, [1])

@@ -103,6 +103,7 @@ def _run_leased(job, cluster, tracking_uri, tracker, mlflow_parent, lease: Lease
 
     rounds = range(job.imp.rounds)
     skipped = [r for r in rounds if ticket_done(run, r)]
+    check_rewind_point(job, run, [r for r in rounds if r > 0 and r not in skipped])
     parent = logged.imp_run(tracker, job, run, mlflow_parent, work=len(skipped) < job.imp.rounds)
     write_tracking(run, TrackingInfo(tracking_uri, tracker.experiment_id, parent))
 
@@ -175,6 +176,21 @@ def log_imp(tracker, parent: str, job: JobSpec, run, log_models: str) -> bool:
         logged.log_tickets(tracker, parent, run, metas, lambda r: (opened.network(read_ticket(run, r)[0]), example))
     logged.finish_imp(tracker, parent, metas, run)
     return True
+
+
+def check_rewind_point(job: JobSpec, run, todo: list[int]) -> None:
+    """Rounds left to rewind need the optimizer's state at the rewind point where the recipe rewinds it:
+    a rewind point with weights only (a run whose file was deleted) is one line here, not a failed round."""
+    from lp_ray.imp.retrain import RETRAIN
+    from lp_ray.recipes import rewinds_optimizer
+
+    rewinds = rewinds_optimizer(job.train, job.imp.rewind_optimizer) and not RETRAIN[job.imp.retrain].from_ticket
+    if todo and rewinds and run.exists(layout.REWIND) and not run.exists(layout.REWIND_OPTIMIZER):
+        raise LpRayError(
+            f"{run.path(layout.REWIND_OPTIMIZER)} is missing: the rewind point holds no optimizer state, which "
+            f"this job's recipe ({job.train.optimizer}) rewinds; restore the file, or run the job with "
+            "imp.rewind_optimizer: false (a new run)"
+        )
 
 
 def _recipe(job: JobSpec) -> str:
