@@ -71,10 +71,14 @@ def load_optimizer_state(
     """`optimizer_state`'s tensors back into `opt`; with `mask`, the moments of pruned weights zeroed (a
     rewound round starts its pruned weights with no history)."""
     by_name = dict(model.named_parameters())
+    # Adam's step count stays on the CPU unless the optimizer is capturable or fused (as torch's own
+    # load_state_dict keeps it): a CUDA step tensor is an error for the default implementation.
+    step_on_param = bool(opt.defaults.get("capturable") or opt.defaults.get("fused"))
     for key, value in tensors.items():
         entry, _, name = key.rpartition("/")
         p = by_name[name]
-        value = value.to(p.device).clone()
+        on_cpu = entry == "step" and not step_on_param
+        value = value.clone() if on_cpu else value.to(p.device).clone()
         if mask is not None and name in mask and value.shape == p.shape:
             value.mul_(mask[name].to(value))
         opt.state[p][entry or "momentum_buffer"] = value

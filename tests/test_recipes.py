@@ -110,10 +110,12 @@ def test_adamw_resumes_bit_for_bit_from_its_checkpointed_state():
     _train(b, opt_b, spec, mask, source, [0])
     saved_weights, saved_opt = st_save(b.state_dict()), st_save(optimizer_state(opt_b, b))
     assert any(k.startswith("exp_avg_sq/") for k in st_load(saved_opt)) and "step/embed.weight" in st_load(saved_opt)
+    assert st_load(saved_opt)["step/embed.weight"].dim() == 0
     c = build_model(VIT, 10, (40,))
     c.load_state_dict(st_load(saved_weights))
     opt_c = make_optimizer(c, spec)
     load_optimizer_state(opt_c, c, st_load(saved_opt))
+    assert opt_c.state[c.embed.weight]["step"].device.type == "cpu"  # where torch keeps it (not capturable)
     _train(c, opt_c, spec, mask, source, [1])
     for name, value in a.state_dict().items():
         assert torch.equal(value, c.state_dict()[name]), name
