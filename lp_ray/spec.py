@@ -92,7 +92,7 @@ class TrainSpec:
     epochs: int = 40
     batch_size: int = 64  # global batch, split over DDP workers
     lr: float = 0.1
-    # The recipe (lp_ray/recipes.py): optimizer "sgd" or "adamw"; schedule "step" (drops by
+    # The recipe (recipes.py, schedules.py): optimizer "sgd" or "adamw"; schedule "step" (drops by
     # `lr_drop_factor` at `lr_drops`) or "cosine" (to 0, per step), each after `warmup_epochs` of linear
     # warm-up; weight decay on "all" parameters or on Linear/Conv "weights" only; gradient clipping.
     optimizer: str = "sgd"
