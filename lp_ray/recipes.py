@@ -82,12 +82,3 @@ def load_optimizer_state(
         if mask is not None and name in mask and value.shape == p.shape:
             value.mul_(mask[name].to(value))
         opt.state[p][entry or "momentum_buffer"] = value
-
-
-def rewinds_optimizer(spec_train: TrainSpec, rewind_optimizer: bool | None) -> bool:
-    """Whether a rewound round restores the optimizer's state at the rewind point too: as the job says,
-    else AdamW's moments are (a fresh Adam state after a warmed-up schedule takes full-size steps), SGD's
-    momentum is not (Frankle et al. 2020, and every pinned SGD run)."""
-    if rewind_optimizer is not None:
-        return rewind_optimizer
-    return spec_train.optimizer == "adamw"

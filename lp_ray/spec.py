@@ -120,7 +120,7 @@ DEFAULT_PARALLEL_EVALS = 2
 
 SELECTIONS = ("final", "best_val")  # train.select: the one list of its values
 PRECISIONS = ("fp32", "bf16")  # train.precision: the one list of its values
-# The recipe's names (what each means: lp_ray/recipes.py), here so that checking a job imports no torch.
+# The recipe's names (what each means: recipes.py, schedules.py), here so that checking a job imports no torch.
 OPTIMIZERS = ("sgd", "adamw")  # train.optimizer
 SCHEDULES = ("step", "cosine")  # train.schedule
 DECAY_ON = ("all", "weights")  # train.weight_decay_on
@@ -146,7 +146,7 @@ class ImpSpec:
     rate: float = 0.2
     rewind_epoch: int = 2
     # Whether a rewound round restores the optimizer's state at the rewind point as well as the weights
-    # (None: the recipe's default, lp_ray/recipes.py: AdamW's moments yes, SGD's momentum no).
+    # (None: the recipe's default, imp/retrain.py: AdamW's moments yes, SGD's momentum no).
     rewind_optimizer: bool | None = None
     prune_linear: bool = False
     # How round r >= 1 retrains (imp/retrain.py): "rewind" (weights and schedule back to rewind_epoch),

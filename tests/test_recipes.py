@@ -12,7 +12,7 @@ from safetensors.torch import save as st_save
 from lp_ray.data.base import TensorSource
 from lp_ray.imp.retrain import lr_for
 from lp_ray.models import build_model, prunable_tensors
-from lp_ray.recipes import load_optimizer_state, make_optimizer, optimizer_state, param_groups, rewinds_optimizer
+from lp_ray.recipes import load_optimizer_state, make_optimizer, optimizer_state, param_groups
 from lp_ray.schedules import lr_at
 from lp_ray.sparsity import dense_mask, prune_fraction
 from lp_ray.spec import ModelSpec, TrainSpec, default_job, run_hash
@@ -140,8 +140,17 @@ def test_sgd_momentum_keeps_its_checkpoint_names_and_a_rewound_state_zeroes_prun
     p = dict(vit.named_parameters())[names[0]]
     assert torch.all(fresh.state[p]["exp_avg"][half[names[0]] == 0] == 0)
     assert torch.any(fresh.state[p]["exp_avg_sq"][half[names[0]] == 1] != 0)
-    assert rewinds_optimizer(TrainSpec(optimizer="adamw"), None) and not rewinds_optimizer(TrainSpec(), None)
-    assert rewinds_optimizer(TrainSpec(), True) and not rewinds_optimizer(TrainSpec(optimizer="adamw"), False)
+    from lp_ray.imp.retrain import restores_optimizer, saves_optimizer
+
+    def job(*overrides):
+        return load_job(None, list(overrides))
+
+    assert saves_optimizer(job("train.optimizer=adamw")) and not saves_optimizer(job())
+    assert saves_optimizer(job("imp.rewind_optimizer=true")) and not saves_optimizer(
+        job("train.optimizer=adamw", "imp.rewind_optimizer=false")
+    )
+    assert restores_optimizer(job("train.optimizer=adamw"))
+    assert not restores_optimizer(job("train.optimizer=adamw", "imp.retrain=lr_rewind"))  # trained weights: fresh state
 
 
 def test_the_defaults_keep_every_run_hash_and_a_recipe_changes_it():

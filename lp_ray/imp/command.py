@@ -181,11 +181,9 @@ def log_imp(tracker, parent: str, job: JobSpec, run, log_models: str) -> bool:
 def check_rewind_point(job: JobSpec, run, todo: list[int]) -> None:
     """Rounds left to rewind need the optimizer's state at the rewind point where the recipe rewinds it:
     a rewind point with weights only (a run whose file was deleted) is one line here, not a failed round."""
-    from lp_ray.imp.retrain import RETRAIN
-    from lp_ray.recipes import rewinds_optimizer
+    from lp_ray.imp.retrain import restores_optimizer
 
-    rewinds = rewinds_optimizer(job.train, job.imp.rewind_optimizer) and not RETRAIN[job.imp.retrain].from_ticket
-    if todo and rewinds and run.exists(layout.REWIND) and not run.exists(layout.REWIND_OPTIMIZER):
+    if todo and restores_optimizer(job) and run.exists(layout.REWIND) and not run.exists(layout.REWIND_OPTIMIZER):
         raise LpRayError(
             f"{run.path(layout.REWIND_OPTIMIZER)} is missing: the rewind point holds no optimizer state, which "
             f"this job's recipe ({job.train.optimizer}) rewinds; restore the file, or run the job with "

@@ -40,11 +40,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from lp_ray import layout
 from lp_ray.errors import LpRayError
-from lp_ray.imp.retrain import RETRAIN, lr_for
+from lp_ray.imp.retrain import RETRAIN, lr_for, restores_optimizer, saves_optimizer
 from lp_ray.imp.soup import make_soup
 from lp_ray.opened_run import OpenedRun
 from lp_ray.pool.core import bn_subset, recalibrate_bn
-from lp_ray.recipes import load_optimizer_state, make_optimizer, optimizer_state, rewinds_optimizer, set_lr
+from lp_ray.recipes import load_optimizer_state, make_optimizer, optimizer_state, set_lr
 from lp_ray.schedules import per_step
 from lp_ray.sparsity import apply_mask, dense_mask, density, prune_fraction
 from lp_ray.spec import run_hash
@@ -193,10 +193,6 @@ class _Worker:
             self.group = groups[self.slot] if self.slot < self.slots else None
         self.opened = OpenedRun.of(job, run)
         self.data = self.opened.data.to(device)  # resident on a GPU for the whole job
-        # A rewound round starts from the optimizer's state at the rewind point too (AdamW by default);
-        # lr_rewind and finetune keep trained weights, for which that state is not theirs: a fresh one.
-        self.saves_rewind_optimizer = rewinds_optimizer(job.train, job.imp.rewind_optimizer)
-        self.rewinds_optimizer = self.saves_rewind_optimizer and not RETRAIN[job.imp.retrain].from_ticket
 
     def _fresh_model(self):
         # As a round of its own would: the same seeded initialization on every rank (round 0 trains it;
@@ -288,13 +284,8 @@ class _Worker:
         return decode_weights(self.run.read_bytes(layout.REWIND), self.run.path(layout.REWIND), template)[0]
 
     def rewind_optimizer_state(self) -> dict[str, torch.Tensor]:
+        """The optimizer's state at the rewind point (the driver checked it exists: check_rewind_point)."""
         rel = layout.REWIND_OPTIMIZER
-        if not self.run.exists(rel):
-            raise LpRayError(
-                f"{self.run.path(rel)} is missing: this run's rewind point holds no optimizer state, which "
-                "its recipe rewinds (imported tickets, or a run from before lp-ray saved it); "
-                "run the job with imp.rewind_optimizer: false"
-            )
         try:
             return st_load(self.run.read_bytes(rel))
         except Exception as e:  # safetensors raises several types on bad bytes
@@ -473,7 +464,7 @@ class _Network:
         self.opt = make_optimizer(net, T)
         if resume is not None:
             load_optimizer_state(self.opt, model, resume.optimizer)
-        elif r > 0 and w.rewinds_optimizer:  # the optimizer's state at the rewind point, pruned moments zeroed
+        elif r > 0 and restores_optimizer(w.job):  # the optimizer's state at the rewind point, pruned moments zeroed
             load_optimizer_state(self.opt, model, w.rewind_optimizer_state(), mask)
         per_worker_batch = T.batch_size // w.per
         per_rank = -(-len(w.data.train_idx) // w.per)  # ceil, as shard_batches pads
@@ -485,7 +476,7 @@ class _Network:
         w, r, job, T = self.w, self.r, self.w.job, self.w.job.train
         run, rank, world, data, board = w.run, w.local, w.per, w.data, w.cfg.board
         if r == 0 and epoch == job.imp.rewind_epoch and rank == 0 and not run.exists(layout.REWIND):
-            if w.saves_rewind_optimizer:  # before the weights: the rewind point exists once both do
+            if saves_optimizer(job):  # before the weights: the rewind point exists once both do
                 state = st_save(optimizer_state(self.opt, self.model), metadata={"epoch": str(epoch)})
                 run.write_bytes(layout.REWIND_OPTIMIZER, state)
             run.write_bytes(layout.REWIND, encode_weights(self.model.state_dict(), metadata={"epoch": str(epoch)}))

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lp_ray.schedules import lr_at
-from lp_ray.spec import TrainSpec
+from lp_ray.spec import JobSpec, TrainSpec
 
 
 @dataclass(frozen=True)
@@ -42,3 +42,19 @@ RETRAIN: dict[str, Retrain] = {
 
 def lr_for(name: str, spec: TrainSpec, round_: int, epoch: int, step: int = 0, steps: int = 1) -> float:
     return lr_at(spec, epoch, step, steps) if round_ == 0 else RETRAIN[name].lr(spec, epoch, step, steps)
+
+
+def saves_optimizer(job: JobSpec) -> bool:
+    """Whether round 0 saves the optimizer's state with the rewind point: as the job says
+    (`imp.rewind_optimizer`), else AdamW's moments are saved (a fresh Adam state after a warmed-up
+    schedule takes full-size steps) and SGD's momentum is not (Frankle et al. 2020, every pinned run)."""
+    if job.imp.rewind_optimizer is not None:
+        return job.imp.rewind_optimizer
+    return job.train.optimizer == "adamw"
+
+
+def restores_optimizer(job: JobSpec) -> bool:
+    """Whether a round r >= 1 starts from the optimizer's state at the rewind point: where it is saved and
+    the round starts from the rewind point's weights (lr_rewind and finetune keep trained weights, which
+    that state does not belong to: they start a fresh one)."""
+    return saves_optimizer(job) and not RETRAIN[job.imp.retrain].from_ticket
