@@ -211,6 +211,28 @@ def three_node_cluster(tmp_path_factory):
         stop(proc)
 
 
+WAIT_FOR_CPUS = """
+import json, sys, time
+import ray
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+deadline = time.time() + 120
+while ray.available_resources().get("CPU", 0) < float(sys.argv[2]) and time.time() < deadline:
+    time.sleep(0.5)
+workers = [n["NodeID"][:12] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0]
+print(json.dumps({"free": ray.available_resources().get("CPU", 0), "workers": workers}), flush=True)
+"""
+
+
+def wait_until_cpus_free(address: str, cpus: int) -> set[str]:
+    """Waits (a fresh driver, at most 2 min) until the cluster has `cpus` CPUs free, as after a command's
+    workers were torn down; returns the worker nodes' ids as the trace writes them."""
+    out = subprocess.run([sys.executable, "-c", WAIT_FOR_CPUS, address, str(cpus)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    state = json.loads(out.stdout.strip().splitlines()[-1])
+    assert state["free"] >= cpus, state
+    return set(state["workers"])
+
+
 TWO_ROUNDS = {**TINY_JOB, "imp": {"rounds": 2, "rewind_epoch": 1}}
 
 
@@ -255,10 +277,15 @@ def test_multi_node_imp_and_pool_match_single_node(tmp_path, single_node_run, th
         there = json.loads((single_node_run / "rounds" / f"round_{r:02d}" / "meta.json").read_text())
         assert here["ticket_sha256"] == there["ticket_sha256"], r
 
+    worker_nodes = wait_until_cpus_free(three_node_cluster, 2)  # the IMP's Train workers are gone
     proc = cli("pool", str(run), "--cluster", str(cluster), "--parallel-evals", "2", "--tracking-uri", tracking_uri)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 evaluation(s) in parallel" in proc.stdout
     trace = pq.read_table(run / "pool" / "interpolation" / "trace.parquet").to_pylist()
-    assert len({row["node"] for row in trace}) == 2  # evaluations ran on both worker nodes
+    # Evaluations ran on the worker nodes (the head has no CPU). Not asserted: that both nodes got work.
+    # An evaluator gets work only once it has started, and these 24 evaluations can be over before the
+    # second one's process is up on a loaded machine (CI saw all 24 on one node once).
+    assert {row["node"] for row in trace} <= worker_nodes and trace
     serial = cli("pool", str(run), "--serial", "--name", "serial", "--tracking-uri", tracking_uri)
     assert serial.returncode == 0, serial.stderr
 
