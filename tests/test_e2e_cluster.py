@@ -11,7 +11,18 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from helpers import BIN, TINY_JOB, cli, free_port, only_run, start_mlflow_server, start_ray_head, stop, write_yaml
+from helpers import (
+    BIN,
+    TINY_JOB,
+    as_driver,
+    cli,
+    free_port,
+    only_run,
+    start_mlflow_server,
+    start_ray_head,
+    stop,
+    write_yaml,
+)
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.e2e
@@ -211,24 +222,18 @@ def three_node_cluster(tmp_path_factory):
         stop(proc)
 
 
-WAIT_FOR_CPUS = """
-import json, sys, time
-import ray
-ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
-deadline = time.time() + 120
-while ray.available_resources().get("CPU", 0) < float(sys.argv[2]) and time.time() < deadline:
-    time.sleep(0.5)
-workers = [n["NodeID"][:12] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0]
-print(json.dumps({"free": ray.available_resources().get("CPU", 0), "workers": workers}), flush=True)
-"""
-
-
 def wait_until_cpus_free(address: str, cpus: int) -> set[str]:
-    """Waits (a fresh driver, at most 2 min) until the cluster has `cpus` CPUs free, as after a command's
-    workers were torn down; returns the worker nodes' ids as the trace writes them."""
-    out = subprocess.run([sys.executable, "-c", WAIT_FOR_CPUS, address, str(cpus)], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    state = json.loads(out.stdout.strip().splitlines()[-1])
+    """Waits (at most 90 s) until the cluster has `cpus` CPUs free, as after a command's workers were torn
+    down; returns the worker nodes' ids as the trace writes them."""
+    probe = (
+        "import json, time\n"
+        "deadline = time.time() + 90\n"
+        f"while ray.available_resources().get('CPU', 0) < {cpus} and time.time() < deadline:\n"
+        "    time.sleep(0.5)\n"
+        "workers = [n['NodeID'][:12] for n in ray.nodes() if n['Alive'] and n['Resources'].get('CPU', 0) > 0]\n"
+        "print(json.dumps({'free': ray.available_resources().get('CPU', 0), 'workers': workers}))\n"
+    )
+    state = json.loads(as_driver(address, probe))
     assert state["free"] >= cpus, state
     return set(state["workers"])
 
