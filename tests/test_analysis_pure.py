@@ -32,6 +32,18 @@ def test_paths_pairs_and_the_midpoint_matrix():
     assert m.tolist() == [[0.8, 0.4], [0.4, 0.6]]
 
 
+def test_mean_barriers_per_group_of_pairs_in_points():
+    pairs = [
+        {"a": a, "b": b, "barrier_test": x} for (a, b), x in zip(lmc.pairs([0, 1, 2]), (0.04, 0.02, 0.01), strict=True)
+    ]
+    got = {key: value for key, _, value in lmc.mean_barriers(pairs)}
+    assert got == pytest.approx(
+        {"all_pairs": 7 / 3, "with_first": 3.0, "pruned_pairs": 1.0, "adjacent": 2.5}  # (0,1)+(1,2) adjacent
+    )
+    only_dense = lmc.mean_barriers([{"a": 0, "b": 1, "barrier_test": 0.05}])  # no pair of pruned tickets
+    assert [key for key, _, _ in only_dense] == ["all_pairs", "with_first", "adjacent"]
+
+
 def test_disagreement_matrix_and_chain_steps():
     preds = {0: np.array([0, 1, 2, 3]), 1: np.array([0, 1, 2, 0]), 2: np.array([1, 0, 2, 0])}
     m = disagreement.matrix([0, 1, 2], preds)

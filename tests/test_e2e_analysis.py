@@ -13,6 +13,10 @@ import pytest
 from helpers import cli, one_error_line
 from mlflow.tracking import MlflowClient
 
+from lp_ray.analysis.lmc import LMC
+from lp_ray.analysis.stability import STABILITY
+from lp_ray.store import RunDir
+
 pytestmark = pytest.mark.e2e
 
 
@@ -50,6 +54,16 @@ def test_lmc_endpoints_are_the_recalibrated_tickets(finished):
     pairs = table(run, "lmc", "pairs")
     assert [(p["a"], p["b"]) for p in pairs] == [(0, 1), (0, 2), (1, 2)]
     assert all(p["barrier_test"] >= 0 for p in pairs)
+    # What an experiment's report averages over seeds: the barriers' means per group of pairs, in points
+    got = {m.key: m.value for m in LMC.of_run(RunDir(str(run)))}
+    assert got == pytest.approx(
+        {
+            "barrier_all_pairs_pt": 100 * sum(p["barrier_test"] for p in pairs) / 3,
+            "barrier_with_first_pt": 100 * (pairs[0]["barrier_test"] + pairs[1]["barrier_test"]) / 2,
+            "barrier_pruned_pairs_pt": 100 * pairs[2]["barrier_test"],
+            "barrier_adjacent_pt": 100 * (pairs[0]["barrier_test"] + pairs[2]["barrier_test"]) / 2,
+        }
+    )
     assert artifacts(finished, "lmc") == {
         "analysis/lmc/path.parquet",
         "analysis/lmc/pairs.parquet",
@@ -182,5 +196,7 @@ def test_stability_copies_are_a_resumable_run_beside_this_one(finished):
     barriers = table(run, "stability", "barriers")
     assert [b["from_epoch"] for b in barriers] == [1] and barriers[0]["copies_run"] == str(copies)
     assert "from epoch 1: error barrier between the copies" in proc.stdout
+    (measure,) = STABILITY.of_run(RunDir(str(run)))
+    assert (measure.key, measure.value) == ("barrier_from_epoch_1_pt", 100 * barriers[0]["barrier_test"])
     again = cli(*args)  # the copies are found again by their hash: nothing retrained
     assert again.returncode == 0 and again.stdout.count("done already") == 3

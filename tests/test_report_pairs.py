@@ -1,13 +1,13 @@
 """The experiment report's pairing of two cells seed by seed (`reference_cell:`), on hand-made records:
 the per-seed difference of tickets and of pooled networks, McNemar counts only where both were scored on
-the same test labels, and each cell's training compute."""
+the same test labels, each cell's training compute, and what analyses measured of every seed's whole run."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from lp_ray.report.experiment import SeedResult, cell_pairs, training_verdicts
+from lp_ray.report.experiment import SeedResult, cell_pairs, training_verdicts, whole_run_verdicts
 
 LABELS = np.array([0, 1, 2, 3])
 
@@ -54,3 +54,18 @@ def test_training_compute_is_stated_per_cell():
     assert (cell, cell2) == ("imp.particles=1", "imp.particles=3")
     assert v.text == "training [imp.particles=1]: 400 epochs of IMP per seed (all rounds, all particles), 2 seeds"
     assert v2.metrics == {"imp_epochs_per_seed": 1120.0}
+
+
+def test_a_whole_run_measure_is_averaged_over_the_seeds_that_ran_it():
+    label = "mean error barrier (test, pt) between every pair of tickets"
+    whole = {
+        "a=2": {("lmc", "barrier_all_pairs_pt"): (label, {0: 1.0, 1: 2.0, 2: 3.0})},
+        "a=1": {("lmc", "barrier_all_pairs_pt"): (label, {4: 0.5})},
+    }
+    (cell1, name, key, one), (cell2, _, _, three) = whole_run_verdicts(whole)
+    assert (cell1, cell2, name, key) == ("a=1", "a=2", "lmc", "barrier_all_pairs_pt")
+    assert one.text == f"lmc [a=1]: {label}: +0.50 (one seed: no interval)"
+    # mean 2, sd 1, t(0.975, 2 df) = 4.303: 2 -/+ 4.303 / sqrt(3)
+    assert three.text == f"lmc [a=2]: {label}: +2.00, Student t 95% CI [-0.48, +4.48] over 3 seeds"
+    assert three.metrics["mean"] == 2.0 and three.metrics["seeds"] == 3
+    assert three.metrics["t_ci_high"] == pytest.approx(2 + 4.302653 / 3**0.5)

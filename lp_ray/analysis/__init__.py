@@ -41,10 +41,12 @@ def run_analysis(name: str, run_uri: str, cluster, tracking_uri: str | None, wai
         return ANALYSES[name].run(run_uri, cluster, tracking_uri, **options)
 
 
-def analysis_done(run, name: str) -> bool:
-    return run.exists(layout.analysis_file(name, f"{name}.png"))
-
-
 def reported() -> list:
     """The analyses whose measurements the run and experiment reports show, in registry order."""
     return [a for a in ANALYSES.values() if hasattr(a, "measures")]
+
+
+def of_whole_runs() -> list:
+    """The analyses that measure a whole run (`of_run`), whose numbers the experiment report averages
+    over seeds, in registry order."""
+    return [a for a in ANALYSES.values() if hasattr(a, "of_run")]

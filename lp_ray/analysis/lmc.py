@@ -6,8 +6,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lp_ray.analysis.protocol import Option, Outcome
-from lp_ray.analysis.running import executor, open_finished, parse_alphas, positive, score_all, write_outputs
+from lp_ray import layout
+from lp_ray.analysis.protocol import Option, Outcome, RunMeasure
+from lp_ray.analysis.running import (
+    analysis_done,
+    executor,
+    open_finished,
+    parse_alphas,
+    positive,
+    score_all,
+    write_outputs,
+)
 from lp_ray.errors import LpRayError
 from lp_ray.spec import DEFAULT_PARALLEL_EVALS
 
@@ -96,6 +105,19 @@ class LinearModeConnectivity:
             "error barrier (test, pt) between adjacent tickets: "
             + "  ".join(f"{p['a']}-{p['b']} {100 * p['barrier_test']:+.2f}" for p in adjacent),
             f"mean barrier over all {len(pairs)} pairs: {100 * sum(p['barrier_test'] for p in pairs) / len(pairs):+.2f} pt",
+        ]
+
+    def of_run(self, run) -> list[RunMeasure] | None:
+        """The mean test error barrier per group of pairs (every pair, with the first ticket, between pruned
+        tickets, adjacent rounds), for the experiment report to average over seeds; None if not run."""
+        from lp_ray.analysis.compute import lmc
+
+        if not analysis_done(run, self.name):
+            return None
+        pairs = run.read_table(layout.analysis_file(self.name, "pairs.parquet")).to_pylist()
+        return [
+            RunMeasure(f"barrier_{key}_pt", f"mean error barrier (test, pt) between {group}", value)
+            for key, group, value in lmc.mean_barriers(pairs)
         ]
 
 

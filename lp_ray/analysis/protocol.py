@@ -59,7 +59,22 @@ class Comparison:
     extra: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class RunMeasure:
+    """One number an analysis measured of a whole run rather than of a pooled network (e.g. the mean
+    error barrier between its tickets), in points: the experiment report averages it over seeds with a
+    Student-t interval. `key` names it among MLflow's metrics, `label` in the report's lines."""
+
+    key: str
+    label: str
+    value: float
+
+
 class Analysis(Protocol):
+    """Also, where an analysis has them (the reports look for them): `measures(run, searches)`,
+    `comparisons`, `report_columns` and `report_lines` for what it measured of pooled networks, and
+    `of_run(run) -> list[RunMeasure] | None` for what it measured of the whole run (None: not run there)."""
+
     name: str
     help: str  # the question it answers, and how
     options: Sequence[Option]

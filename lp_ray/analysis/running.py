@@ -20,6 +20,11 @@ if TYPE_CHECKING:
 # that is built from it) stays light.
 
 
+def analysis_done(run: RunDir, name: str) -> bool:
+    """Whether analysis/<name>/ is complete: its PNG, written last, is there."""
+    return run.exists(layout.analysis_file(name, f"{name}.png"))
+
+
 def open_finished(run_uri: str) -> OpenedRun:
     from lp_ray.opened_run import open_run
     from lp_ray.store import RunDir, check_storage_reachable

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from lp_ray import layout
 from lp_ray.analysis.lmc import ALPHAS_OPTION, PARALLEL_OPTION, paths
-from lp_ray.analysis.protocol import Option, Outcome
-from lp_ray.analysis.running import open_finished, write_outputs
+from lp_ray.analysis.protocol import Option, Outcome, RunMeasure
+from lp_ray.analysis.running import analysis_done, open_finished, write_outputs
 from lp_ray.errors import LpRayError
 from lp_ray.spec import DEFAULT_PARALLEL_EVALS
 
@@ -82,6 +83,20 @@ class Stability:
         return [
             f"from epoch {p['from_epoch']}: error barrier between the copies {100 * p['barrier_test']:+.2f} pt (test)"
             for p in pairs
+        ]
+
+    def of_run(self, run) -> list[RunMeasure] | None:
+        """The test error barrier between the two copies from each epoch, for the experiment report to
+        average over seeds; None if not run."""
+        if not analysis_done(run, self.name):
+            return None
+        return [
+            RunMeasure(
+                f"barrier_from_epoch_{p['from_epoch']}_pt",
+                f"error barrier (test, pt) between two copies trained from epoch {p['from_epoch']}",
+                100 * p["barrier_test"],
+            )
+            for p in run.read_table(layout.analysis_file(self.name, "barriers.parquet")).to_pylist()
         ]
 
 

@@ -49,7 +49,7 @@ def trial_run(trial: Trial, cluster: ClusterSpec) -> RunDir:
 def trial_stage(trial: Trial, variants: list[PoolVariant], cluster: ClusterSpec, analyses=()) -> tuple[str, str]:
     """(status, stage) read from the trial's run directory: done / partial / queued, and e.g.
     'round 7/11' or 'pool average 4/11 targets, 38% of its evaluations'."""
-    from lp_ray.analysis import analysis_done
+    from lp_ray.analysis.running import analysis_done
     from lp_ray.store import ticket_done
 
     run = trial_run(trial, cluster)
@@ -141,7 +141,8 @@ def _trial_fn(config: dict) -> None:
                 wait=wait,
                 log_models=log_models,
             )
-        from lp_ray.analysis import analysis_done, run_analysis
+        from lp_ray.analysis import run_analysis
+        from lp_ray.analysis.running import analysis_done
 
         for a in t["analyses"]:
             if not analysis_done(result.run, a):

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from lp_ray import layout
-from lp_ray.analysis import reported
+from lp_ray.analysis import of_whole_runs, reported
 from lp_ray.errors import LpRayError
 from lp_ray.rounding import csv_bytes
 from lp_ray.stats import compare_counts, holm, mcnemar_p, paired_bootstrap_ci, paired_t_ci
@@ -54,12 +54,14 @@ class SeedResult:
 
 # (cell, method) -> target -> seed -> SeedResult
 Collected = dict[tuple[str, str], dict[int, dict[int, SeedResult]]]
+# cell -> (analysis, key) -> (label, seed -> value): what analyses measured of each seed's whole run
+WholeRuns = dict[str, dict[tuple[str, str], tuple[str, dict[int, float]]]]
 
 
-def collect(exp_dir: RunDir) -> tuple[dict, Collected, dict[str, dict[int, int]]]:
+def collect(exp_dir: RunDir) -> tuple[dict, Collected, dict[str, dict[int, int]], WholeRuns]:
     """Every finished trial's searches, read back from its run directory (records checked against their
-    sha256), with what its analyses measured of each pooled network; and per cell and seed, the epochs
-    its tickets were trained for."""
+    sha256), with what its analyses measured of each pooled network; per cell and seed, the epochs its
+    tickets were trained for, and what its analyses measured of the whole run."""
     from lp_ray.pool.records import finished_targets, read_predictions
     from lp_ray.store import finished_rounds, read_ticket_meta
 
@@ -67,11 +69,16 @@ def collect(exp_dir: RunDir) -> tuple[dict, Collected, dict[str, dict[int, int]]
     trials = exp_dir.read_table(layout.TRIALS).to_pylist()
     data: Collected = {}
     epochs: dict[str, dict[int, int]] = {}
+    whole: WholeRuns = {}
     for row in trials:
         run = RunDir(row["run_dir"])
         if run.exists(layout.ROUNDS):
             rounds = finished_rounds(run)
             epochs.setdefault(row["cell"], {})[row["seed"]] = sum(read_ticket_meta(run, r).epochs for r in rounds)
+        for analysis in of_whole_runs():
+            for m in analysis.of_run(run) or []:
+                _, seeds = whole.setdefault(row["cell"], {}).setdefault((analysis.name, m.key), (m.label, {}))
+                seeds[row["seed"]] = m.value
         searches = {m: finished_targets(run, m) for m in variant_names(ident)}
         measures = [a.measures(run, searches) for a in reported()]
         for m, results in searches.items():
@@ -98,7 +105,7 @@ def collect(exp_dir: RunDir) -> tuple[dict, Collected, dict[str, dict[int, int]]
                 )
     if not data:
         raise LpRayError(f"{exp_dir.uri}: no trial has finished a pool search yet; run `lp-ray sweep` first")
-    return ident, data, epochs
+    return ident, data, epochs, whole
 
 
 def variant_names(ident: dict) -> list[str]:
@@ -361,6 +368,24 @@ def training_verdicts(epochs: dict[str, dict[int, int]]) -> list[tuple[str, Verd
     return out
 
 
+def whole_run_verdicts(whole: WholeRuns) -> list[tuple[str, str, str, Verdict]]:
+    """Per cell, each number an analysis measured of every seed's whole run (e.g. lmc's mean barrier
+    between tickets): its mean over the seeds that ran it, with a Student-t 95% interval."""
+    out = []
+    for cell in sorted(whole):
+        for (name, key), (label, per_seed) in whole[cell].items():
+            values = [per_seed[s] for s in sorted(per_seed)]
+            ci = paired_t_ci(values, [0.0] * len(values))
+            spread = (
+                " (one seed: no interval)"
+                if ci.n < 2
+                else f", Student t 95% CI [{ci.low:+.2f}, {ci.high:+.2f}] over {ci.n} seeds"
+            )
+            metrics = {"mean": ci.mean, "t_ci_low": ci.low, "t_ci_high": ci.high, "seeds": ci.n}
+            out.append((cell, name, key, Verdict(f"{name}{_where(cell)}: {label}: {ci.mean:+.2f}{spread}", metrics)))
+    return out
+
+
 @dataclass
 class ExperimentReport:
     table: pa.Table  # per cell, search and sparsity: LT, LT+BN, the search, its gain
@@ -380,7 +405,7 @@ def metric_prefix(cell: str, what: str, cells: int) -> str:
 
 
 def build(exp_dir: RunDir) -> ExperimentReport:
-    ident, data, epochs = collect(exp_dir)
+    ident, data, epochs, whole = collect(exp_dir)
     names = variant_names(ident)
     cells = sorted({c for c, _ in data})
     rows, verdicts, measured, metrics, series = [], [], [], {}, {}
@@ -435,6 +460,9 @@ def build(exp_dir: RunDir) -> ExperimentReport:
         prefix = metric_prefix(cell, "", len(cells)).strip("/")
         metrics.update({f"{prefix + '/' if prefix else ''}{k}": x for k, x in v.metrics.items()})
         paired.append(v)
+    for cell, name, key, v in whole_run_verdicts(whole):
+        measured.append(v)
+        metrics.update({f"{metric_prefix(cell, name, len(cells))}{key}_{k}": x for k, x in v.metrics.items()})
     keys = list(dict.fromkeys(k for r in rows for k in r))  # analysis columns exist only where measured
     table = pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in rows])
     return ExperimentReport(

@@ -74,6 +74,26 @@ def pair_rows(rows: list[dict]) -> list[dict]:
     return out
 
 
+BARRIER_GROUPS = (  # key, which pairs, whether a pair (a < b, rounds) is one of them given the first round
+    ("all_pairs", "every pair of tickets", lambda a, b, first: True),
+    ("with_first", "the first round's ticket (dense) and each pruned one", lambda a, b, first: a == first),
+    ("pruned_pairs", "pairs of pruned tickets", lambda a, b, first: a != first),
+    ("adjacent", "adjacent rounds", lambda a, b, first: b == a + 1),
+)
+
+
+def mean_barriers(pairs_: list[dict]) -> list[tuple[str, str, float]]:
+    """The mean test error barrier in points over each group of pairs that has any: (key, group, mean).
+    A run's one-number answer to "are its tickets on one basin?", per group, for averaging over seeds."""
+    first = min(p["a"] for p in pairs_)
+    out = []
+    for key, group, keep in BARRIER_GROUPS:
+        chosen = [100 * p["barrier_test"] for p in pairs_ if keep(p["a"], p["b"], first)]
+        if chosen:
+            out.append((key, group, float(np.mean(chosen))))
+    return out
+
+
 def midpoint_matrix(rounds: Sequence[int], pairs_: list[dict], own: dict[int, float]) -> np.ndarray:
     """Test accuracy of every pair's midpoint, symmetric; the diagonal is each ticket's own."""
     index = {r: i for i, r in enumerate(rounds)}
