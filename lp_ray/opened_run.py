@@ -19,6 +19,7 @@ from lp_ray.data.base import DataBundle
 from lp_ray.data.loading import load_data
 from lp_ray.errors import LpRayError
 from lp_ray.models import build_model, prunable_tensors
+from lp_ray.pool.core import running_stats_norms
 from lp_ray.spec import JobSpec
 from lp_ray.store import RunDir, TicketMeta, finished_rounds, read_job, read_ticket, read_ticket_meta
 
@@ -30,18 +31,15 @@ class OpenedRun:
     data: DataBundle
     template: dict[str, torch.Tensor]  # a fresh model's state dict: names and shapes
     prunable: list[str]  # the tensors the job prunes
+    # Whether the network keeps BatchNorm running statistics, which a merge must recalibrate. Without them
+    # (LayerNorm, GroupNorm, no normalisation) an evaluation is one pass over validation.
+    has_running_stats: bool = True
 
     @classmethod
     def of(cls, job: JobSpec, run: RunDir) -> OpenedRun:
         data = load_data(job, run)
-        _, template, prunable = model_template(job, data.num_classes, data.input_shape)
-        return cls(run, job, data, template, prunable)
-
-    @property
-    def has_running_stats(self) -> bool:
-        """Whether the network keeps BatchNorm running statistics, which a merge must recalibrate. Without
-        them (LayerNorm, GroupNorm, no normalisation) an evaluation is one pass over validation."""
-        return any(name.endswith("running_mean") for name in self.template)
+        model, template, prunable = model_template(job, data.num_classes, data.input_shape)
+        return cls(run, job, data, template, prunable, bool(running_stats_norms(model)))
 
     def new_model(self) -> nn.Module:
         """A fresh instance of the run's model (initialized from torch's current seed)."""

@@ -6,7 +6,7 @@ import torch.nn as nn
 from torch.optim.swa_utils import update_bn
 
 from lp_ray.data.base import TensorSource
-from lp_ray.pool.core import bn_subset, interpolate, keep_count, merge, recalibrate_bn, reprune
+from lp_ray.pool.core import bn_subset, interpolate, keep_count, merge, recalibrate_bn, reprune, running_stats_norms
 from lp_ray.pool.methods import INTERPOLATION_POOL
 from lp_ray.sparsity import survivors
 
@@ -63,6 +63,30 @@ def test_bn_recalibration_equals_update_bn():
     assert torch.equal(a.body[1].running_mean, b.body[1].running_mean)
     assert torch.equal(a.body[1].running_var, b.body[1].running_var)
     assert a.body[1].momentum == 0.1  # restored
+
+
+@pytest.mark.parametrize(
+    "norm, recalibrated",
+    [
+        (nn.BatchNorm1d(8), True),
+        (nn.InstanceNorm1d(8, track_running_stats=True), False),  # torch has no cumulative average for it
+        (nn.BatchNorm1d(8, track_running_stats=False), False),  # normalises by each batch, even in eval mode
+        (nn.LayerNorm(2), False),
+        (nn.GroupNorm(2, 8), False),
+    ],
+)
+def test_only_norms_that_keep_running_statistics_are_recalibrated(norm, recalibrated):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Unflatten(1, (8, 2)), norm, nn.Flatten(), nn.Linear(16, 3))
+    assert running_stats_norms(net) == ([norm] if recalibrated else [])
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.randn(40, 16) * 3 + 1
+    recalibrate_bn(net, TensorSource(x, torch.randint(0, 3, (40,)), 3), torch.arange(40), batch_size=16)
+    changed = [k for k, v in net.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed == (["1.running_mean", "1.running_var", "1.num_batches_tracked"] if recalibrated else [])
+    if recalibrated:  # the cumulative average over the three batches, as update_bn computes it
+        means = torch.stack([x[i : i + 16].view(-1, 8, 2).mean((0, 2)) for i in range(0, 40, 16)])
+        assert torch.allclose(norm.running_mean, means.mean(0), atol=1e-6)
 
 
 def test_bn_subset_fixed_and_sorted():

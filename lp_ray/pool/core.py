@@ -73,6 +73,15 @@ def merge(
     return state, nonzero_mask(state, prunable)
 
 
+def running_stats_norms(model: nn.Module) -> list[nn.Module]:
+    """The BatchNorm layers whose eval-mode output reads running statistics, which a merge leaves stale:
+    those with `track_running_stats`. LayerNorm, GroupNorm and a BatchNorm without running statistics (it
+    normalises by each batch's) have none: nothing to recalibrate. An InstanceNorm that tracks them keeps
+    the merged ones: torch updates its statistics only with a fixed momentum, not the cumulative average
+    that recalibration needs."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
 @torch.no_grad()
 def recalibrate_bn(
     model: nn.Module,
@@ -85,7 +94,7 @@ def recalibrate_bn(
     """Recompute BatchNorm running statistics: reset them, use a cumulative average (momentum None),
     and run forward passes in train mode over `idx` in the given order, without augmentation.
     This is what torch.optim.swa_utils.update_bn does, on our batch sources."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    bns = running_stats_norms(model)
     if not bns:
         return
     was_training = model.training
@@ -182,7 +191,7 @@ class Evaluator:
     ):
         self.model = model_to_device(model, device)
         self.screen_idx = screen_idx  # the fast search's screening subset (None: no screening)
-        self.has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        self.has_bn = bool(running_stats_norms(model))
         self.data, self.prunable, self.bn_idx = data.to(device), sorted(prunable), bn_idx
         self.batch_size, self.device, self.precision = batch_size, device, precision
         # Scoring batches only change speed, not results (eval mode): large ones keep a GPU busy. BN
