@@ -394,3 +394,36 @@ def test_rerunning_a_finished_sweep_changes_nothing_in_mlflow(uninterrupted, tra
     assert again.returncode == 0, again.stdout + again.stderr
     assert "4 done already" in again.stdout
     assert store_snapshot(tracking_uri) == before
+
+
+def test_lmc_in_every_trial_is_averaged_over_seeds_by_the_report(uninterrupted, tracking_uri):
+    """`analyses: [lmc]` over the same trials (nothing trained): each trial measures its tickets' paths,
+    and the report averages each trial's mean barrier over the seeds of its cell, in verdict.txt and as
+    the sweep run's metrics. (Last in this module: it adds analysis/lmc/ to the shared trials.)"""
+    from mlflow.tracking import MlflowClient
+
+    ref_dir, _ = uninterrupted
+    path = write_yaml(ref_dir / "connected.yaml", {**EXPERIMENT, "name": "connected", "analyses": ["lmc"]})
+    proc = cli("sweep", str(path), "--cluster", str(ref_dir / "cluster.yaml"), "--tracking-uri", tracking_uri)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "round  0  trained" not in proc.stdout
+    (exp,) = [d for d in (ref_dir / "runs" / "experiments").iterdir() if d.name.startswith("connected-")]
+    verdict = (exp / "verdict.txt").read_text()
+    client = MlflowClient(tracking_uri)
+    (sweep,) = client.search_runs(
+        [client.get_experiment_by_name("lp-ray/tiny").experiment_id],
+        f"tags.`lp_ray.kind` = 'sweep' and tags.`lp_ray.run_dir` = '{exp}'",
+    )
+    for rewind in (0, 1):
+        means = []
+        for r in (ref_dir / "runs").glob("tiny-*"):
+            if f"rewind_epoch: {rewind}" in (r / "job.yaml").read_text():
+                pairs = pq.read_table(r / "analysis" / "lmc" / "pairs.parquet").to_pylist()
+                means.append(100 * sum(p["barrier_test"] for p in pairs) / len(pairs))
+        assert len(means) == 2
+        line = next(
+            l for l in verdict.splitlines() if l.startswith(f"lmc [imp.rewind_epoch={rewind}]: ") and "every pair" in l
+        )
+        assert f": {sum(means) / 2:+.2f}, Student t 95% CI [" in line and line.endswith("over 2 seeds")
+        key = f"imp.rewind_epoch:{rewind}/lmc/barrier_all_pairs_pt_mean"
+        assert sweep.data.metrics[key] == pytest.approx(sum(means) / 2)
