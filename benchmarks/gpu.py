@@ -1,14 +1,17 @@
 """The GPU path, measured against the bare-PyTorch limit (not a test). One command on any CUDA machine with
 only the project installed: synthetic CIFAR-shaped data (50,000 training images, 10% of them validation),
-CIFAR ResNet-18, no downloads.
+CIFAR ResNet-18 (SGD, BatchNorm) or with `--model vit` the small ViT of jobs/cifar10-vit.yaml (its model
+and recipe: AdamW, warm-up + cosine, clipping; LayerNorm, so no recalibration), no downloads.
 
     .venv/bin/python benchmarks/gpu.py                        # a CUDA machine: the measurement (~8 min on one GPU)
+    .venv/bin/python benchmarks/gpu.py --model vit            # the same for the transformer recipe
     .venv/bin/python benchmarks/gpu.py --device cpu --small   # the same code path on the CPU, tiny (the CI guard)
 
 Prints, in one run:
   training   images/s of lp-ray's round loop (`lp-ray imp`: Ray Train, one GPU worker, data resident on
-             the GPU) and of a bare PyTorch loop doing the same work (same batch, masked SGD, per-epoch
-             validation), at fp32 and at bf16 (autocast) with channels-last; the ratio (target <= 1.3x)
+             the GPU) and of a bare PyTorch loop doing the same work (same batch, the job's masked
+             optimizer and schedule, per-epoch validation), at fp32 and at bf16 (autocast) with
+             channels-last for the CNN; the ratio (target <= 1.3x)
   pool       evaluations/s (merge, BatchNorm recalibration over the 45,000 training images, validation
              over the 5,000): lp-ray's evaluators (Ray actors) at 1 and at 4 per GPU (num_gpus 0.25),
              and a bare loop of the same evaluations; the ratio (target <= 1.5x) and whether the four
@@ -36,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from lp_ray.data.loading import load_data  # noqa: E402
 from lp_ray.models import build_model  # noqa: E402
 from lp_ray.recipes import make_optimizer, set_lr  # noqa: E402
-from lp_ray.schedules import lr_at  # noqa: E402
+from lp_ray.schedules import lr_at, per_step  # noqa: E402
 from lp_ray.sparsity import dense_mask, prunable_names  # noqa: E402
 from lp_ray.spec import job_to_dict, run_name  # noqa: E402
 from lp_ray.spec_loading import job_from_dict  # noqa: E402
@@ -55,9 +58,25 @@ SIZES = {  # full: what the issue asks for; small: seconds on a CPU. Small image
 }
 
 
-def job(size: dict, precision: str) -> dict:
+def _vit() -> tuple[dict, dict]:
+    """jobs/cifar10-vit.yaml's network and recipe, with one warm-up epoch of the benchmark's few."""
+    shipped = yaml.safe_load((ROOT / "jobs" / "cifar10-vit.yaml").read_text())
+    recipe = {k: v for k, v in shipped["train"].items() if k not in ("epochs", "batch_size")}
+    return shipped["model"], {**recipe, "warmup_epochs": 1}
+
+
+MODELS = {  # --model: the network and its recipe (train fields), on the same synthetic data
+    "resnet18": ({"name": "cifar_resnet18"}, {"lr_drops": []}),
+    "vit": _vit(),
+}
+
+
+def job(size: dict, precision: str, model: str = "resnet18") -> dict:
+    network, recipe = MODELS[model]
+    if "warmup_epochs" in recipe:  # a warm-up shorter than training (none in the one epoch of --small)
+        recipe = {**recipe, "warmup_epochs": min(recipe["warmup_epochs"], size["epochs"] - 1)}
     return {
-        "name": "gpu-bench",
+        "name": f"gpu-bench-{model}",
         "data": {
             "dataset": "synthetic",
             "shape": [3, size["side"], size["side"]],
@@ -65,8 +84,8 @@ def job(size: dict, precision: str) -> dict:
             "num_train": size["num_train"],
             "num_test": size["num_test"],
         },
-        "model": {"name": "cifar_resnet18"},
-        "train": {"epochs": size["epochs"], "batch_size": size["batch_size"], "lr_drops": [], "precision": precision},
+        "model": network,
+        "train": {"epochs": size["epochs"], "batch_size": size["batch_size"], "precision": precision, **recipe},
         "imp": {"rounds": 2, "rewind_epoch": 0},
     }
 
@@ -109,12 +128,26 @@ def bare_training(spec: dict, run: Path, device: torch.device) -> tuple[list[flo
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
+    b = j.train.batch_size
+    steps = -(-len(data.train_idx) // b)
     for epoch in range(j.train.epochs):
         t0 = time.perf_counter()
         set_lr(opt, lr_at(j.train, epoch))
+        lr_of_step = (lambda step, e=epoch: lr_at(j.train, e, step, steps)) if per_step(j.train) else None
         gen = torch.Generator().manual_seed(epoch_seed(0, 1, epoch))
-        b = j.train.batch_size
-        masked_train_epoch(model, opt, data.train, data.train_idx, b, mask, gen, device, precision=j.train.precision)
+        masked_train_epoch(
+            model,
+            opt,
+            data.train,
+            data.train_idx,
+            b,
+            mask,
+            gen,
+            device,
+            precision=j.train.precision,
+            lr_of_step=lr_of_step,
+            grad_clip=j.train.grad_clip,
+        )
         count_correct(model, data.train, data.val_idx, device, precision=j.train.precision)
         _sync(device)
         times.append(time.perf_counter() - t0)
@@ -199,6 +232,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     ap.add_argument("--small", action="store_true", help="tiny sizes (the CPU guard), not a measurement")
+    ap.add_argument("--model", choices=sorted(MODELS), default="resnet18", help="the network and its recipe")
     ap.add_argument("--out", default=None, help="working folder (default: a temporary one)")
     ap.add_argument(
         "--precisions",
@@ -222,12 +256,12 @@ def main() -> None:
     out = Path(a.out or tempfile.mkdtemp(prefix="lp-ray-gpu-"))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(
-        f"device: {name}; {size['num_train']} synthetic 3x{size['side']}x{size['side']} images, ResNet-18, batch {size['batch_size']}"
+        f"device: {name}; {size['num_train']} synthetic 3x{size['side']}x{size['side']} images, {a.model}, batch {size['batch_size']}"
     )
     lines, runs = [], {}
     images = int(size["num_train"] * 0.9)
     for precision in precisions:
-        spec = job(size, precision)
+        spec = job(size, precision, a.model)
         folder = out / precision
         folder.mkdir(parents=True, exist_ok=True)
         run, epochs = lp_ray_training(spec, folder, a.device, a.address)
@@ -237,7 +271,7 @@ def main() -> None:
         bare, bare_peak = bare_training(spec, run, device)
         bare_med = statistics.median(bare[1:] if len(bare) > 1 else bare)
         lines.append(
-            f"training {precision:>4}{' + channels-last' if device.type == 'cuda' else ''}: lp-ray "
+            f"training {precision:>4}{' + channels-last' if device.type == 'cuda' and a.model != 'vit' else ''}: lp-ray "
             f"{images / ours:8.0f} images/s, bare {images / bare_med:8.0f} images/s: {ours / bare_med:.2f}x "
             f"(target <= 1.3x); peak memory lp-ray {ours_peak:.0f} MB, bare {bare_peak:.0f} MB"
         )
