@@ -55,19 +55,26 @@ def paired_bootstrap_ci(
     return Interval(float(diff.mean()), float(low), float(high), len(diff))
 
 
+def t_ci(values: Sequence[float], confidence: float = 0.95) -> Interval:
+    """Mean of `values` (e.g. one number per seed) with a Student-t interval (n - 1 degrees of freedom).
+    Fewer than two values: no interval (nan bounds)."""
+    from scipy.stats import t
+
+    x = np.asarray(values, dtype=np.float64)
+    n = len(x)
+    if n < 2:
+        return Interval(float(x.mean()) if n else math.nan, math.nan, math.nan, n)
+    half = float(t.ppf(0.5 + confidence / 2, n - 1)) * float(x.std(ddof=1)) / math.sqrt(n)
+    return Interval(float(x.mean()), float(x.mean()) - half, float(x.mean()) + half, n)
+
+
 def paired_t_ci(method: Sequence[float], baseline: Sequence[float], confidence: float = 0.95) -> Interval:
     """Mean of `method[i] - baseline[i]` with a Student-t interval (n - 1 degrees of freedom). With
     few seeds the percentile bootstrap's interval is too narrow (it never reaches beyond the observed
     differences and treats their spread as known); the t-interval is the classical, wider companion.
     Fewer than two pairs: no interval (nan bounds)."""
-    from scipy.stats import t
-
     diff = np.asarray(method, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
-    n = len(diff)
-    if n < 2:
-        return Interval(float(diff.mean()) if n else math.nan, math.nan, math.nan, n)
-    half = float(t.ppf(0.5 + confidence / 2, n - 1)) * float(diff.std(ddof=1)) / math.sqrt(n)
-    return Interval(float(diff.mean()), float(diff.mean()) - half, float(diff.mean()) + half, n)
+    return t_ci(diff, confidence)
 
 
 def mcnemar_exact(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> tuple[int, int, float]:

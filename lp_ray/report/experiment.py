@@ -27,7 +27,7 @@ from lp_ray import layout
 from lp_ray.analysis import of_whole_runs, reported
 from lp_ray.errors import LpRayError
 from lp_ray.rounding import csv_bytes
-from lp_ray.stats import compare_counts, holm, mcnemar_p, paired_bootstrap_ci, paired_t_ci
+from lp_ray.stats import compare_counts, holm, mcnemar_p, paired_bootstrap_ci, paired_t_ci, t_ci
 from lp_ray.store import RunDir
 
 
@@ -375,7 +375,7 @@ def whole_run_verdicts(whole: WholeRuns) -> list[tuple[str, str, str, Verdict]]:
     for cell in sorted(whole):
         for (name, key), (label, per_seed) in whole[cell].items():
             values = [per_seed[s] for s in sorted(per_seed)]
-            ci = paired_t_ci(values, [0.0] * len(values))
+            ci = t_ci(values)
             spread = (
                 " (one seed: no interval)"
                 if ci.n < 2
